@@ -1,0 +1,254 @@
+//! MobileNet v1 (Howard et al. 2017, Table 1) and MobileNetV2 (Sandler et al. 2018, Table 2),
+//! with a width multiplier α and any input size ≥ 32.
+//!
+//! MobileNet v1 has no torchvision model; its parameter names follow the same style:
+//!
+//! | path | layer |
+//! |---|---|
+//! | `features.0.0.weight` | stem conv 3×3/2, 3 → d(32) |
+//! | `features.0.1.{weight,bias,running_mean,running_var}` | stem BatchNorm |
+//! | `features.{1..13}.depthwise.0.weight` | depthwise 3×3 conv (groups = channels) |
+//! | `features.{1..13}.depthwise.1.*` | its BatchNorm |
+//! | `features.{1..13}.pointwise.0.weight` | pointwise 1×1 conv |
+//! | `features.{1..13}.pointwise.1.*` | its BatchNorm |
+//! | `classifier.1.{weight,bias}` | Linear d(1024) → classes (TF-slim's 1×1 `Conv2d_1c_1x1`) |
+//!
+//! With BN folded (TFLite files), each `*.0` conv carries a `bias` and the `*.1` entries are absent.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::layers::{
+    global_avg_pool, linear, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual,
+    Linear, PaddingMode,
+};
+use crate::model::{ModelOptions, Network};
+
+/// Table 1 of the MobileNet paper after the stem: (output channels, stride) per
+/// depthwise-separable block, at α = 1.
+#[rustfmt::skip]
+pub const V1_BLOCKS: [(usize, usize); 13] = [
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+    (1024, 2), (1024, 1),
+];
+
+/// TF-slim's channel rounding for MobileNet v1: `max(int(d · α), min_depth = 8)`.
+pub fn v1_depth(d: usize, alpha: f64) -> usize {
+    ((d as f64 * alpha) as usize).max(8)
+}
+
+/// MobileNet v1. BatchNorm ε = 1e-3 (TF-slim); TensorFlow "SAME" padding by default.
+#[derive(Debug, Clone)]
+pub struct MobileNetV1 {
+    stem: Conv2d,
+    blocks: Vec<DepthwiseSeparable>,
+    classifier: Option<Linear>,
+    num_features: usize,
+    num_classes: usize,
+}
+
+impl MobileNetV1 {
+    pub fn new(opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
+        let (alpha, norm) = (opts.width, opts.norm(1e-3));
+        let padding = opts.padding.unwrap_or(PaddingMode::TfSame);
+        let f = vb.pp("features");
+        let mut cin = v1_depth(32, alpha);
+        let stem_spec = ConvSpec::new(3, cin, 3)
+            .stride(2)
+            .padding(padding.for_kernel(3))
+            .act(Activation::Relu6);
+        let stem = Conv2d::load_with_norm(&f.pp(0).pp(0), &f.pp(0).pp(1), stem_spec, norm)?;
+        let mut blocks = Vec::with_capacity(V1_BLOCKS.len());
+        for (i, &(c, s)) in V1_BLOCKS.iter().enumerate() {
+            let cout = v1_depth(c, alpha);
+            blocks.push(DepthwiseSeparable::load(
+                &f.pp(i + 1),
+                cin,
+                cout,
+                s,
+                padding,
+                norm,
+            )?);
+            cin = cout;
+        }
+        let classifier = if opts.include_top {
+            Some(linear(cin, opts.num_classes, vb.pp("classifier").pp(1))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            stem,
+            blocks,
+            classifier,
+            num_features: cin,
+            num_classes: opts.num_classes,
+        })
+    }
+}
+
+impl Network for MobileNetV1 {
+    fn name(&self) -> &str {
+        "mobilenet_v1"
+    }
+    fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.stem.forward(x)?; // N×d(32)×H/2×W/2
+        for b in &self.blocks {
+            h = b.forward(&h)?;
+        }
+        Ok(h) // N×d(1024)×H/32×W/32
+    }
+    fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
+        let pooled = global_avg_pool(f)?;
+        match &self.classifier {
+            Some(c) if !pre_logits => c.forward(&pooled),
+            _ => Ok(pooled),
+        }
+    }
+    fn num_features(&self) -> usize {
+        self.num_features
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.classifier.as_ref().map(|_| self.num_classes)
+    }
+    fn min_input_size(&self) -> usize {
+        32
+    }
+}
+
+/// Table 2 of the MobileNetV2 paper: expansion t, output channels c, repeats n, first stride s.
+#[rustfmt::skip]
+pub const V2_BLOCKS: [(usize, usize, usize, usize); 7] = [
+    // t,   c, n, s
+    (1,  16, 1, 1),
+    (6,  24, 2, 2),
+    (6,  32, 3, 2),
+    (6,  64, 4, 2),
+    (6,  96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// torchvision's `_make_divisible(v, 8)`: nearest multiple of 8, at least 8, never more than
+/// 10% below `v`.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut new_v = (((v + d / 2.0) as usize) / divisor * divisor).max(divisor);
+    if (new_v as f64) < 0.9 * v {
+        new_v += divisor;
+    }
+    new_v
+}
+
+/// MobileNetV2 in torchvision's layout (`features.0` stem, `features.1..17` inverted residuals,
+/// `features.18` 1×1 to the last channel, `classifier.1`). The last channel 1280 is widened
+/// only for α > 1. BatchNorm ε = 1e-5 (torchvision); PyTorch padding by default.
+#[derive(Debug, Clone)]
+pub struct MobileNetV2 {
+    stem: Conv2d,
+    blocks: Vec<InvertedResidual>,
+    last: Conv2d,
+    classifier: Option<Linear>,
+    num_features: usize,
+    num_classes: usize,
+}
+
+impl MobileNetV2 {
+    pub fn new(opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
+        let (alpha, norm) = (opts.width, opts.norm(1e-5));
+        let padding = opts.padding.unwrap_or(PaddingMode::Torch);
+        let f = vb.pp("features");
+        let mut cin = make_divisible(32.0 * alpha, 8);
+        let last_channel = make_divisible(1280.0 * alpha.max(1.0), 8);
+        let stem_spec = ConvSpec::new(3, cin, 3)
+            .stride(2)
+            .padding(padding.for_kernel(3))
+            .act(Activation::Relu6);
+        let stem = Conv2d::load_with_norm(&f.pp(0).pp(0), &f.pp(0).pp(1), stem_spec, norm)?;
+        let mut blocks = Vec::new();
+        for &(t, c, n, s) in &V2_BLOCKS {
+            let cout = make_divisible(c as f64 * alpha, 8);
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                blocks.push(InvertedResidual::load(
+                    &f.pp(blocks.len() + 1),
+                    cin,
+                    cout,
+                    stride,
+                    t,
+                    padding,
+                    norm,
+                )?);
+                cin = cout;
+            }
+        }
+        let idx = blocks.len() + 1;
+        let last_spec = ConvSpec::new(cin, last_channel, 1).act(Activation::Relu6);
+        let last = Conv2d::load_with_norm(&f.pp(idx).pp(0), &f.pp(idx).pp(1), last_spec, norm)?;
+        let classifier = if opts.include_top {
+            Some(linear(
+                last_channel,
+                opts.num_classes,
+                vb.pp("classifier").pp(1),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            stem,
+            blocks,
+            last,
+            classifier,
+            num_features: last_channel,
+            num_classes: opts.num_classes,
+        })
+    }
+}
+
+impl Network for MobileNetV2 {
+    fn name(&self) -> &str {
+        "mobilenet_v2"
+    }
+    fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.stem.forward(x)?; // N×32α×H/2×W/2
+        for b in &self.blocks {
+            h = b.forward(&h)?;
+        }
+        self.last.forward(&h) // N×1280·max(1,α)×H/32×W/32
+    }
+    fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
+        let pooled = global_avg_pool(f)?;
+        match &self.classifier {
+            Some(c) if !pre_logits => c.forward(&pooled),
+            _ => Ok(pooled),
+        }
+    }
+    fn num_features(&self) -> usize {
+        self.num_features
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.classifier.as_ref().map(|_| self.num_classes)
+    }
+    fn min_input_size(&self) -> usize {
+        32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_rounding_matches_references() {
+        // torchvision: α = 0.35 → stem 16, α = 1.4 → stem 48, last 1792.
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16);
+        assert_eq!(make_divisible(32.0 * 1.4, 8), 48);
+        assert_eq!(make_divisible(1280.0 * 1.4, 8), 1792);
+        assert_eq!(make_divisible(16.0 * 0.35, 8), 8);
+        assert_eq!(make_divisible(24.0 * 0.75, 8), 24); // 18 → 16 would be > 10% below
+                                                        // TF-slim v1: α = 0.25 → 8, 16, …, 256.
+        assert_eq!(v1_depth(32, 0.25), 8);
+        assert_eq!(v1_depth(1024, 0.25), 256);
+        assert_eq!(v1_depth(16, 0.25), 8);
+    }
+}

@@ -1,0 +1,127 @@
+//! SqueezeNet (Iandola et al. 2016, Table 1) v1.0 and torchvision's v1.1 (3×3 stem, earlier
+//! pooling, 2.4× fewer MACs). Max pools use ceil mode. The classifier is a 1×1 conv to the
+//! classes followed by ReLU and a global average pool: torchvision's model really applies ReLU
+//! to the class scores, and we reproduce it for parity.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::layers::{global_avg_pool, Activation, Conv2d, ConvSpec, Fire, MaxPool2d, PoolSpec};
+use crate::model::{ModelOptions, Network};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1_0,
+    V1_1,
+}
+
+/// One entry of `features`: a Fire module (squeeze, expand 1×1, expand 3×3) or a 3×3/2 ceil max pool.
+#[derive(Debug, Clone, Copy)]
+pub enum L {
+    Fire(usize, usize, usize),
+    Pool,
+}
+use L::{Fire as F, Pool as P};
+
+/// Table 1, after the stem conv (`features.0`, ReLU `features.1`, pool `features.2`).
+#[rustfmt::skip]
+pub const V1_0: [L; 10] = [
+    F(16, 64, 64), F(16, 64, 64), F(32, 128, 128), P,
+    F(32, 128, 128), F(48, 192, 192), F(48, 192, 192), F(64, 256, 256), P,
+    F(64, 256, 256),
+];
+/// torchvision's SqueezeNet 1.1.
+#[rustfmt::skip]
+pub const V1_1: [L; 10] = [
+    F(16, 64, 64), F(16, 64, 64), P,
+    F(32, 128, 128), F(32, 128, 128), P,
+    F(48, 192, 192), F(48, 192, 192), F(64, 256, 256), F(64, 256, 256),
+];
+
+const POOL: MaxPool2d = MaxPool2d(PoolSpec::new(3, 2).ceil());
+
+#[derive(Debug, Clone)]
+enum Layer {
+    Fire(Fire),
+    Pool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqueezeNet {
+    version: Version,
+    stem: Conv2d,
+    features: Vec<Layer>,
+    classifier: Option<Conv2d>,
+    num_classes: usize,
+}
+
+impl SqueezeNet {
+    pub fn new(version: Version, opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
+        let f = vb.pp("features");
+        let (stem_spec, table) = match version {
+            Version::V1_0 => (ConvSpec::new(3, 96, 7).stride(2), &V1_0),
+            Version::V1_1 => (ConvSpec::new(3, 64, 3).stride(2), &V1_1),
+        };
+        let stem = Conv2d::load(&f.pp(0), stem_spec.act(Activation::Relu), true)?;
+        let mut cin = stem_spec.out_channels;
+        let features = table
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match *l {
+                L::Pool => Ok(Layer::Pool),
+                L::Fire(s, e1, e3) => {
+                    let fire = Fire::load(&f.pp(i + 3), cin, s, e1, e3)?;
+                    cin = fire.out_channels();
+                    Ok(Layer::Fire(fire))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let classifier = if opts.include_top {
+            let spec = ConvSpec::new(512, opts.num_classes, 1).act(Activation::Relu);
+            Some(Conv2d::load(&vb.pp("classifier").pp(1), spec, true)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            version,
+            stem,
+            features,
+            classifier,
+            num_classes: opts.num_classes,
+        })
+    }
+}
+
+impl Network for SqueezeNet {
+    fn name(&self) -> &str {
+        match self.version {
+            Version::V1_0 => "squeezenet1_0",
+            Version::V1_1 => "squeezenet1_1",
+        }
+    }
+    fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = POOL.forward(&self.stem.forward(x)?)?;
+        for l in &self.features {
+            h = match l {
+                Layer::Fire(f) => f.forward(&h)?,
+                Layer::Pool => POOL.forward(&h)?,
+            };
+        }
+        Ok(h) // N×512×h×w (13×13 at 224)
+    }
+    fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
+        match &self.classifier {
+            Some(c) if !pre_logits => global_avg_pool(&c.forward(f)?), // N×classes
+            _ => global_avg_pool(f),
+        }
+    }
+    fn num_features(&self) -> usize {
+        512
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.classifier.as_ref().map(|_| self.num_classes)
+    }
+    fn min_input_size(&self) -> usize {
+        32
+    }
+}

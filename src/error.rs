@@ -1,0 +1,19 @@
+//! The crate's error type for everything above a single tensor operation.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown architecture `{name}`; known: {known}")]
+    UnknownArch { name: String, known: String },
+    #[error("invalid option for {arch}: {msg}")]
+    InvalidOption { arch: String, msg: String },
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

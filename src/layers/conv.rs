@@ -1,0 +1,324 @@
+//! 2-D convolution with stride, dilation, groups, both padding conventions, an optional
+//! folded BatchNorm and a fused activation.
+
+use candle_core::{bail, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::batch_norm::{BatchNorm2d, Norm};
+use super::padding::{same_pad, window_out, Pad1, Padding};
+use super::Activation;
+
+/// Hyper-parameters of one convolution, as in `torch.nn.Conv2d`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// (height, width) of the kernel.
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub padding: Padding,
+    pub dilation: usize,
+    pub groups: usize,
+    pub activation: Activation,
+}
+
+impl ConvSpec {
+    /// A k×k convolution, stride 1, no padding, one group, no activation.
+    pub fn new(in_channels: usize, out_channels: usize, k: usize) -> Self {
+        Self::rect(in_channels, out_channels, (k, k))
+    }
+    /// A kh×kw convolution (Inception v3's 1×7 / 7×1 factorised kernels).
+    pub fn rect(in_channels: usize, out_channels: usize, kernel: (usize, usize)) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: Padding::VALID,
+            dilation: 1,
+            groups: 1,
+            activation: Activation::None,
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn pad(mut self, p: usize) -> Self {
+        self.padding = Padding::sym(p);
+        self
+    }
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    pub fn act(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    /// Shape of the weight tensor: O × I/groups × kh × kw.
+    pub fn weight_shape(&self) -> (usize, usize, usize, usize) {
+        let (kh, kw) = self.kernel;
+        (self.out_channels, self.in_channels / self.groups, kh, kw)
+    }
+    fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+    fn validate(&self, name: &str) -> Result<()> {
+        let ok = self.groups >= 1
+            && self.stride >= 1
+            && self.dilation >= 1
+            && self.kernel.0 >= 1
+            && self.kernel.1 >= 1
+            && self.in_channels % self.groups == 0
+            && self.out_channels % self.groups == 0;
+        if !ok {
+            bail!("conv `{name}`: invalid hyper-parameters {self:?}")
+        }
+        Ok(())
+    }
+}
+
+/// A convolution ready to run: weights (BatchNorm already folded in), bias, activation.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    /// Bias reshaped to 1×O×1×1 once at load.
+    bias: Option<Tensor>,
+    /// Depthwise kernels split per tap at load, each 1×C×1×1 (see [`Conv2d::forward`]).
+    taps: Option<Vec<Tensor>>,
+    spec: ConvSpec,
+    name: String,
+}
+
+impl Conv2d {
+    /// Wraps explicit tensors; `name` is used in error messages.
+    pub fn from_tensors(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        spec: ConvSpec,
+        name: &str,
+    ) -> Result<Self> {
+        spec.validate(name)?;
+        let expected = spec.weight_shape();
+        if weight.dims4()? != expected {
+            bail!(
+                "conv `{name}`: weight shape {:?}, expected {expected:?}",
+                weight.dims()
+            )
+        }
+        let bias = match bias {
+            Some(b) => Some(b.reshape((1, spec.out_channels, 1, 1))?),
+            None => None,
+        };
+        let taps = if spec.is_depthwise() {
+            let (kh, kw) = spec.kernel;
+            let mut taps = Vec::with_capacity(kh * kw);
+            for i in 0..kh {
+                for j in 0..kw {
+                    let t = weight.narrow(2, i, 1)?.narrow(3, j, 1)?;
+                    taps.push(t.reshape((1, spec.out_channels, 1, 1))?.contiguous()?);
+                }
+            }
+            Some(taps)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            taps,
+            spec,
+            name: name.to_string(),
+        })
+    }
+
+    /// A plain `nn.Conv2d` at `vb` (`weight`, and `bias` when `bias` is true).
+    pub fn load(vb: &VarBuilder, spec: ConvSpec, bias: bool) -> Result<Self> {
+        spec.validate(&vb.prefix())?;
+        let weight = vb.get(spec.weight_shape(), "weight")?;
+        let bias = if bias {
+            Some(vb.get(spec.out_channels, "bias")?)
+        } else {
+            None
+        };
+        Self::from_tensors(weight, bias, spec, &vb.prefix())
+    }
+
+    /// A bias-free convolution at `conv` followed by a BatchNorm at `bn`, folded now.
+    /// With [`Norm::Folded`] the checkpoint has no BatchNorm and the convolution carries a bias.
+    pub fn load_with_norm(
+        conv: &VarBuilder,
+        bn: &VarBuilder,
+        spec: ConvSpec,
+        norm: Norm,
+    ) -> Result<Self> {
+        Self::load_conv_norm(conv, bn, spec, norm, false)
+    }
+
+    /// As [`Conv2d::load_with_norm`], for a convolution that has a bias of its own before the
+    /// BatchNorm when `conv_bias` is true (torchvision's VGG-BN).
+    pub fn load_conv_norm(
+        conv: &VarBuilder,
+        bn: &VarBuilder,
+        spec: ConvSpec,
+        norm: Norm,
+        conv_bias: bool,
+    ) -> Result<Self> {
+        match norm {
+            Norm::Folded => Self::load(conv, spec, true),
+            Norm::BatchNorm { eps } => {
+                spec.validate(&conv.prefix())?;
+                let weight = conv.get(spec.weight_shape(), "weight")?;
+                let bias = if conv_bias {
+                    Some(conv.get(spec.out_channels, "bias")?)
+                } else {
+                    None
+                };
+                let bn = BatchNorm2d::load(bn, spec.out_channels, eps)?;
+                let (w, b) = bn.fold_into(&weight, bias.as_ref())?;
+                Self::from_tensors(w, Some(b), spec, &conv.prefix())
+            }
+        }
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// (before, after) padding of height and width for an input of `h`×`w`.
+    fn pads(&self, h: usize, w: usize) -> (Pad1, Pad1) {
+        let s = &self.spec;
+        match s.padding {
+            Padding::Explicit { h: ph, w: pw } => ((ph, ph), (pw, pw)),
+            Padding::Same => (
+                same_pad(h, s.kernel.0, s.stride, s.dilation),
+                same_pad(w, s.kernel.1, s.stride, s.dilation),
+            ),
+        }
+    }
+
+    /// Output spatial size for an input of `h`×`w`, or a clear error if the window does not fit.
+    pub fn out_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let s = &self.spec;
+        let (ph, pw) = self.pads(h, w);
+        let ho = window_out(h, ph, s.kernel.0, s.stride, s.dilation);
+        let wo = window_out(w, pw, s.kernel.1, s.stride, s.dilation);
+        match (ho, wo) {
+            (Some(ho), Some(wo)) => Ok((ho, wo)),
+            _ => bail!(
+                "conv `{}`: input {h}×{w} is too small for a {}×{} kernel (dilation {}, padding {:?}); use a larger image",
+                self.name,
+                s.kernel.0,
+                s.kernel.1,
+                s.dilation,
+                s.padding
+            ),
+        }
+    }
+
+    /// Depthwise convolution as a sum over kernel taps of shifted, strided views times one
+    /// per-channel weight: one elementwise op per tap instead of one convolution per group.
+    fn forward_depthwise(
+        &self,
+        xp: &Tensor,
+        taps: &[Tensor],
+        ho: usize,
+        wo: usize,
+    ) -> Result<Tensor> {
+        let s = &self.spec;
+        let mut acc: Option<Tensor> = None;
+        let mut t = 0;
+        for i in 0..s.kernel.0 {
+            let rows = strided_slice(xp, 2, i * s.dilation, ho, s.stride)?;
+            for j in 0..s.kernel.1 {
+                let patch = strided_slice(&rows, 3, j * s.dilation, wo, s.stride)?;
+                let term = patch.broadcast_mul(&taps[t])?;
+                t += 1;
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => (a + term)?,
+                });
+            }
+        }
+        Ok(acc.expect("kernel has at least one tap"))
+    }
+}
+
+/// `count` elements of dimension `dim` starting at `start`, every `stride`-th.
+fn strided_slice(
+    x: &Tensor,
+    dim: usize,
+    start: usize,
+    count: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    if stride == 1 {
+        return x.narrow(dim, start, count);
+    }
+    let need = start + count * stride;
+    let len = x.dim(dim)?;
+    let x = if need > len {
+        x.pad_with_zeros(dim, 0, need - len)?
+    } else {
+        x.clone()
+    };
+    let window = x.narrow(dim, start, count * stride)?;
+    let mut dims = window.dims().to_vec();
+    dims[dim] = count;
+    dims.insert(dim + 1, stride);
+    window
+        .reshape(dims)?
+        .narrow(dim + 1, 0, 1)?
+        .squeeze(dim + 1)
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = &self.spec;
+        let (_n, c, h, w) = x.dims4()?;
+        if c != s.in_channels {
+            bail!(
+                "conv `{}`: input has {c} channels, expected {}",
+                self.name,
+                s.in_channels
+            )
+        }
+        let (ho, wo) = self.out_size(h, w)?;
+        let (ph, pw) = self.pads(h, w);
+        let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
+        let y = if let Some(taps) = &self.taps {
+            let xp = x
+                .pad_with_zeros(2, ph.0, ph.1)?
+                .pad_with_zeros(3, pw.0, pw.1)?;
+            self.forward_depthwise(&xp, taps, ho, wo)?
+        } else if symmetric {
+            x.conv2d(&self.weight, ph.0, s.stride, s.dilation, s.groups)?
+        } else {
+            let xp = x
+                .pad_with_zeros(2, ph.0, ph.1)?
+                .pad_with_zeros(3, pw.0, pw.1)?;
+            xp.conv2d(&self.weight, 0, s.stride, s.dilation, s.groups)?
+        };
+        debug_assert_eq!(y.dims()[2..], [ho, wo]);
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        s.activation.apply(&y)
+    }
+}

@@ -1,0 +1,249 @@
+//! One interface over every architecture ([`Network`]) and building one from a name string.
+
+use candle_core::{bail, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::archs::{alexnet, inception, mobilenet, resnet, squeezenet, vgg};
+use crate::error::Error;
+use crate::layers::{Norm, PaddingMode};
+
+/// What every architecture offers, in timm's shape: `forward_features` → feature map,
+/// `forward_head` → logits (or pooled features), `forward` = both.
+pub trait Network: Send + Sync {
+    /// Variant name, e.g. `resnet50`.
+    fn name(&self) -> &str;
+    /// The last feature map before the head: N×C×h×w.
+    fn forward_features(&self, x: &Tensor) -> Result<Tensor>;
+    /// Logits N×num_classes from a feature map; with `pre_logits` (or without a classifier)
+    /// the globally average-pooled features N×C instead.
+    fn forward_head(&self, features: &Tensor, pre_logits: bool) -> Result<Tensor>;
+    /// Channels of the pooled features (the embedding size).
+    fn num_features(&self) -> usize;
+    /// Output classes, `None` when built with `include_top = false`.
+    fn num_classes(&self) -> Option<usize>;
+    /// Smallest input height/width the network accepts.
+    fn min_input_size(&self) -> usize;
+
+    /// N×3×H×W (normalised as the weights expect) → logits, or pooled features without a top.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        check_input(self.name(), x, self.min_input_size())?;
+        let f = self.forward_features(x)?;
+        self.forward_head(&f, self.num_classes().is_none())
+    }
+}
+
+/// Clear error for a batch that is not N×3×H×W with H, W ≥ `min`.
+pub fn check_input(name: &str, x: &Tensor, min: usize) -> Result<()> {
+    let dims = x.dims();
+    let [_, c, h, w] = dims else {
+        bail!("{name}: expected an N×3×H×W batch, got shape {dims:?}")
+    };
+    if *c != 3 {
+        bail!("{name}: expected 3 input channels (RGB), got {c}")
+    }
+    if *h < min || *w < min {
+        bail!("{name}: input {h}×{w} is too small; this architecture needs at least {min}×{min}")
+    }
+    Ok(())
+}
+
+/// Options shared by every architecture. `Default` is ImageNet-1k with a torchvision checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOptions {
+    /// 1000 (ImageNet), 1001 (TF-slim, background at 0) or a fine-tuned head's.
+    pub num_classes: usize,
+    /// Without the classifier, `forward` returns the pooled features (N×C).
+    pub include_top: bool,
+    /// Width multiplier α (MobileNets only; must be 1.0 elsewhere).
+    pub width: f64,
+    /// Padding convention of k×k convolutions (MobileNets only; `None` = the architecture's own:
+    /// TF "SAME" for MobileNet v1, PyTorch for the rest).
+    pub padding: Option<PaddingMode>,
+    /// BatchNorm already folded into conv weight + bias by the converter (TFLite files).
+    pub bn_folded: bool,
+    /// GoogLeNet / Inception v3: re-normalise ImageNet-normalised input to [-1, 1] as
+    /// torchvision's pretrained checkpoints expect (`transform_input=True`).
+    pub transform_input: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            num_classes: 1000,
+            include_top: true,
+            width: 1.0,
+            padding: None,
+            bn_folded: false,
+            transform_input: false,
+        }
+    }
+}
+
+impl ModelOptions {
+    pub fn with_classes(num_classes: usize) -> Self {
+        Self {
+            num_classes,
+            ..Self::default()
+        }
+    }
+
+    /// The normalisation of this checkpoint's convolutions, given the architecture's BN ε.
+    pub fn norm(&self, eps: f64) -> Norm {
+        if self.bn_folded {
+            Norm::Folded
+        } else {
+            Norm::BatchNorm { eps }
+        }
+    }
+}
+
+/// Every architecture variant by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchName {
+    Vgg { depth: usize, bn: bool },
+    ResNet { depth: usize },
+    MobileNetV1,
+    MobileNetV2,
+    SqueezeNet1_0,
+    SqueezeNet1_1,
+    GoogLeNet,
+    InceptionV3,
+    AlexNet,
+}
+
+impl ArchName {
+    /// All names [`ArchName::parse`] accepts.
+    pub const ALL: &'static [&'static str] = &[
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "vgg11_bn",
+        "vgg13_bn",
+        "vgg16_bn",
+        "vgg19_bn",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "googlenet",
+        "inception_v3",
+        "alexnet",
+    ];
+
+    pub fn parse(name: &str) -> std::result::Result<Self, Error> {
+        let arch = match name {
+            "mobilenet_v1" => Self::MobileNetV1,
+            "mobilenet_v2" => Self::MobileNetV2,
+            "squeezenet1_0" => Self::SqueezeNet1_0,
+            "squeezenet1_1" => Self::SqueezeNet1_1,
+            "googlenet" => Self::GoogLeNet,
+            "inception_v3" => Self::InceptionV3,
+            "alexnet" => Self::AlexNet,
+            "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152" => Self::ResNet {
+                depth: name[6..].parse().expect("digits"),
+            },
+            "vgg11" | "vgg13" | "vgg16" | "vgg19" | "vgg11_bn" | "vgg13_bn" | "vgg16_bn"
+            | "vgg19_bn" => Self::Vgg {
+                depth: name[3..5].parse().expect("digits"),
+                bn: name.ends_with("_bn"),
+            },
+            _ => {
+                return Err(Error::UnknownArch {
+                    name: name.to_string(),
+                    known: Self::ALL.join(", "),
+                })
+            }
+        };
+        Ok(arch)
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Self::Vgg { depth, bn } => format!("vgg{depth}{}", if *bn { "_bn" } else { "" }),
+            Self::ResNet { depth } => format!("resnet{depth}"),
+            Self::MobileNetV1 => "mobilenet_v1".into(),
+            Self::MobileNetV2 => "mobilenet_v2".into(),
+            Self::SqueezeNet1_0 => "squeezenet1_0".into(),
+            Self::SqueezeNet1_1 => "squeezenet1_1".into(),
+            Self::GoogLeNet => "googlenet".into(),
+            Self::InceptionV3 => "inception_v3".into(),
+            Self::AlexNet => "alexnet".into(),
+        }
+    }
+
+    fn is_mobilenet(&self) -> bool {
+        matches!(self, Self::MobileNetV1 | Self::MobileNetV2)
+    }
+
+    /// Rejects options that make no sense for this architecture.
+    pub fn validate(&self, opts: &ModelOptions) -> std::result::Result<(), Error> {
+        let bad = |msg: String| {
+            Err(Error::InvalidOption {
+                arch: self.name(),
+                msg,
+            })
+        };
+        if !(opts.width.is_finite() && opts.width > 0.0) {
+            return bad(format!("width multiplier must be > 0, got {}", opts.width));
+        }
+        if !self.is_mobilenet() && opts.width != 1.0 {
+            return bad(format!(
+                "only MobileNets take a width multiplier, got {}",
+                opts.width
+            ));
+        }
+        if !self.is_mobilenet() && opts.padding == Some(PaddingMode::TfSame) {
+            return bad("only MobileNets support TensorFlow SAME padding".into());
+        }
+        if opts.include_top && opts.num_classes == 0 {
+            return bad("num_classes must be at least 1".into());
+        }
+        if opts.transform_input && !matches!(self, Self::GoogLeNet | Self::InceptionV3) {
+            return bad("transform_input applies to googlenet and inception_v3 only".into());
+        }
+        Ok(())
+    }
+}
+
+/// Builds the architecture `name` with `opts`, reading its weights from `vb`.
+pub fn build(name: &str, opts: &ModelOptions, vb: VarBuilder) -> crate::Result<Box<dyn Network>> {
+    let arch = ArchName::parse(name)?;
+    build_arch(arch, opts, vb)
+}
+
+/// As [`build`], from a parsed [`ArchName`].
+pub fn build_arch(
+    arch: ArchName,
+    opts: &ModelOptions,
+    vb: VarBuilder,
+) -> crate::Result<Box<dyn Network>> {
+    arch.validate(opts)?;
+    let net: Box<dyn Network> = match arch {
+        ArchName::Vgg { depth, bn } => Box::new(vgg::Vgg::new(vgg::config(depth, bn), opts, vb)?),
+        ArchName::ResNet { depth } => {
+            Box::new(resnet::ResNet::new(resnet::config(depth), opts, vb)?)
+        }
+        ArchName::MobileNetV1 => Box::new(mobilenet::MobileNetV1::new(opts, vb)?),
+        ArchName::MobileNetV2 => Box::new(mobilenet::MobileNetV2::new(opts, vb)?),
+        ArchName::SqueezeNet1_0 => Box::new(squeezenet::SqueezeNet::new(
+            squeezenet::Version::V1_0,
+            opts,
+            vb,
+        )?),
+        ArchName::SqueezeNet1_1 => Box::new(squeezenet::SqueezeNet::new(
+            squeezenet::Version::V1_1,
+            opts,
+            vb,
+        )?),
+        ArchName::GoogLeNet => Box::new(inception::GoogLeNet::new(opts, vb)?),
+        ArchName::InceptionV3 => Box::new(inception::InceptionV3::new(opts, vb)?),
+        ArchName::AlexNet => Box::new(alexnet::AlexNet::new(opts, vb)?),
+    };
+    Ok(net)
+}

@@ -1,0 +1,176 @@
+//! Loading weights: safetensors files through candle's VarBuilder, with a check that every
+//! tensor in the file was used, and the list of parameters an architecture asks for.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::error::Error;
+use crate::model::{build_arch, ArchName, ModelOptions, Network};
+
+/// Wraps a backend and records the names of the tensors the model builder asked for.
+struct Tracking<B> {
+    inner: B,
+    used: Mutex<Vec<(String, Vec<usize>)>>,
+}
+
+impl<B: SimpleBackend> SimpleBackend for Tracking<B> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .push((name.to_string(), s.dims().to_vec()));
+        self.inner.get(s, name, h, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        self.inner.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+/// Returns zero-strided zeros of any requested shape: builds a model without weights.
+struct Shapes;
+
+impl SimpleBackend for Shapes {
+    fn get(
+        &self,
+        s: Shape,
+        _: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
+        candle_core::bail!("no shape for `{name}`")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Entries of a torchvision checkpoint that inference never reads.
+fn ignorable(name: &str) -> bool {
+    name.ends_with("num_batches_tracked")
+        || name.starts_with("AuxLogits.") // inception_v3 auxiliary classifier (training only)
+        || name.starts_with("aux1.") // googlenet auxiliary classifiers
+        || name.starts_with("aux2.")
+}
+
+/// The (name, shape) of every tensor `arch` with `opts` reads, in the order it reads them
+/// (torchvision's `state_dict` order, BatchNorm buffers included).
+pub fn parameter_list(
+    arch: ArchName,
+    opts: &ModelOptions,
+) -> crate::Result<Vec<(String, Vec<usize>)>> {
+    let tracking = Tracking {
+        inner: Shapes,
+        used: Mutex::new(Vec::new()),
+    };
+    let (net, used) = build_tracked(arch, opts, tracking, &Device::Cpu)?;
+    drop(net);
+    Ok(used)
+}
+
+/// Learnable parameters (as `sum(p.numel() for p in model.parameters())`: BatchNorm running
+/// statistics are buffers, not parameters).
+pub fn count_parameters(arch: ArchName, opts: &ModelOptions) -> crate::Result<usize> {
+    Ok(parameter_list(arch, opts)?
+        .iter()
+        .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum())
+}
+
+fn build_tracked<B: SimpleBackend + 'static>(
+    arch: ArchName,
+    opts: &ModelOptions,
+    backend: Tracking<B>,
+    device: &Device,
+) -> crate::Result<(Box<dyn Network>, Vec<(String, Vec<usize>)>)> {
+    let backend = std::sync::Arc::new(backend);
+    let vb = VarBuilder::from_backend(
+        Box::new(ArcBackend(backend.clone())),
+        DType::F32,
+        device.clone(),
+    );
+    let net = build_arch(arch, opts, vb)?;
+    let used = std::mem::take(&mut *backend.used.lock().expect("not poisoned"));
+    Ok((net, used))
+}
+
+struct ArcBackend<B>(std::sync::Arc<B>);
+
+impl<B: SimpleBackend> SimpleBackend for ArcBackend<B> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        self.0.get(s, name, h, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+}
+
+/// Loads a torchvision-style state_dict saved as safetensors into `arch` with `opts`.
+/// Fails, naming the file, on a missing tensor, a shape mismatch, or tensors the architecture
+/// does not use (apart from BatchNorm's `num_batches_tracked` and auxiliary heads).
+pub fn load_state_dict(
+    path: &Path,
+    arch: ArchName,
+    opts: &ModelOptions,
+    device: &Device,
+) -> crate::Result<Box<dyn Network>> {
+    let file_err = |msg: String| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    };
+    // SAFETY: the file is mapped read-only; as with any mmap, it must not be modified while loaded.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+        .map_err(|e| file_err(format!("not a readable safetensors file: {e}")))?;
+    let in_file: BTreeSet<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    let tracking = Tracking {
+        inner: st,
+        used: Mutex::new(Vec::new()),
+    };
+    let (net, used) = build_tracked(arch, opts, tracking, device)
+        .map_err(|e| file_err(format!("cannot build {} from it: {e}", arch.name())))?;
+    let used: BTreeSet<String> = used.into_iter().map(|(n, _)| n).collect();
+    let extra: Vec<&String> = in_file
+        .iter()
+        .filter(|n| !used.contains(*n) && !ignorable(n))
+        .collect();
+    if !extra.is_empty() {
+        let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
+        return Err(file_err(format!(
+            "{} tensor(s) that {} does not use: {}{} (wrong architecture or options?)",
+            extra.len(),
+            arch.name(),
+            shown.join(", "),
+            if extra.len() > 8 { ", …" } else { "" }
+        )));
+    }
+    Ok(net)
+}

@@ -1,0 +1,385 @@
+//! Every layer against a naive loop implementation of PyTorch's / TensorFlow's definition,
+//! over random shapes, strides, paddings (both conventions), dilations, groups, ceil mode and
+//! batch sizes (proptest).
+
+use candle_core::{Device, Module, Tensor};
+use ferrovision::layers::{
+    Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, MaxPool2d, Padding,
+    PoolSpec,
+};
+use proptest::prelude::*;
+
+/// A simple N×C×H×W f32 array for the reference loops.
+#[derive(Clone, Debug)]
+struct Arr {
+    d: [usize; 4],
+    v: Vec<f32>,
+}
+
+impl Arr {
+    fn at(&self, n: usize, c: usize, h: usize, w: usize) -> f32 {
+        self.v[((n * self.d[1] + c) * self.d[2] + h) * self.d[3] + w]
+    }
+    fn tensor(&self) -> Tensor {
+        Tensor::from_vec(self.v.clone(), &self.d, &Device::Cpu).unwrap()
+    }
+}
+
+fn lcg_values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn arr(d: [usize; 4], seed: u64) -> Arr {
+    Arr {
+        d,
+        v: lcg_values(seed, d.iter().product()),
+    }
+}
+
+/// TensorFlow's SAME rule, written out independently of the library.
+fn tf_same(input: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
+    let out = (input + s - 1) / s;
+    let needed = (out - 1) * s + (k - 1) * d + 1;
+    let total = needed.saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+/// Direct convolution: y[n,o,i,j] = b[o] + Σ x[n, g·cpg + c, i·s − pt + kh·d, j·s − pl + kw·d] w[o,c,kh,kw].
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &Arr,
+    w: &Arr,
+    b: Option<&[f32]>,
+    stride: usize,
+    pads: [usize; 4],
+    dil: usize,
+    groups: usize,
+) -> Arr {
+    let [n, c, h, wd] = x.d;
+    let [o, cpg, kh, kw] = w.d;
+    let [pt, pb, pl, pr] = pads;
+    let ho = (h + pt + pb - (kh - 1) * dil - 1) / stride + 1;
+    let wo = (wd + pl + pr - (kw - 1) * dil - 1) / stride + 1;
+    assert_eq!(c, cpg * groups);
+    let opg = o / groups;
+    let mut v = vec![0f32; n * o * ho * wo];
+    for ni in 0..n {
+        for oi in 0..o {
+            let g = oi / opg;
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut acc = b.map_or(0.0, |b| b[oi] as f64);
+                    for ci in 0..cpg {
+                        for a in 0..kh {
+                            for bb in 0..kw {
+                                let y = (i * stride + a * dil) as isize - pt as isize;
+                                let xx = (j * stride + bb * dil) as isize - pl as isize;
+                                if y < 0 || xx < 0 || y >= h as isize || xx >= wd as isize {
+                                    continue;
+                                }
+                                acc += x.at(ni, g * cpg + ci, y as usize, xx as usize) as f64
+                                    * w.at(oi, ci, a, bb) as f64;
+                            }
+                        }
+                    }
+                    v[((ni * o + oi) * ho + i) * wo + j] = acc as f32;
+                }
+            }
+        }
+    }
+    Arr {
+        d: [n, o, ho, wo],
+        v,
+    }
+}
+
+/// PyTorch's pooling loops (aten/src/ATen/native/cpu/{Max,Avg}PoolKernel): output size with
+/// ceil mode, windows [h·s − p, h·s − p + k) clipped; average divisor per `count_include_pad`.
+fn naive_pool(
+    x: &Arr,
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+    max: bool,
+    include_pad: bool,
+) -> Arr {
+    let [n, c, h, w] = x.d;
+    let out = |len: usize| {
+        let num = (len + 2 * p - k) as f64 / s as f64;
+        let mut o = if ceil { num.ceil() } else { num.floor() } as usize + 1;
+        if ceil && (o - 1) * s >= len + p {
+            o -= 1;
+        }
+        o
+    };
+    let (ho, wo) = (out(h), out(w));
+    let mut v = Vec::with_capacity(n * c * ho * wo);
+    for ni in 0..n {
+        for ci in 0..c {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let hs = (i * s) as isize - p as isize;
+                    let ws = (j * s) as isize - p as isize;
+                    let he = (hs + k as isize).min((h + p) as isize);
+                    let we = (ws + k as isize).min((w + p) as isize);
+                    let pool_size = ((he - hs) * (we - ws)) as f64;
+                    let (hs, ws) = (hs.max(0), ws.max(0));
+                    let (he, we) = (he.min(h as isize), we.min(w as isize));
+                    let (mut m, mut sum, mut cnt) = (f32::NEG_INFINITY, 0f64, 0f64);
+                    for y in hs..he {
+                        for xx in ws..we {
+                            let val = x.at(ni, ci, y as usize, xx as usize);
+                            m = m.max(val);
+                            sum += val as f64;
+                            cnt += 1.0;
+                        }
+                    }
+                    v.push(if max {
+                        m
+                    } else {
+                        (sum / if include_pad { pool_size } else { cnt }) as f32
+                    });
+                }
+            }
+        }
+    }
+    Arr {
+        d: [n, c, ho, wo],
+        v,
+    }
+}
+
+fn assert_close(got: &Tensor, want: &Arr, what: &str) {
+    assert_eq!(got.dims(), &want.d, "{what}: shape");
+    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = want.v.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let max_diff = g
+        .iter()
+        .zip(&want.v)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_diff <= 1e-5 * scale,
+        "{what}: max |diff| {max_diff} (scale {scale})"
+    );
+}
+
+#[derive(Debug, Clone)]
+struct ConvCase {
+    n: usize,
+    groups: usize,
+    cpg: usize,
+    opg: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    dil: usize,
+    pad: Option<(usize, usize)>, // None = TF SAME
+    bias: bool,
+    seed: u64,
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..4, 1usize..4, 1usize..4, 1usize..4),
+        (1usize..12, 1usize..12, 1usize..6, 1usize..6),
+        (
+            1usize..4,
+            1usize..3,
+            prop::option::of((0usize..3, 0usize..3)),
+            any::<bool>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |((n, groups, cpg, opg), (h, w, kh, kw), (stride, dil, pad, bias, seed))| ConvCase {
+                n,
+                groups,
+                cpg,
+                opg,
+                h,
+                w,
+                kh,
+                kw,
+                stride,
+                dil,
+                pad,
+                bias,
+                seed,
+            },
+        )
+        .prop_filter("window must fit", |c| {
+            let (ph, pw) = c.pad.unwrap_or((0, 0));
+            c.h + 2 * ph >= (c.kh - 1) * c.dil + 1 && c.w + 2 * pw >= (c.kw - 1) * c.dil + 1
+        })
+}
+
+fn check_conv(c: &ConvCase) {
+    let (cin, cout) = (c.cpg * c.groups, c.opg * c.groups);
+    let x = arr([c.n, cin, c.h, c.w], c.seed);
+    let w = arr([cout, c.cpg, c.kh, c.kw], c.seed ^ 1);
+    let b = lcg_values(c.seed ^ 2, cout);
+    let (padding, pads) = match c.pad {
+        Some((ph, pw)) => (Padding::Explicit { h: ph, w: pw }, [ph, ph, pw, pw]),
+        None => {
+            let (t, bo) = tf_same(c.h, c.kh, c.stride, c.dil);
+            let (l, r) = tf_same(c.w, c.kw, c.stride, c.dil);
+            (Padding::Same, [t, bo, l, r])
+        }
+    };
+    let spec = ConvSpec::rect(cin, cout, (c.kh, c.kw))
+        .stride(c.stride)
+        .padding(padding)
+        .dilation(c.dil)
+        .groups(c.groups);
+    let bias_t = c
+        .bias
+        .then(|| Tensor::new(b.as_slice(), &Device::Cpu).unwrap());
+    let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec, "test").unwrap();
+    let got = conv.forward(&x.tensor()).unwrap();
+    let want = naive_conv(
+        &x,
+        &w,
+        c.bias.then_some(b.as_slice()),
+        c.stride,
+        pads,
+        c.dil,
+        c.groups,
+    );
+    assert_close(&got, &want, &format!("{c:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn conv_matches_naive(c in conv_case()) {
+        check_conv(&c);
+    }
+
+    /// Depthwise (groups = in = out channels) takes its own path: test it on its own.
+    #[test]
+    fn depthwise_conv_matches_naive(
+        n in 1usize..4, ch in 1usize..9, h in 3usize..14, w in 3usize..14, k in 1usize..6,
+        stride in 1usize..4, dil in 1usize..3, same in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(h >= (k - 1) * dil + 1 && w >= (k - 1) * dil + 1);
+        let pad = if same { None } else { Some((k / 2, k / 2)) };
+        check_conv(&ConvCase { n, groups: ch, cpg: 1, opg: 1, h, w, kh: k, kw: k, stride, dil, pad, bias: true, seed });
+    }
+
+    #[test]
+    fn pooling_matches_pytorch_loops(
+        n in 1usize..3, c in 1usize..4, h in 1usize..14, w in 1usize..14, k in 1usize..5,
+        s in 1usize..4, p in 0usize..3, ceil in any::<bool>(), include_pad in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(2 * p <= k && h + 2 * p >= k && w + 2 * p >= k);
+        let x = arr([n, c, h, w], seed);
+        let mut spec = PoolSpec::new(k, s).pad(p);
+        if ceil { spec = spec.ceil(); }
+        let got = MaxPool2d(spec).forward(&x.tensor()).unwrap();
+        assert_close(&got, &naive_pool(&x, k, s, p, ceil, true, false), "max pool");
+        let avg = AvgPool2d { spec, count_include_pad: include_pad };
+        let got = avg.forward(&x.tensor()).unwrap();
+        assert_close(&got, &naive_pool(&x, k, s, p, ceil, false, include_pad), "avg pool");
+    }
+
+    #[test]
+    fn adaptive_avg_pool_matches_pytorch_bins(
+        h in 1usize..15, w in 1usize..15, oh in 1usize..8, ow in 1usize..8, seed in any::<u64>()
+    ) {
+        let x = arr([2, 3, h, w], seed);
+        let got = AdaptiveAvgPool2d(oh, ow).forward(&x.tensor()).unwrap();
+        let mut v = Vec::new();
+        for ni in 0..2 { for ci in 0..3 { for i in 0..oh { for j in 0..ow {
+            let (hs, he) = (i * h / oh, ((i + 1) * h + oh - 1) / oh);
+            let (ws, we) = (j * w / ow, ((j + 1) * w + ow - 1) / ow);
+            let mut s = 0f64;
+            for y in hs..he { for xx in ws..we { s += x.at(ni, ci, y, xx) as f64; } }
+            v.push((s / ((he - hs) * (we - ws)) as f64) as f32);
+        }}}}
+        assert_close(&got, &Arr { d: [2, 3, oh, ow], v }, "adaptive avg pool");
+    }
+}
+
+#[test]
+fn folded_batch_norm_equals_conv_then_batch_norm() {
+    let dev = Device::Cpu;
+    let x = arr([2, 4, 9, 7], 7);
+    let w = arr([6, 4, 3, 3], 8);
+    let t = |v: Vec<f32>| Tensor::new(v.as_slice(), &dev).unwrap();
+    let gamma = lcg_values(9, 6).iter().map(|v| v + 1.5).collect::<Vec<_>>();
+    let beta = lcg_values(10, 6);
+    let mean = lcg_values(11, 6);
+    let var = lcg_values(12, 6)
+        .iter()
+        .map(|v| v + 1.2)
+        .collect::<Vec<_>>();
+    let conv_b = lcg_values(13, 6);
+    let eps = 1e-3;
+    let bn = BatchNorm2d {
+        weight: t(gamma.clone()),
+        bias: t(beta.clone()),
+        running_mean: t(mean.clone()),
+        running_var: t(var.clone()),
+        eps,
+    };
+    let (wf, bf) = bn.fold_into(&w.tensor(), Some(&t(conv_b.clone()))).unwrap();
+    let spec = ConvSpec::new(4, 6, 3).pad(1).act(Activation::Relu);
+    let got = Conv2d::from_tensors(wf, Some(bf), spec, "folded")
+        .unwrap()
+        .forward(&x.tensor())
+        .unwrap();
+    let mut want = naive_conv(&x, &w, Some(&conv_b), 1, [1, 1, 1, 1], 1, 1);
+    let plane = 9 * 7;
+    for (i, v) in want.v.iter_mut().enumerate() {
+        let o = (i / plane) % 6;
+        let y = (*v as f64 - mean[o] as f64) / (var[o] as f64 + eps).sqrt() * gamma[o] as f64
+            + beta[o] as f64;
+        *v = y.max(0.0) as f32;
+    }
+    assert_close(&got, &want, "conv + BN + ReLU");
+}
+
+#[test]
+fn relu6_clamps() {
+    let x = Tensor::new(&[-3f32, 0.5, 6.5, 3.0], &Device::Cpu).unwrap();
+    let y: Vec<f32> = Activation::Relu6.apply(&x).unwrap().to_vec1().unwrap();
+    assert_eq!(y, [0.0, 0.5, 6.0, 3.0]);
+}
+
+#[test]
+fn too_small_input_is_a_clear_error() {
+    let spec = ConvSpec::new(1, 1, 5);
+    let conv = Conv2d::from_tensors(
+        Tensor::zeros((1, 1, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        None,
+        spec,
+        "features.3",
+    )
+    .unwrap();
+    let err = conv
+        .forward(&Tensor::zeros((1, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("features.3") && msg.contains("too small"),
+        "{msg}"
+    );
+    let err = MaxPool2d(PoolSpec::new(3, 2))
+        .forward(&Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("smaller than the 3×3"), "{err}");
+}

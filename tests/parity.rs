@@ -1,0 +1,168 @@
+//! Parity with torchvision (and our PyTorch MobileNet v1 reference): logits within
+//! 1e-4 × max|logit| and the same top-5 order, at batch 3 and batch 1, f32.
+//!
+//! Fixtures (`tests/fixtures/parity/*.safetensors`, made by `scripts/gen_parity_fixtures.py`)
+//! hold only the expected logits and the reference model's `state_dict` names and shapes. The
+//! weights and inputs are regenerated here with the same counter-based generator
+//! ([`ferrovision::synthetic`]), written to a safetensors file and loaded through the normal
+//! loader, so a wrong parameter name, shape or layer shows up as a failure.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use ferrovision::layers::PaddingMode;
+use ferrovision::model::{ArchName, ModelOptions};
+use ferrovision::synthetic;
+use ferrovision::weights::{load_state_dict, parameter_list};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct FixtureOptions {
+    width: f64,
+    num_classes: usize,
+    padding: String,
+}
+
+struct Fixture {
+    arch: String,
+    opts: ModelOptions,
+    input_shape: Vec<usize>,
+    seed: String,
+    params: Vec<(String, Vec<usize>)>,
+    logits: Tensor,
+}
+
+fn fixture_path(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(format!("{case}.safetensors"))
+}
+
+fn read_fixture(case: &str) -> Fixture {
+    let path = fixture_path(case);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("fixture header");
+    let meta: HashMap<String, String> = meta.metadata().clone().expect("fixture metadata");
+    let get = |k: &str| {
+        meta.get(k)
+            .unwrap_or_else(|| panic!("{case}: metadata `{k}` missing"))
+            .clone()
+    };
+    let fo: FixtureOptions = serde_json::from_str(&get("options")).unwrap();
+    let opts = ModelOptions {
+        num_classes: fo.num_classes,
+        width: fo.width,
+        padding: Some(PaddingMode::parse(&fo.padding).expect("padding")),
+        ..ModelOptions::default()
+    };
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    Fixture {
+        arch: get("arch"),
+        opts,
+        input_shape: serde_json::from_str(&get("input_shape")).unwrap(),
+        seed: get("seed"),
+        params: serde_json::from_str(&get("params")).unwrap(),
+        logits: tensors["logits"].clone(),
+    }
+}
+
+fn top5(row: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+    idx.truncate(5);
+    idx
+}
+
+/// Compares logits row by row; returns max |diff| / max |logit|.
+fn compare(case: &str, got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "{case}: logits shape");
+    let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+    let want: Vec<Vec<f32>> = want.to_vec2().unwrap();
+    let mut worst = 0f32;
+    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let rel = diff / scale;
+        worst = worst.max(rel);
+        assert!(
+            rel <= 1e-4,
+            "{case} image {r}: max |diff| {diff} > 1e-4 × max|logit| {scale}"
+        );
+        assert_eq!(top5(g), top5(w), "{case} image {r}: top-5 order differs");
+    }
+    worst
+}
+
+fn run_case(case: &str) {
+    let fx = read_fixture(case);
+    let dev = Device::Cpu;
+    let arch = ArchName::parse(&fx.arch).unwrap();
+
+    // Our builder asks for exactly the reference state_dict (names and shapes).
+    let mut ours = parameter_list(arch, &fx.opts).unwrap();
+    let mut theirs = fx.params.clone();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(
+        ours, theirs,
+        "{case}: parameter names/shapes differ from the reference state_dict"
+    );
+
+    // Weights from the generator → safetensors file → the normal loader.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{case}.safetensors"));
+    let tensors = synthetic::params(&fx.seed, &fx.params, &dev).unwrap();
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    drop(tensors);
+    let net = load_state_dict(&file, arch, &fx.opts, &dev).unwrap();
+
+    let x = synthetic::input(&fx.seed, &fx.input_shape, &dev).unwrap();
+    let rel3 = compare(case, &net.forward(&x).unwrap(), &fx.logits);
+    let x1 = x.narrow(0, 0, 1).unwrap();
+    let rel1 = compare(
+        case,
+        &net.forward(&x1).unwrap(),
+        &fx.logits.narrow(0, 0, 1).unwrap(),
+    );
+    println!(
+        "{case}: input {:?}, max|diff|/max|logit| batch 3: {rel3:.2e}, batch 1: {rel1:.2e}",
+        fx.input_shape
+    );
+}
+
+macro_rules! parity {
+    ($($test:ident => $case:literal),* $(,)?) => {
+        $(#[test] fn $test() { run_case($case); })*
+    };
+}
+
+parity! {
+    alexnet => "alexnet",
+    vgg11 => "vgg11", vgg13 => "vgg13", vgg16 => "vgg16", vgg19 => "vgg19",
+    vgg11_bn => "vgg11_bn", vgg13_bn => "vgg13_bn", vgg16_bn => "vgg16_bn", vgg19_bn => "vgg19_bn",
+    resnet18 => "resnet18", resnet34 => "resnet34", resnet50 => "resnet50",
+    resnet101 => "resnet101", resnet152 => "resnet152",
+    squeezenet1_0 => "squeezenet1_0", squeezenet1_1 => "squeezenet1_1",
+    googlenet => "googlenet",
+    inception_v3 => "inception_v3", inception_v3_odd => "inception_v3_odd",
+    mobilenet_v2_0_25_224 => "mobilenet_v2_0.25_224",
+    mobilenet_v2_0_5_224 => "mobilenet_v2_0.5_224",
+    mobilenet_v2_0_75_224 => "mobilenet_v2_0.75_224",
+    mobilenet_v2_1_0_224 => "mobilenet_v2_1.0_224",
+    mobilenet_v2_1_4_224 => "mobilenet_v2_1.4_224",
+    mobilenet_v2_1_0_128 => "mobilenet_v2_1.0_128",
+    mobilenet_v2_1_0_160 => "mobilenet_v2_1.0_160",
+    mobilenet_v2_0_5_193x225 => "mobilenet_v2_0.5_193x225",
+    mobilenet_v2_1_0_224_tfsame => "mobilenet_v2_1.0_224_tfsame",
+    mobilenet_v2_0_75_193x225_tfsame => "mobilenet_v2_0.75_193x225_tfsame",
+    mobilenet_v1_0_25_224 => "mobilenet_v1_0.25_224",
+    mobilenet_v1_0_5_224 => "mobilenet_v1_0.5_224",
+    mobilenet_v1_0_75_224 => "mobilenet_v1_0.75_224",
+    mobilenet_v1_1_0_224 => "mobilenet_v1_1.0_224",
+    mobilenet_v1_1_4_224 => "mobilenet_v1_1.4_224",
+    mobilenet_v1_0_25_128 => "mobilenet_v1_0.25_128",
+    mobilenet_v1_0_5_160 => "mobilenet_v1_0.5_160",
+    mobilenet_v1_0_75_192 => "mobilenet_v1_0.75_192",
+    mobilenet_v1_1_0_193x225 => "mobilenet_v1_1.0_193x225",
+}

@@ -10,8 +10,11 @@ pub mod archs;
 pub mod error;
 pub mod layers;
 pub mod model;
+pub mod preprocess;
+pub mod pretrained;
 pub mod synthetic;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::{build, ArchName, ModelOptions, Network};
+pub use pretrained::{Model, Prediction};

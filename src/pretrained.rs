@@ -1,0 +1,228 @@
+//! A ready-to-use classifier: a network plus what its weights file says about itself
+//! (architecture, options, preprocessing, labels), written by `scripts/convert_weights.py`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ops::softmax_last_dim;
+
+use crate::error::{Error, Result};
+use crate::layers::PaddingMode;
+use crate::model::{ArchName, ModelOptions, Network};
+use crate::preprocess::Preprocessing;
+use crate::weights::load_state_dict;
+
+/// The `format` value this version reads.
+pub const FORMAT: &str = "ferrovision/1";
+
+/// What a self-describing weights file records about its model.
+#[derive(Debug, Clone)]
+pub struct ModelMeta {
+    pub architecture: String,
+    pub variant: String,
+    pub options: ModelOptions,
+    pub input_size: usize,
+    pub preprocessing: Preprocessing,
+    /// One label per output class (class id = index).
+    pub labels: Vec<String>,
+    /// Raw JSON of the `source` entry (framework, file, hash or URL).
+    pub source: String,
+    pub licence: String,
+}
+
+/// One class of a prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index into the model's output vector.
+    pub class_id: usize,
+    pub label: String,
+    pub score: f32,
+}
+
+/// A loaded classifier.
+pub struct Model {
+    pub net: Box<dyn Network>,
+    pub meta: ModelMeta,
+    device: Device,
+}
+
+fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> {
+    let err = |msg: String| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| err(format!("metadata has no `{k}` entry")))
+    };
+    let num = |k: &str| -> Result<f64> {
+        get(k)?
+            .parse::<f64>()
+            .map_err(|e| err(format!("metadata `{k}` is not a number: {e}")))
+    };
+    let format = get("format")?;
+    if format != FORMAT {
+        return Err(err(format!("metadata format `{format}` is not `{FORMAT}`")));
+    }
+    let architecture = get("architecture")?.clone();
+    ArchName::parse(&architecture).map_err(|e| err(e.to_string()))?;
+    let padding = PaddingMode::parse(get("padding")?)
+        .ok_or_else(|| err("metadata `padding` must be torch or tf_same".into()))?;
+    let flag = |k: &str| meta.get(k).map(|v| v == "true").unwrap_or(false);
+    let options = ModelOptions {
+        num_classes: num("num_classes")? as usize,
+        include_top: true,
+        width: num("width_multiplier")?,
+        padding: Some(padding),
+        bn_folded: flag("bn_folded"),
+        transform_input: flag("transform_input"),
+    };
+    let preprocessing: Preprocessing = serde_json::from_str(get("preprocessing")?)
+        .map_err(|e| err(format!("metadata `preprocessing` is invalid: {e}")))?;
+    let labels: Vec<String> = serde_json::from_str(get("labels")?)
+        .map_err(|e| err(format!("metadata `labels` is invalid: {e}")))?;
+    if labels.len() != options.num_classes {
+        return Err(err(format!(
+            "{} labels for {} classes",
+            labels.len(),
+            options.num_classes
+        )));
+    }
+    Ok(ModelMeta {
+        variant: meta
+            .get("variant")
+            .cloned()
+            .unwrap_or_else(|| architecture.clone()),
+        architecture,
+        options,
+        input_size: num("input_size")? as usize,
+        preprocessing,
+        labels,
+        source: meta.get("source").cloned().unwrap_or_default(),
+        licence: meta.get("licence").cloned().unwrap_or_default(),
+    })
+}
+
+/// Reads only the safetensors header's `__metadata__`.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let err = |msg: String| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| err("too short to be a safetensors file".into()))?;
+    let n = u64::from_le_bytes(len);
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if n > 100_000_000 || n + 8 > file_len {
+        return Err(err(format!(
+            "corrupt safetensors header (claims {n} bytes, file has {file_len})"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| err(format!("truncated header: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+    let meta = json.get("__metadata__").and_then(|m| m.as_object());
+    Ok(meta
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+impl Model {
+    /// Loads a self-describing weights file: the architecture and everything else come from
+    /// its metadata.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let meta = parse_meta(path, &read_metadata(path)?)?;
+        let arch = ArchName::parse(&meta.architecture)?;
+        let net = load_state_dict(path, arch, &meta.options, device)?;
+        Ok(Self {
+            net,
+            meta,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads a plain torchvision `state_dict` saved as safetensors, with the architecture given;
+    /// torchvision's ImageNet preprocessing and numeric class labels.
+    pub fn load_state_dict(
+        path: &Path,
+        arch: &str,
+        opts: &ModelOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let arch_name = ArchName::parse(arch)?;
+        let net = load_state_dict(path, arch_name, opts, device)?;
+        let size = if arch_name == ArchName::InceptionV3 {
+            299
+        } else {
+            224
+        };
+        let meta = ModelMeta {
+            architecture: arch.to_string(),
+            variant: arch.to_string(),
+            options: opts.clone(),
+            input_size: size,
+            preprocessing: Preprocessing::torchvision(if size == 299 { 342 } else { 256 }, size),
+            labels: (0..opts.num_classes).map(|i| i.to_string()).collect(),
+            source: String::new(),
+            licence: String::new(),
+        };
+        Ok(Self {
+            net,
+            meta,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Preprocesses images into one N×3×H×W batch.
+    pub fn batch(&self, images: &[image::DynamicImage]) -> Result<Tensor> {
+        let xs = images
+            .iter()
+            .map(|img| self.meta.preprocessing.apply(img, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&xs, 0)?)
+    }
+
+    /// Class probabilities (softmax of the logits), N×classes.
+    pub fn probabilities(&self, batch: &Tensor) -> Result<Tensor> {
+        let logits = self.net.forward(batch)?;
+        Ok(softmax_last_dim(&logits.to_dtype(DType::F32)?)?)
+    }
+
+    /// Top-k predictions for each image.
+    pub fn classify(
+        &self,
+        images: &[image::DynamicImage],
+        k: usize,
+    ) -> Result<Vec<Vec<Prediction>>> {
+        let probs: Vec<Vec<f32>> = self.probabilities(&self.batch(images)?)?.to_vec2()?;
+        Ok(probs.iter().map(|p| self.top_k(p, k)).collect())
+    }
+
+    /// The `k` most probable classes of one probability vector.
+    pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        idx.into_iter()
+            .take(k)
+            .map(|i| Prediction {
+                class_id: i,
+                label: self.meta.labels[i].clone(),
+                score: probs[i],
+            })
+            .collect()
+    }
+}

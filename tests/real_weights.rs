@@ -1,0 +1,127 @@
+//! Real pretrained weights: the six TFLite MobileNets of `../shared/models/tflite`, converted by
+//! `scripts/convert_weights.py`, classify the real photographs of `../shared/data/images` at
+//! least as well as the TensorFlow Lite runtime did (counts quoted in `../shared/README.md`,
+//! less one image), and the iNaturalist bird model names all three birds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Device;
+use ferrovision::preprocess::load_image;
+use ferrovision::Model;
+
+/// `image → accepted class ids` from an EXPECTED*.tsv file.
+fn expected(path: &Path) -> Vec<(String, Vec<usize>)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (
+                cols[0].to_string(),
+                cols[1]
+                    .split(',')
+                    .map(|s| s.trim().parse().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Converts `model` and counts the images whose top-1 class is accepted (`offset` shifts
+/// 0-based ImageNet-1k ids to the model's outputs: 1 for TF-slim's background class).
+fn top1_hits(
+    py: &str,
+    shared: &Path,
+    model: &str,
+    labels: &str,
+    tsv: &str,
+    offset: usize,
+) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("{model}.safetensors"));
+    let tflite = shared.join("models/tflite").join(format!("{model}.tflite"));
+    let labels = shared.join("data/labels").join(labels);
+    let res = common::convert(
+        py,
+        &[
+            "tflite",
+            tflite.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        res.status.success(),
+        "{model}: converter failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let m = Model::load(&out, &Device::Cpu).unwrap();
+    let mut hits = 0;
+    for (image, accepted) in expected(&shared.join("data/images").join(tsv)) {
+        let img = load_image(&shared.join("data/images").join(&image)).unwrap();
+        let top = &m.classify(&[img], 1).unwrap()[0][0];
+        let ok = accepted.iter().any(|&c| c + offset == top.class_id);
+        hits += ok as usize;
+        println!(
+            "{model:<38} {image:<28} {} {:>4} {:<30} {:.3}",
+            if ok { "ok  " } else { "MISS" },
+            top.class_id,
+            top.label,
+            top.score
+        );
+    }
+    hits
+}
+
+#[test]
+fn tflite_mobilenets_classify_real_photos() {
+    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+        return;
+    };
+    // TFLite runtime's top-1 counts on the 11 images of EXPECTED.tsv (../shared/README.md).
+    let reference: HashMap<&str, usize> = HashMap::from([
+        ("mobilenet_v1_0.25_128_quant", 7),
+        ("mobilenet_v1_0.5_160_quant", 11),
+        ("mobilenet_v1_0.75_192_quant", 10),
+        ("mobilenet_v2_1.0_224_quant", 11),
+        ("tf2_mobilenet_v2_1.0_224_ptq", 11),
+    ]);
+    let mut failures = Vec::new();
+    for (model, want) in &reference {
+        let got = top1_hits(
+            &py,
+            &shared,
+            model,
+            "imagenet_1001_tfslim.txt",
+            "EXPECTED.tsv",
+            1,
+        );
+        println!("{model}: {got}/11 (TFLite runtime {want}/11)");
+        if got + 1 < *want {
+            failures.push(format!("{model}: {got}/11, TFLite runtime {want}/11"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn inat_bird_model_names_the_species() {
+    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+        return;
+    };
+    let got = top1_hits(
+        &py,
+        &shared,
+        "mobilenet_v2_1.0_224_inat_bird_quant",
+        "inat_bird.txt",
+        "EXPECTED_INAT_BIRD.tsv",
+        0,
+    );
+    assert_eq!(got, 3, "the bird model must name all three species");
+}

@@ -1,16 +1,14 @@
 //! The `ferrovision` command line.
 
+mod commands;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferrovision::model::{ArchName, ModelOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "ferrovision",
-    version,
-    about = "Pure-Rust CNN image recognition"
-)]
+#[command(name = "ferrovision", version, about = "Pure-Rust CNN image recognition")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Classify image files and directories.
+    Classify(commands::classify::ClassifyArgs),
     /// List the architectures with their parameter counts.
     Archs {
         /// Width multiplier α (MobileNets).
@@ -29,33 +29,40 @@ enum Command {
     },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Archs { width, num_classes } => {
-            println!("{:<16} {:>14}", "architecture", "parameters");
-            for name in ArchName::ALL {
-                let arch = ArchName::parse(name)?;
-                let w = if matches!(arch, ArchName::MobileNetV1 | ArchName::MobileNetV2) {
-                    width
-                } else {
-                    1.0
-                };
-                let opts = ModelOptions {
-                    width: w,
-                    num_classes,
-                    ..ModelOptions::default()
-                };
-                let n = ferrovision::weights::count_parameters(arch, &opts)?;
-                println!("{name:<16} {n:>14}");
-            }
-        }
+fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<16} {:>14}", "architecture", "parameters")?;
+    for name in ArchName::ALL {
+        let arch = ArchName::parse(name)?;
+        let w = if matches!(arch, ArchName::MobileNetV1 | ArchName::MobileNetV2) { width } else { 1.0 };
+        let opts = ModelOptions { width: w, num_classes, ..ModelOptions::default() };
+        let n = ferrovision::weights::count_parameters(arch, &opts)?;
+        writeln!(out, "{name:<16} {n:>14}")?;
     }
     Ok(())
 }
 
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse(); // exits 2 on usage errors
+    let result = match cli.command {
+        Command::Classify(args) => match commands::classify::load_model(args.weights.as_ref()) {
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            Ok(model) => commands::classify::run(&args, &model).map(|failed| failed == 0),
+        },
+        Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -35,8 +35,16 @@ fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
     writeln!(out, "{:<16} {:>14}", "architecture", "parameters")?;
     for name in ArchName::ALL {
         let arch = ArchName::parse(name)?;
-        let w = if matches!(arch, ArchName::MobileNetV1 | ArchName::MobileNetV2) { width } else { 1.0 };
-        let opts = ModelOptions { width: w, num_classes, ..ModelOptions::default() };
+        let w = if matches!(arch, ArchName::MobileNetV1 | ArchName::MobileNetV2) {
+            width
+        } else {
+            1.0
+        };
+        let opts = ModelOptions {
+            width: w,
+            num_classes,
+            ..ModelOptions::default()
+        };
         let n = ferrovision::weights::count_parameters(arch, &opts)?;
         writeln!(out, "{name:<16} {n:>14}")?;
     }
@@ -44,7 +52,10 @@ fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
 }
 
 fn broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {

@@ -148,8 +148,7 @@ impl ArchName {
             "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152" => Self::ResNet {
                 depth: name[6..].parse().expect("digits"),
             },
-            "vgg11" | "vgg13" | "vgg16" | "vgg19" | "vgg11_bn" | "vgg13_bn" | "vgg16_bn"
-            | "vgg19_bn" => Self::Vgg {
+            "vgg11" | "vgg13" | "vgg16" | "vgg19" | "vgg11_bn" | "vgg13_bn" | "vgg16_bn" | "vgg19_bn" => Self::Vgg {
                 depth: name[3..5].parse().expect("digits"),
                 bn: name.ends_with("_bn"),
             },
@@ -183,20 +182,12 @@ impl ArchName {
 
     /// Rejects options that make no sense for this architecture.
     pub fn validate(&self, opts: &ModelOptions) -> std::result::Result<(), Error> {
-        let bad = |msg: String| {
-            Err(Error::InvalidOption {
-                arch: self.name(),
-                msg,
-            })
-        };
+        let bad = |msg: String| Err(Error::InvalidOption { arch: self.name(), msg });
         if !(opts.width.is_finite() && opts.width > 0.0) {
             return bad(format!("width multiplier must be > 0, got {}", opts.width));
         }
         if !self.is_mobilenet() && opts.width != 1.0 {
-            return bad(format!(
-                "only MobileNets take a width multiplier, got {}",
-                opts.width
-            ));
+            return bad(format!("only MobileNets take a width multiplier, got {}", opts.width));
         }
         if !self.is_mobilenet() && opts.padding == Some(PaddingMode::TfSame) {
             return bad("only MobileNets support TensorFlow SAME padding".into());
@@ -218,29 +209,15 @@ pub fn build(name: &str, opts: &ModelOptions, vb: VarBuilder) -> crate::Result<B
 }
 
 /// As [`build`], from a parsed [`ArchName`].
-pub fn build_arch(
-    arch: ArchName,
-    opts: &ModelOptions,
-    vb: VarBuilder,
-) -> crate::Result<Box<dyn Network>> {
+pub fn build_arch(arch: ArchName, opts: &ModelOptions, vb: VarBuilder) -> crate::Result<Box<dyn Network>> {
     arch.validate(opts)?;
     let net: Box<dyn Network> = match arch {
         ArchName::Vgg { depth, bn } => Box::new(vgg::Vgg::new(vgg::config(depth, bn), opts, vb)?),
-        ArchName::ResNet { depth } => {
-            Box::new(resnet::ResNet::new(resnet::config(depth), opts, vb)?)
-        }
+        ArchName::ResNet { depth } => Box::new(resnet::ResNet::new(resnet::config(depth), opts, vb)?),
         ArchName::MobileNetV1 => Box::new(mobilenet::MobileNetV1::new(opts, vb)?),
         ArchName::MobileNetV2 => Box::new(mobilenet::MobileNetV2::new(opts, vb)?),
-        ArchName::SqueezeNet1_0 => Box::new(squeezenet::SqueezeNet::new(
-            squeezenet::Version::V1_0,
-            opts,
-            vb,
-        )?),
-        ArchName::SqueezeNet1_1 => Box::new(squeezenet::SqueezeNet::new(
-            squeezenet::Version::V1_1,
-            opts,
-            vb,
-        )?),
+        ArchName::SqueezeNet1_0 => Box::new(squeezenet::SqueezeNet::new(squeezenet::Version::V1_0, opts, vb)?),
+        ArchName::SqueezeNet1_1 => Box::new(squeezenet::SqueezeNet::new(squeezenet::Version::V1_1, opts, vb)?),
         ArchName::GoogLeNet => Box::new(inception::GoogLeNet::new(opts, vb)?),
         ArchName::InceptionV3 => Box::new(inception::InceptionV3::new(opts, vb)?),
         ArchName::AlexNet => Box::new(alexnet::AlexNet::new(opts, vb)?),

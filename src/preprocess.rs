@@ -52,9 +52,7 @@ impl Preprocessing {
     /// torchvision's ImageNet eval transform: resize 256, crop 224, ImageNet mean / std.
     pub fn torchvision(resize: usize, crop: usize) -> Self {
         Self {
-            resize: Resize::ShorterSide {
-                resize_size: resize,
-            },
+            resize: Resize::ShorterSide { resize_size: resize },
             crop_size: [crop, crop],
             interpolation: "bilinear".into(),
             antialias: true,
@@ -84,15 +82,9 @@ impl Preprocessing {
             Resize::ShorterSide { resize_size } => {
                 // torchvision: the shorter side becomes `resize_size`, the longer int(size·long/short).
                 let (rh, rw) = if h <= w {
-                    (
-                        resize_size,
-                        (resize_size as f64 * w as f64 / h as f64) as usize,
-                    )
+                    (resize_size, (resize_size as f64 * w as f64 / h as f64) as usize)
                 } else {
-                    (
-                        (resize_size as f64 * h as f64 / w as f64) as usize,
-                        resize_size,
-                    )
+                    ((resize_size as f64 * h as f64 / w as f64) as usize, resize_size)
                 };
                 let resized = resize(&px, (h, w), (0, 0, h, w), (rh, rw), self.antialias);
                 // torchvision's center_crop: top = int(round((rh − ch) / 2)).
@@ -106,17 +98,9 @@ impl Preprocessing {
                 let top = ((h as f64 - h as f64 * crop_fraction) / 2.0) as usize;
                 let left = ((w as f64 - w as f64 * crop_fraction) / 2.0) as usize;
                 let window = (top, left, h - 2 * top, w - 2 * left);
-                (
-                    resize(&px, (h, w), window, (ch, cw), self.antialias),
-                    ch,
-                    cw,
-                )
+                (resize(&px, (h, w), window, (ch, cw), self.antialias), ch, cw)
             }
-            Resize::Exact => (
-                resize(&px, (h, w), (0, 0, h, w), (ch, cw), self.antialias),
-                ch,
-                cw,
-            ),
+            Resize::Exact => (resize(&px, (h, w), (0, 0, h, w), (ch, cw), self.antialias), ch, cw),
         };
         let (out, oh, ow) = out;
         let order = match self.channel_order {
@@ -144,13 +128,7 @@ fn crop(px: &[f32], w: usize, top: usize, left: usize, h: usize, cw: usize) -> V
 }
 
 /// PIL's filter taps for one axis: for each output index, (first input index, weights).
-fn taps(
-    in_start: usize,
-    in_len: usize,
-    full_len: usize,
-    out_len: usize,
-    antialias: bool,
-) -> Vec<(usize, Vec<f32>)> {
+fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, antialias: bool) -> Vec<(usize, Vec<f32>)> {
     let scale = in_len as f64 / out_len as f64;
     let support_scale = if antialias { scale.max(1.0) } else { 1.0 };
     let support = support_scale; // triangle filter support 1.0
@@ -225,11 +203,8 @@ pub fn load_image(path: &Path) -> Result<DynamicImage> {
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| err(format!("not a supported image: {e}")))?;
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| err(format!("bad EXIF data: {e}")))?;
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| err(format!("cannot decode: {e}")))?;
+    let orientation = decoder.orientation().map_err(|e| err(format!("bad EXIF data: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(format!("cannot decode: {e}")))?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         return Err(err("image has no pixels".into()));

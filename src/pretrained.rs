@@ -52,10 +52,7 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
         path: path.to_path_buf(),
         msg,
     };
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| err(format!("metadata has no `{k}` entry")))
-    };
+    let get = |k: &str| meta.get(k).ok_or_else(|| err(format!("metadata has no `{k}` entry")));
     let num = |k: &str| -> Result<f64> {
         get(k)?
             .parse::<f64>()
@@ -67,8 +64,8 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
     }
     let architecture = get("architecture")?.clone();
     ArchName::parse(&architecture).map_err(|e| err(e.to_string()))?;
-    let padding = PaddingMode::parse(get("padding")?)
-        .ok_or_else(|| err("metadata `padding` must be torch or tf_same".into()))?;
+    let padding =
+        PaddingMode::parse(get("padding")?).ok_or_else(|| err("metadata `padding` must be torch or tf_same".into()))?;
     let flag = |k: &str| meta.get(k).map(|v| v == "true").unwrap_or(false);
     let options = ModelOptions {
         num_classes: num("num_classes")? as usize,
@@ -80,8 +77,8 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
     };
     let preprocessing: Preprocessing = serde_json::from_str(get("preprocessing")?)
         .map_err(|e| err(format!("metadata `preprocessing` is invalid: {e}")))?;
-    let labels: Vec<String> = serde_json::from_str(get("labels")?)
-        .map_err(|e| err(format!("metadata `labels` is invalid: {e}")))?;
+    let labels: Vec<String> =
+        serde_json::from_str(get("labels")?).map_err(|e| err(format!("metadata `labels` is invalid: {e}")))?;
     if labels.len() != options.num_classes {
         return Err(err(format!(
             "{} labels for {} classes",
@@ -90,10 +87,7 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
         )));
     }
     Ok(ModelMeta {
-        variant: meta
-            .get("variant")
-            .cloned()
-            .unwrap_or_else(|| architecture.clone()),
+        variant: meta.get("variant").cloned().unwrap_or_else(|| architecture.clone()),
         architecture,
         options,
         input_size: num("input_size")? as usize,
@@ -125,8 +119,8 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)
         .map_err(|e| err(format!("truncated header: {e}")))?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
     let meta = json.get("__metadata__").and_then(|m| m.as_object());
     Ok(meta
         .map(|m| {
@@ -153,19 +147,10 @@ impl Model {
 
     /// Loads a plain torchvision `state_dict` saved as safetensors, with the architecture given;
     /// torchvision's ImageNet preprocessing and numeric class labels.
-    pub fn load_state_dict(
-        path: &Path,
-        arch: &str,
-        opts: &ModelOptions,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load_state_dict(path: &Path, arch: &str, opts: &ModelOptions, device: &Device) -> Result<Self> {
         let arch_name = ArchName::parse(arch)?;
         let net = load_state_dict(path, arch_name, opts, device)?;
-        let size = if arch_name == ArchName::InceptionV3 {
-            299
-        } else {
-            224
-        };
+        let size = if arch_name == ArchName::InceptionV3 { 299 } else { 224 };
         let meta = ModelMeta {
             architecture: arch.to_string(),
             variant: arch.to_string(),
@@ -203,11 +188,7 @@ impl Model {
     }
 
     /// Top-k predictions for each image.
-    pub fn classify(
-        &self,
-        images: &[image::DynamicImage],
-        k: usize,
-    ) -> Result<Vec<Vec<Prediction>>> {
+    pub fn classify(&self, images: &[image::DynamicImage], k: usize) -> Result<Vec<Vec<Prediction>>> {
         let probs: Vec<Vec<f32>> = self.probabilities(&self.batch(images)?)?.to_vec2()?;
         Ok(probs.iter().map(|p| self.top_k(p, k)).collect())
     }

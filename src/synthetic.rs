@@ -75,11 +75,7 @@ pub fn input(seed: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
 }
 
 /// All parameters of a list of (name, shape), e.g. a fixture's torchvision `state_dict` names.
-pub fn params(
-    seed: &str,
-    list: &[(String, Vec<usize>)],
-    device: &Device,
-) -> Result<HashMap<String, Tensor>> {
+pub fn params(seed: &str, list: &[(String, Vec<usize>)], device: &Device) -> Result<HashMap<String, Tensor>> {
     list.iter()
         .map(|(n, s)| Ok((n.clone(), param(seed, n, s, device)?)))
         .collect()
@@ -93,21 +89,12 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(seed: &str) -> Self {
-        Self {
-            seed: seed.to_string(),
-        }
+        Self { seed: seed.to_string() }
     }
 }
 
 impl SimpleBackend for Synthetic {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         param(&self.seed, name, s.dims(), dev)?.to_dtype(dtype)
     }
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {

@@ -12,26 +12,40 @@ use candle_nn::VarBuilder;
 use crate::error::Error;
 use crate::model::{build_arch, ArchName, ModelOptions, Network};
 
+/// (name, shape) of each tensor, in the order a model reads them.
+pub type ParamList = Vec<(String, Vec<usize>)>;
+
 /// Wraps a backend and records the names of the tensors the model builder asked for.
+/// With `check_finite`, rejects tensors holding NaN or ±Inf.
 struct Tracking<B> {
     inner: B,
-    used: Mutex<Vec<(String, Vec<usize>)>>,
+    used: Mutex<ParamList>,
+    check_finite: bool,
+}
+
+fn all_finite(t: &Tensor) -> Result<bool> {
+    if !t.dtype().is_float() {
+        return Ok(true);
+    }
+    let v: Vec<f32> = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    Ok(v.iter().all(|x| x.is_finite()))
 }
 
 impl<B: SimpleBackend> SimpleBackend for Tracking<B> {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         self.used
             .lock()
             .expect("not poisoned")
             .push((name.to_string(), s.dims().to_vec()));
-        self.inner.get(s, name, h, dtype, dev)
+        let t = self.inner.get(s, name, h, dtype, dev)?;
+        if self.check_finite && !all_finite(&t)? {
+            candle_core::bail!("tensor `{name}` holds NaN or infinite values")
+        }
+        Ok(t)
     }
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
         self.inner.get_unchecked(name, dtype, dev)
@@ -45,14 +59,7 @@ impl<B: SimpleBackend> SimpleBackend for Tracking<B> {
 struct Shapes;
 
 impl SimpleBackend for Shapes {
-    fn get(
-        &self,
-        s: Shape,
-        _: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, _: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
@@ -73,13 +80,11 @@ fn ignorable(name: &str) -> bool {
 
 /// The (name, shape) of every tensor `arch` with `opts` reads, in the order it reads them
 /// (torchvision's `state_dict` order, BatchNorm buffers included).
-pub fn parameter_list(
-    arch: ArchName,
-    opts: &ModelOptions,
-) -> crate::Result<Vec<(String, Vec<usize>)>> {
+pub fn parameter_list(arch: ArchName, opts: &ModelOptions) -> crate::Result<ParamList> {
     let tracking = Tracking {
         inner: Shapes,
         used: Mutex::new(Vec::new()),
+        check_finite: false,
     };
     let (net, used) = build_tracked(arch, opts, tracking, &Device::Cpu)?;
     drop(net);
@@ -101,13 +106,9 @@ fn build_tracked<B: SimpleBackend + 'static>(
     opts: &ModelOptions,
     backend: Tracking<B>,
     device: &Device,
-) -> crate::Result<(Box<dyn Network>, Vec<(String, Vec<usize>)>)> {
+) -> crate::Result<(Box<dyn Network>, ParamList)> {
     let backend = std::sync::Arc::new(backend);
-    let vb = VarBuilder::from_backend(
-        Box::new(ArcBackend(backend.clone())),
-        DType::F32,
-        device.clone(),
-    );
+    let vb = VarBuilder::from_backend(Box::new(ArcBackend(backend.clone())), DType::F32, device.clone());
     let net = build_arch(arch, opts, vb)?;
     let used = std::mem::take(&mut *backend.used.lock().expect("not poisoned"));
     Ok((net, used))
@@ -116,14 +117,7 @@ fn build_tracked<B: SimpleBackend + 'static>(
 struct ArcBackend<B>(std::sync::Arc<B>);
 
 impl<B: SimpleBackend> SimpleBackend for ArcBackend<B> {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         self.0.get(s, name, h, dtype, dev)
     }
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -154,14 +148,12 @@ pub fn load_state_dict(
     let tracking = Tracking {
         inner: st,
         used: Mutex::new(Vec::new()),
+        check_finite: true,
     };
     let (net, used) = build_tracked(arch, opts, tracking, device)
         .map_err(|e| file_err(format!("cannot build {} from it: {e}", arch.name())))?;
     let used: BTreeSet<String> = used.into_iter().map(|(n, _)| n).collect();
-    let extra: Vec<&String> = in_file
-        .iter()
-        .filter(|n| !used.contains(*n) && !ignorable(n))
-        .collect();
+    let extra: Vec<&String> = in_file.iter().filter(|n| !used.contains(*n) && !ignorable(n)).collect();
     if !extra.is_empty() {
         let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
         return Err(file_err(format!(

@@ -120,11 +120,7 @@ fn run_case(case: &str) {
     let x = synthetic::input(&fx.seed, &fx.input_shape, &dev).unwrap();
     let rel3 = compare(case, &net.forward(&x).unwrap(), &fx.logits);
     let x1 = x.narrow(0, 0, 1).unwrap();
-    let rel1 = compare(
-        case,
-        &net.forward(&x1).unwrap(),
-        &fx.logits.narrow(0, 0, 1).unwrap(),
-    );
+    let rel1 = compare(case, &net.forward(&x1).unwrap(), &fx.logits.narrow(0, 0, 1).unwrap());
     println!(
         "{case}: input {:?}, max|diff|/max|logit| batch 3: {rel3:.2e}, batch 1: {rel1:.2e}",
         fx.input_shape

@@ -22,10 +22,7 @@ fn expected(path: &Path) -> Vec<(String, Vec<usize>)> {
             let cols: Vec<&str> = l.split('\t').collect();
             (
                 cols[0].to_string(),
-                cols[1]
-                    .split(',')
-                    .map(|s| s.trim().parse().unwrap())
-                    .collect(),
+                cols[1].split(',').map(|s| s.trim().parse().unwrap()).collect(),
             )
         })
         .collect()
@@ -33,14 +30,7 @@ fn expected(path: &Path) -> Vec<(String, Vec<usize>)> {
 
 /// Converts `model` and counts the images whose top-1 class is accepted (`offset` shifts
 /// 0-based ImageNet-1k ids to the model's outputs: 1 for TF-slim's background class).
-fn top1_hits(
-    py: &str,
-    shared: &Path,
-    model: &str,
-    labels: &str,
-    tsv: &str,
-    offset: usize,
-) -> usize {
+fn top1_hits(py: &str, shared: &Path, model: &str, labels: &str, tsv: &str, offset: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("{model}.safetensors"));
     let tflite = shared.join("models/tflite").join(format!("{model}.tflite"));
@@ -94,14 +84,7 @@ fn tflite_mobilenets_classify_real_photos() {
     ]);
     let mut failures = Vec::new();
     for (model, want) in &reference {
-        let got = top1_hits(
-            &py,
-            &shared,
-            model,
-            "imagenet_1001_tfslim.txt",
-            "EXPECTED.tsv",
-            1,
-        );
+        let got = top1_hits(&py, &shared, model, "imagenet_1001_tfslim.txt", "EXPECTED.tsv", 1);
         println!("{model}: {got}/11 (TFLite runtime {want}/11)");
         if got + 1 < *want {
             failures.push(format!("{model}: {got}/11, TFLite runtime {want}/11"));

@@ -7,8 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::mlp;
 use crate::layers::{
-    global_avg_pool, linear, Activation, AdaptiveAvgPool2d, Conv2d, ConvSpec, Linear, MaxPool2d,
-    PoolSpec,
+    global_avg_pool, linear, Activation, AdaptiveAvgPool2d, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
 };
 use crate::model::{ModelOptions, Network};
 
@@ -21,6 +20,11 @@ const FEATURES: [(usize, usize, usize, usize, usize, usize, bool); 5] = [
     (8,  384, 256,  3, 1, 1, false),
     (10, 256, 256,  3, 1, 1, true),
 ];
+
+/// torchvision's `alexnet` with `num_classes` outputs.
+pub fn alexnet(vb: VarBuilder, num_classes: usize) -> Result<AlexNet> {
+    AlexNet::new(&ModelOptions::with_classes(num_classes), vb)
+}
 
 #[derive(Debug, Clone)]
 pub struct AlexNet {
@@ -35,10 +39,7 @@ impl AlexNet {
         let features = FEATURES
             .iter()
             .map(|&(i, cin, cout, k, s, p, pool)| {
-                let spec = ConvSpec::new(cin, cout, k)
-                    .stride(s)
-                    .pad(p)
-                    .act(Activation::Relu);
+                let spec = ConvSpec::new(cin, cout, k).stride(s).pad(p).act(Activation::Relu);
                 Ok((Conv2d::load(&f.pp(i), spec, true)?, pool))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -76,9 +77,7 @@ impl Network for AlexNet {
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         match &self.classifier {
-            Some(fc) if !pre_logits => {
-                mlp(fc, &AdaptiveAvgPool2d(6, 6).forward(f)?.flatten_from(1)?)
-            }
+            Some(fc) if !pre_logits => mlp(fc, &AdaptiveAvgPool2d(6, 6).forward(f)?.flatten_from(1)?),
             _ => global_avg_pool(f),
         }
     }

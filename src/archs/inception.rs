@@ -6,8 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::inception::{
-    basic_conv, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV1,
-    InceptionV1Row,
+    basic_conv, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV1, InceptionV1Row,
 };
 use crate::layers::{global_avg_pool, linear, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec};
 use crate::model::{ModelOptions, Network};
@@ -21,12 +20,19 @@ fn transform_input(x: &Tensor) -> Result<Tensor> {
     const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
     const STD: [f64; 3] = [0.229, 0.224, 0.225];
     let chans = (0..3)
-        .map(|c| {
-            x.narrow(1, c, 1)?
-                .affine(STD[c] / 0.5, (MEAN[c] - 0.5) / 0.5)
-        })
+        .map(|c| x.narrow(1, c, 1)?.affine(STD[c] / 0.5, (MEAN[c] - 0.5) / 0.5))
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat(&chans, 1)
+}
+
+/// torchvision's `googlenet` (no aux heads) with `num_classes` outputs.
+pub fn googlenet(vb: VarBuilder, num_classes: usize) -> Result<GoogLeNet> {
+    GoogLeNet::new(&ModelOptions::with_classes(num_classes), vb)
+}
+
+/// torchvision's `inception_v3` (no aux head) with `num_classes` outputs.
+pub fn inception_v3(vb: VarBuilder, num_classes: usize) -> Result<InceptionV3> {
+    InceptionV3::new(&ModelOptions::with_classes(num_classes), vb)
 }
 
 /// Table 1 of GoogLeNet: the nine Inception modules, as
@@ -59,11 +65,7 @@ pub struct GoogLeNet {
 impl GoogLeNet {
     pub fn new(opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
         let norm = opts.norm(BN_EPS);
-        let conv1 = basic_conv(
-            &vb.pp("conv1"),
-            ConvSpec::new(3, 64, 7).stride(2).pad(3),
-            norm,
-        )?;
+        let conv1 = basic_conv(&vb.pp("conv1"), ConvSpec::new(3, 64, 7).stride(2).pad(3), norm)?;
         let conv2 = basic_conv(&vb.pp("conv2"), ConvSpec::new(64, 64, 1), norm)?;
         let conv3 = basic_conv(&vb.pp("conv3"), ConvSpec::new(64, 192, 3).pad(1), norm)?;
         let mut cin = 192;

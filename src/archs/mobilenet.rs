@@ -19,8 +19,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::{
-    global_avg_pool, linear, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual,
-    Linear, PaddingMode,
+    global_avg_pool, linear, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual, Linear, PaddingMode,
 };
 use crate::model::{ModelOptions, Network};
 
@@ -62,14 +61,7 @@ impl MobileNetV1 {
         let mut blocks = Vec::with_capacity(V1_BLOCKS.len());
         for (i, &(c, s)) in V1_BLOCKS.iter().enumerate() {
             let cout = v1_depth(c, alpha);
-            blocks.push(DepthwiseSeparable::load(
-                &f.pp(i + 1),
-                cin,
-                cout,
-                s,
-                padding,
-                norm,
-            )?);
+            blocks.push(DepthwiseSeparable::load(&f.pp(i + 1), cin, cout, s, padding, norm)?);
             cin = cout;
         }
         let classifier = if opts.include_top {
@@ -114,6 +106,28 @@ impl Network for MobileNetV1 {
     fn min_input_size(&self) -> usize {
         32
     }
+}
+
+/// MobileNet v1 at width `alpha` with `num_classes` outputs (TF "SAME" padding, separate BN).
+pub fn mobilenet_v1(vb: VarBuilder, num_classes: usize, alpha: f64) -> Result<MobileNetV1> {
+    MobileNetV1::new(
+        &ModelOptions {
+            width: alpha,
+            ..ModelOptions::with_classes(num_classes)
+        },
+        vb,
+    )
+}
+
+/// torchvision's `mobilenet_v2(width_mult=alpha)` with `num_classes` outputs.
+pub fn mobilenet_v2(vb: VarBuilder, num_classes: usize, alpha: f64) -> Result<MobileNetV2> {
+    MobileNetV2::new(
+        &ModelOptions {
+            width: alpha,
+            ..ModelOptions::with_classes(num_classes)
+        },
+        vb,
+    )
 }
 
 /// Table 2 of the MobileNetV2 paper: expansion t, output channels c, repeats n, first stride s.
@@ -186,11 +200,7 @@ impl MobileNetV2 {
         let last_spec = ConvSpec::new(cin, last_channel, 1).act(Activation::Relu6);
         let last = Conv2d::load_with_norm(&f.pp(idx).pp(0), &f.pp(idx).pp(1), last_spec, norm)?;
         let classifier = if opts.include_top {
-            Some(linear(
-                last_channel,
-                opts.num_classes,
-                vb.pp("classifier").pp(1),
-            )?)
+            Some(linear(last_channel, opts.num_classes, vb.pp("classifier").pp(1))?)
         } else {
             None
         };

@@ -6,8 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::{
-    global_avg_pool, linear, Activation, BasicBlock, Bottleneck, Conv2d, ConvSpec, Linear,
-    MaxPool2d, PoolSpec,
+    global_avg_pool, linear, Activation, BasicBlock, Bottleneck, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
 };
 use crate::model::{ModelOptions, Network};
 
@@ -37,10 +36,21 @@ pub const RESNETS: [ResNetConfig; 5] = [
 /// Table 1's column for `resnet{depth}`; depth ∈ {18, 34, 50, 101, 152}.
 pub fn config(depth: usize) -> ResNetConfig {
     let name = format!("resnet{depth}");
-    *RESNETS.iter().find(|c| c.name == name).unwrap_or_else(|| {
-        panic!("ResNet depth must be 18, 34, 50, 101 or 152 (ArchName::parse checks), got {depth}")
-    })
+    *RESNETS
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("ResNet depth must be 18, 34, 50, 101 or 152 (ArchName::parse checks), got {depth}"))
 }
+
+macro_rules! resnet_fns {
+    ($($f:ident => $depth:literal),*) => {$(
+        #[doc = concat!("`resnet", $depth, "` with `num_classes` outputs: `", stringify!($f), "(vb, 1000)?`.")]
+        pub fn $f(vb: VarBuilder, num_classes: usize) -> Result<ResNet> {
+            ResNet::new(config($depth), &ModelOptions::with_classes(num_classes), vb)
+        }
+    )*};
+}
+resnet_fns!(resnet18 => 18, resnet34 => 34, resnet50 => 50, resnet101 => 101, resnet152 => 152);
 
 #[derive(Debug, Clone)]
 enum Block {
@@ -70,10 +80,7 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(cfg: ResNetConfig, opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
         let norm = opts.norm(1e-5);
-        let stem = ConvSpec::new(3, 64, 7)
-            .stride(2)
-            .pad(3)
-            .act(Activation::Relu);
+        let stem = ConvSpec::new(3, 64, 7).stride(2).pad(3).act(Activation::Relu);
         let conv1 = Conv2d::load_with_norm(&vb.pp("conv1"), &vb.pp("bn1"), stem, norm)?;
         let expansion = match cfg.block {
             BlockKind::Basic => BasicBlock::EXPANSION,
@@ -88,12 +95,8 @@ impl ResNet {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let bvb = lvb.pp(i);
                 blocks.push(match cfg.block {
-                    BlockKind::Basic => {
-                        Block::Basic(BasicBlock::load(&bvb, cin, planes, stride, norm)?)
-                    }
-                    BlockKind::Bottleneck => {
-                        Block::Bottleneck(Bottleneck::load(&bvb, cin, planes, stride, norm)?)
-                    }
+                    BlockKind::Basic => Block::Basic(BasicBlock::load(&bvb, cin, planes, stride, norm)?),
+                    BlockKind::Bottleneck => Block::Bottleneck(Bottleneck::load(&bvb, cin, planes, stride, norm)?),
                 });
                 cin = planes * expansion;
             }

@@ -38,11 +38,21 @@ pub const V1_1: [L; 10] = [
     F(48, 192, 192), F(48, 192, 192), F(64, 256, 256), F(64, 256, 256),
 ];
 
+/// torchvision's `squeezenet1_0` with `num_classes` outputs.
+pub fn squeezenet1_0(vb: VarBuilder, num_classes: usize) -> Result<SqueezeNet> {
+    SqueezeNet::new(Version::V1_0, &ModelOptions::with_classes(num_classes), vb)
+}
+
+/// torchvision's `squeezenet1_1` with `num_classes` outputs.
+pub fn squeezenet1_1(vb: VarBuilder, num_classes: usize) -> Result<SqueezeNet> {
+    SqueezeNet::new(Version::V1_1, &ModelOptions::with_classes(num_classes), vb)
+}
+
 const POOL: MaxPool2d = MaxPool2d(PoolSpec::new(3, 2).ceil());
 
 #[derive(Debug, Clone)]
 enum Layer {
-    Fire(Fire),
+    Fire(Box<Fire>),
     Pool,
 }
 
@@ -72,7 +82,7 @@ impl SqueezeNet {
                 L::Fire(s, e1, e3) => {
                     let fire = Fire::load(&f.pp(i + 3), cin, s, e1, e3)?;
                     cin = fire.out_channels();
-                    Ok(Layer::Fire(fire))
+                    Ok(Layer::Fire(Box::new(fire)))
                 }
             })
             .collect::<Result<Vec<_>>>()?;

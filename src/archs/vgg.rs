@@ -7,8 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::mlp;
 use crate::layers::{
-    global_avg_pool, linear, Activation, AdaptiveAvgPool2d, Conv2d, ConvSpec, Linear, MaxPool2d,
-    PoolSpec,
+    global_avg_pool, linear, Activation, AdaptiveAvgPool2d, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
 };
 use crate::model::{ModelOptions, Network};
 
@@ -58,6 +57,17 @@ pub fn config(depth: usize, batch_norm: bool) -> VggConfig {
     }
 }
 
+macro_rules! vgg_fns {
+    ($($f:ident => $depth:literal, $bn:literal),*) => {$(
+        #[doc = concat!("`", stringify!($f), "` with `num_classes` outputs.")]
+        pub fn $f(vb: VarBuilder, num_classes: usize) -> Result<Vgg> {
+            Vgg::new(config($depth, $bn), &ModelOptions::with_classes(num_classes), vb)
+        }
+    )*};
+}
+vgg_fns!(vgg11 => 11, false, vgg13 => 13, false, vgg16 => 16, false, vgg19 => 19, false,
+         vgg11_bn => 11, true, vgg13_bn => 13, true, vgg16_bn => 16, true, vgg19_bn => 19, true);
+
 #[derive(Debug, Clone)]
 enum Layer {
     Conv(Conv2d),
@@ -86,13 +96,7 @@ impl Vgg {
                 C(cout) => {
                     let spec = ConvSpec::new(cin, cout, 3).pad(1).act(Activation::Relu);
                     let conv = if cfg.batch_norm {
-                        let c = Conv2d::load_conv_norm(
-                            &fvb.pp(idx),
-                            &fvb.pp(idx + 1),
-                            spec,
-                            norm,
-                            true,
-                        )?;
+                        let c = Conv2d::load_conv_norm(&fvb.pp(idx), &fvb.pp(idx + 1), spec, norm, true)?;
                         idx += 3; // conv, bn, relu
                         c
                     } else {

@@ -71,7 +71,9 @@ fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 pub fn default_weights() -> PathBuf {
-    std::env::var_os("FERROVISION_WEIGHTS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("weights/default.safetensors"))
+    std::env::var_os("FERROVISION_WEIGHTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("weights/default.safetensors"))
 }
 
 /// Returns the number of images that failed.
@@ -112,12 +114,22 @@ pub fn run(args: &ClassifyArgs, model: &Model) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
-fn write_result(out: &mut impl Write, format: Format, path: &Path, result: &Result<Vec<Prediction>, String>) -> anyhow::Result<()> {
+fn write_result(
+    out: &mut impl Write,
+    format: Format,
+    path: &Path,
+    result: &Result<Vec<Prediction>, String>,
+) -> anyhow::Result<()> {
     let p = path.display().to_string();
     match format {
         Format::Json => {
             let (preds, err) = match result {
-                Ok(v) => (v.iter().map(|p| json!({"class_id": p.class_id, "label": p.label, "score": p.score})).collect(), None),
+                Ok(v) => (
+                    v.iter()
+                        .map(|p| json!({"class_id": p.class_id, "label": p.label, "score": p.score}))
+                        .collect(),
+                    None,
+                ),
                 Err(e) => (Vec::new(), Some(e.clone())),
             };
             writeln!(out, "{}", json!({"path": p, "predictions": preds, "error": err}))?;
@@ -125,7 +137,15 @@ fn write_result(out: &mut impl Write, format: Format, path: &Path, result: &Resu
         Format::Csv => match result {
             Ok(v) => {
                 for (rank, pr) in v.iter().enumerate() {
-                    writeln!(out, "{},{},{},{},{:.6},", csv(&p), rank + 1, pr.class_id, csv(&pr.label), pr.score)?;
+                    writeln!(
+                        out,
+                        "{},{},{},{},{:.6},",
+                        csv(&p),
+                        rank + 1,
+                        pr.class_id,
+                        csv(&pr.label),
+                        pr.score
+                    )?;
                 }
             }
             Err(e) => writeln!(out, "{},,,,,{}", csv(&p), csv(e))?,

@@ -78,8 +78,8 @@ impl ConvSpec {
             && self.dilation >= 1
             && self.kernel.0 >= 1
             && self.kernel.1 >= 1
-            && self.in_channels % self.groups == 0
-            && self.out_channels % self.groups == 0;
+            && self.in_channels.is_multiple_of(self.groups)
+            && self.out_channels.is_multiple_of(self.groups);
         if !ok {
             bail!("conv `{name}`: invalid hyper-parameters {self:?}")
         }
@@ -101,19 +101,11 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Wraps explicit tensors; `name` is used in error messages.
-    pub fn from_tensors(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        spec: ConvSpec,
-        name: &str,
-    ) -> Result<Self> {
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec, name: &str) -> Result<Self> {
         spec.validate(name)?;
         let expected = spec.weight_shape();
         if weight.dims4()? != expected {
-            bail!(
-                "conv `{name}`: weight shape {:?}, expected {expected:?}",
-                weight.dims()
-            )
+            bail!("conv `{name}`: weight shape {:?}, expected {expected:?}", weight.dims())
         }
         let bias = match bias {
             Some(b) => Some(b.reshape((1, spec.out_channels, 1, 1))?),
@@ -155,12 +147,7 @@ impl Conv2d {
 
     /// A bias-free convolution at `conv` followed by a BatchNorm at `bn`, folded now.
     /// With [`Norm::Folded`] the checkpoint has no BatchNorm and the convolution carries a bias.
-    pub fn load_with_norm(
-        conv: &VarBuilder,
-        bn: &VarBuilder,
-        spec: ConvSpec,
-        norm: Norm,
-    ) -> Result<Self> {
+    pub fn load_with_norm(conv: &VarBuilder, bn: &VarBuilder, spec: ConvSpec, norm: Norm) -> Result<Self> {
         Self::load_conv_norm(conv, bn, spec, norm, false)
     }
 
@@ -233,13 +220,7 @@ impl Conv2d {
 
     /// Depthwise convolution as a sum over kernel taps of shifted, strided views times one
     /// per-channel weight: one elementwise op per tap instead of one convolution per group.
-    fn forward_depthwise(
-        &self,
-        xp: &Tensor,
-        taps: &[Tensor],
-        ho: usize,
-        wo: usize,
-    ) -> Result<Tensor> {
+    fn forward_depthwise(&self, xp: &Tensor, taps: &[Tensor], ho: usize, wo: usize) -> Result<Tensor> {
         let s = &self.spec;
         let mut acc: Option<Tensor> = None;
         let mut t = 0;
@@ -260,13 +241,7 @@ impl Conv2d {
 }
 
 /// `count` elements of dimension `dim` starting at `start`, every `stride`-th.
-fn strided_slice(
-    x: &Tensor,
-    dim: usize,
-    start: usize,
-    count: usize,
-    stride: usize,
-) -> Result<Tensor> {
+fn strided_slice(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
     if stride == 1 {
         return x.narrow(dim, start, count);
     }
@@ -281,10 +256,7 @@ fn strided_slice(
     let mut dims = window.dims().to_vec();
     dims[dim] = count;
     dims.insert(dim + 1, stride);
-    window
-        .reshape(dims)?
-        .narrow(dim + 1, 0, 1)?
-        .squeeze(dim + 1)
+    window.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
 impl Module for Conv2d {
@@ -302,16 +274,12 @@ impl Module for Conv2d {
         let (ph, pw) = self.pads(h, w);
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
         let y = if let Some(taps) = &self.taps {
-            let xp = x
-                .pad_with_zeros(2, ph.0, ph.1)?
-                .pad_with_zeros(3, pw.0, pw.1)?;
+            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_depthwise(&xp, taps, ho, wo)?
         } else if symmetric {
             x.conv2d(&self.weight, ph.0, s.stride, s.dilation, s.groups)?
         } else {
-            let xp = x
-                .pad_with_zeros(2, ph.0, ph.1)?
-                .pad_with_zeros(3, pw.0, pw.1)?;
+            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             xp.conv2d(&self.weight, 0, s.stride, s.dilation, s.groups)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);

@@ -18,16 +18,8 @@ impl Fire {
     pub fn load(vb: &VarBuilder, cin: usize, squeeze: usize, e1: usize, e3: usize) -> Result<Self> {
         let relu = Activation::Relu;
         Ok(Self {
-            squeeze: Conv2d::load(
-                &vb.pp("squeeze"),
-                ConvSpec::new(cin, squeeze, 1).act(relu),
-                true,
-            )?,
-            expand1x1: Conv2d::load(
-                &vb.pp("expand1x1"),
-                ConvSpec::new(squeeze, e1, 1).act(relu),
-                true,
-            )?,
+            squeeze: Conv2d::load(&vb.pp("squeeze"), ConvSpec::new(cin, squeeze, 1).act(relu), true)?,
+            expand1x1: Conv2d::load(&vb.pp("expand1x1"), ConvSpec::new(squeeze, e1, 1).act(relu), true)?,
             expand3x3: Conv2d::load(
                 &vb.pp("expand3x3"),
                 ConvSpec::new(squeeze, e3, 3).pad(1).act(relu),
@@ -44,9 +36,6 @@ impl Fire {
 impl Module for Fire {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.squeeze.forward(x)?;
-        Tensor::cat(
-            &[self.expand1x1.forward(&s)?, self.expand3x3.forward(&s)?],
-            1,
-        )
+        Tensor::cat(&[self.expand1x1.forward(&s)?, self.expand3x3.forward(&s)?], 1)
     }
 }

@@ -10,26 +10,12 @@ use super::{Activation, AvgPool2d, Conv2d, ConvSpec, MaxPool2d, Norm, Padding, P
 
 /// torchvision's `BasicConv2d` at `vb` (`conv`, `bn`).
 pub fn basic_conv(vb: &VarBuilder, spec: ConvSpec, norm: Norm) -> Result<Conv2d> {
-    Conv2d::load_with_norm(
-        &vb.pp("conv"),
-        &vb.pp("bn"),
-        spec.act(Activation::Relu),
-        norm,
-    )
+    Conv2d::load_with_norm(&vb.pp("conv"), &vb.pp("bn"), spec.act(Activation::Relu), norm)
 }
 
 /// A rectangular kh×kw BasicConv2d with "same" symmetric padding (kh/2, kw/2).
-fn factorised(
-    vb: &VarBuilder,
-    cin: usize,
-    cout: usize,
-    k: (usize, usize),
-    norm: Norm,
-) -> Result<Conv2d> {
-    let spec = ConvSpec::rect(cin, cout, k).padding(Padding::Explicit {
-        h: k.0 / 2,
-        w: k.1 / 2,
-    });
+fn factorised(vb: &VarBuilder, cin: usize, cout: usize, k: (usize, usize), norm: Norm) -> Result<Conv2d> {
+    let spec = ConvSpec::rect(cin, cout, k).padding(Padding::Explicit { h: k.0 / 2, w: k.1 / 2 });
     basic_conv(vb, spec, norm)
 }
 
@@ -163,11 +149,7 @@ impl InceptionB {
 impl Module for InceptionB {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Tensor::cat(
-            &[
-                self.branch3x3.forward(x)?,
-                chain(&self.branch3x3dbl, x)?,
-                max3s2(x)?,
-            ],
+            &[self.branch3x3.forward(x)?, chain(&self.branch3x3dbl, x)?, max3s2(x)?],
             1,
         )
     }
@@ -246,11 +228,7 @@ impl InceptionD {
 impl Module for InceptionD {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Tensor::cat(
-            &[
-                chain(&self.branch3x3, x)?,
-                chain(&self.branch7x7x3, x)?,
-                max3s2(x)?,
-            ],
+            &[chain(&self.branch3x3, x)?, chain(&self.branch7x7x3, x)?, max3s2(x)?],
             1,
         )
     }
@@ -291,29 +269,13 @@ impl InceptionE {
 impl Module for InceptionE {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let b3 = self.branch3x3_1.forward(x)?;
-        let b3 = Tensor::cat(
-            &[
-                self.branch3x3_2a.forward(&b3)?,
-                self.branch3x3_2b.forward(&b3)?,
-            ],
-            1,
-        )?;
-        let bd = self
-            .branch3x3dbl_2
-            .forward(&self.branch3x3dbl_1.forward(x)?)?;
+        let b3 = Tensor::cat(&[self.branch3x3_2a.forward(&b3)?, self.branch3x3_2b.forward(&b3)?], 1)?;
+        let bd = self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)?)?;
         let bd = Tensor::cat(
-            &[
-                self.branch3x3dbl_3a.forward(&bd)?,
-                self.branch3x3dbl_3b.forward(&bd)?,
-            ],
+            &[self.branch3x3dbl_3a.forward(&bd)?, self.branch3x3dbl_3b.forward(&bd)?],
             1,
         )?;
-        let parts = [
-            self.branch1x1.forward(x)?,
-            b3,
-            bd,
-            self.branch_pool.forward(&avg3(x)?)?,
-        ];
+        let parts = [self.branch1x1.forward(x)?, b3, bd, self.branch_pool.forward(&avg3(x)?)?];
         Tensor::cat(&parts, 1)
     }
 }

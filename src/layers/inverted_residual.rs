@@ -33,12 +33,7 @@ impl InvertedResidual {
         let expand = if expand_ratio != 1 {
             let spec = ConvSpec::new(cin, hidden, 1).act(Activation::Relu6);
             i += 1;
-            Some(Conv2d::load_with_norm(
-                &vb.pp(0).pp(0),
-                &vb.pp(0).pp(1),
-                spec,
-                norm,
-            )?)
+            Some(Conv2d::load_with_norm(&vb.pp(0).pp(0), &vb.pp(0).pp(1), spec, norm)?)
         } else {
             None
         };

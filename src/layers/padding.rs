@@ -74,13 +74,7 @@ pub fn same_pad(input: usize, kernel: usize, stride: usize, dilation: usize) -> 
 
 /// Output length of a sliding window over `input` padded by `pad`, or `None` when the
 /// window does not fit.
-pub fn window_out(
-    input: usize,
-    pad: Pad1,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-) -> Option<usize> {
+pub fn window_out(input: usize, pad: Pad1, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
     let padded = input + pad.0 + pad.1;
     let eff_k = (kernel - 1) * dilation + 1;
     if padded < eff_k {
@@ -91,13 +85,7 @@ pub fn window_out(
 
 /// Output length of a PyTorch pooling window with symmetric padding `pad` and `round`.
 /// PyTorch's rule: with ceil mode, the last window must start inside the input or the left padding.
-pub fn pool_out(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    round: RoundMode,
-) -> Option<usize> {
+pub fn pool_out(input: usize, kernel: usize, stride: usize, pad: usize, round: RoundMode) -> Option<usize> {
     let padded = input + 2 * pad;
     if padded < kernel {
         return None;

@@ -42,10 +42,14 @@ impl PoolSpec {
         let out = |len: usize| pool_out(len, self.kernel, self.stride, self.padding, self.round);
         match (out(h), out(w)) {
             (Some(ho), Some(wo)) => {
-                let extra = |o: usize, len: usize| ((o - 1) * self.stride + self.kernel).saturating_sub(len + 2 * self.padding);
+                let extra =
+                    |o: usize, len: usize| ((o - 1) * self.stride + self.kernel).saturating_sub(len + 2 * self.padding);
                 Ok(((ho, wo), (extra(ho, h), extra(wo, w))))
             }
-            _ => bail!("{what}: input {h}×{w} is smaller than the {0}×{0} pooling window; use a larger image", self.kernel),
+            _ => bail!(
+                "{what}: input {h}×{w} is smaller than the {0}×{0} pooling window; use a larger image",
+                self.kernel
+            ),
         }
     }
 }
@@ -110,9 +114,7 @@ impl Module for AvgPool2d {
         let s = self.spec;
         let (_, (eh, ew)) = s.geometry(h, w, "average pool")?;
         let p = s.padding;
-        let pad2 = |t: &Tensor| -> Result<Tensor> {
-            t.pad_with_zeros(2, p, p + eh)?.pad_with_zeros(3, p, p + ew)
-        };
+        let pad2 = |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, p, p + eh)?.pad_with_zeros(3, p, p + ew) };
         let mean = pad2(x)?.avg_pool2d_with_stride(s.kernel, s.stride)?;
         let full_windows = self.count_include_pad && eh == 0 && ew == 0;
         if full_windows || (p == 0 && eh == 0 && ew == 0) {
@@ -129,9 +131,7 @@ impl Module for AvgPool2d {
         let mask = mask
             .pad_with_zeros(2, off, h + 2 * p + eh - m_h - off)?
             .pad_with_zeros(3, off, w + 2 * p + ew - m_w - off)?;
-        let frac = mask
-            .avg_pool2d_with_stride(s.kernel, s.stride)?
-            .to_dtype(x.dtype())?;
+        let frac = mask.avg_pool2d_with_stride(s.kernel, s.stride)?.to_dtype(x.dtype())?;
         mean.broadcast_div(&frac)
     }
 }

@@ -7,24 +7,13 @@ use candle_nn::VarBuilder;
 use super::{Activation, Conv2d, ConvSpec, Norm};
 
 /// The projection shortcut `downsample.0` (1×1 conv, stride s) + `downsample.1` (BN).
-fn downsample(
-    vb: &VarBuilder,
-    cin: usize,
-    cout: usize,
-    stride: usize,
-    norm: Norm,
-) -> Result<Option<Conv2d>> {
+fn downsample(vb: &VarBuilder, cin: usize, cout: usize, stride: usize, norm: Norm) -> Result<Option<Conv2d>> {
     if stride == 1 && cin == cout {
         return Ok(None);
     }
     let vb = vb.pp("downsample");
     let spec = ConvSpec::new(cin, cout, 1).stride(stride);
-    Ok(Some(Conv2d::load_with_norm(
-        &vb.pp(0),
-        &vb.pp(1),
-        spec,
-        norm,
-    )?))
+    Ok(Some(Conv2d::load_with_norm(&vb.pp(0), &vb.pp(1), spec, norm)?))
 }
 
 fn shortcut(down: &Option<Conv2d>, x: &Tensor) -> Result<Tensor> {
@@ -45,13 +34,7 @@ pub struct BasicBlock {
 impl BasicBlock {
     pub const EXPANSION: usize = 1;
 
-    pub fn load(
-        vb: &VarBuilder,
-        cin: usize,
-        planes: usize,
-        stride: usize,
-        norm: Norm,
-    ) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, norm: Norm) -> Result<Self> {
         let c1 = ConvSpec::new(cin, planes, 3)
             .stride(stride)
             .pad(1)
@@ -84,13 +67,7 @@ pub struct Bottleneck {
 impl Bottleneck {
     pub const EXPANSION: usize = 4;
 
-    pub fn load(
-        vb: &VarBuilder,
-        cin: usize,
-        planes: usize,
-        stride: usize,
-        norm: Norm,
-    ) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, norm: Norm) -> Result<Self> {
         let cout = planes * Self::EXPANSION;
         let c1 = ConvSpec::new(cin, planes, 1).act(Activation::Relu);
         let c2 = ConvSpec::new(planes, planes, 3)
@@ -109,9 +86,7 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self
-            .conv3
-            .forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
+        let y = self.conv3.forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
         (y + shortcut(&self.downsample, x)?)?.relu()
     }
 }

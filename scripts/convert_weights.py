@@ -71,29 +71,40 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cast(tensors: dict, dtype: str) -> dict:
-    np_dtype = {"f32": np.float32, "f16": np.float16}.get(dtype)
-    if dtype == "bf16":
-        import torch  # numpy has no bfloat16; safetensors' torch writer does
-
-        return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(torch.bfloat16) for k, v in tensors.items()}
-    return {k: np.ascontiguousarray(v, dtype=np_dtype) for k, v in tensors.items()}
+def to_bytes(arr: np.ndarray, dtype: str) -> bytes:
+    """Little-endian bytes of `arr` as f32, f16 or bf16 (round to nearest even)."""
+    a = np.ascontiguousarray(arr, dtype=np.float32)
+    if dtype == "f32":
+        return a.astype("<f4").tobytes()
+    if dtype == "f16":
+        return a.astype("<f2").tobytes()
+    bits = a.view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # bf16: keep the top 16 bits, RNE
+    return rounded.astype("<u2").tobytes()
 
 
 def write(tensors: dict, metadata: dict, out: Path, dtype: str) -> None:
+    """Writes a safetensors file (sorted names, 8-byte aligned header) with string metadata."""
     for name, t in tensors.items():
-        arr = np.asarray(t, dtype=np.float64)
-        if not np.all(np.isfinite(arr)):
+        if not np.all(np.isfinite(t)):
             raise ConversionError(f"tensor {name} has NaN or Inf values")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     meta["dtype"] = dtype
+    st_dtype = {"f32": "F32", "f16": "F16", "bf16": "BF16"}[dtype]
+    header, blobs, offset = {"__metadata__": meta}, [], 0
+    for name in sorted(tensors):
+        blob = to_bytes(tensors[name], dtype)
+        header[name] = {"dtype": st_dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tensors = cast(tensors, dtype)
-    if dtype == "bf16":
-        from safetensors.torch import save_file
-    else:
-        from safetensors.numpy import save_file
-    save_file(tensors, str(out), metadata=meta)
+    with open(out, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for blob in blobs:
+            f.write(blob)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(tensors)} tensors)")
 
 
@@ -212,11 +223,15 @@ def convert_tflite(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
     from tflite.BuiltinOperator import BuiltinOperator
 
     buf = path.read_bytes()
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ConversionError(f"{path}: not a TensorFlow Lite flatbuffer (no TFL3 file identifier)")
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
-        sg = model.Subgraphs(0)
+        sg = model.Subgraphs(0) if model.SubgraphsLength() > 0 else None
     except Exception as e:  # flatbuffers raises assorted errors on garbage
-        raise ConversionError(f"{path}: not a TensorFlow Lite flatbuffer ({e})")
+        raise ConversionError(f"{path}: corrupt TensorFlow Lite flatbuffer ({e})")
+    if sg is None:
+        raise ConversionError(f"{path}: the model has no subgraph")
     op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
 
     ops = []

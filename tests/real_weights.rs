@@ -108,3 +108,38 @@ fn inat_bird_model_names_the_species() {
     );
     assert_eq!(got, 3, "the bird model must name all three species");
 }
+
+#[test]
+fn f16_and_bf16_files_load_and_agree_with_f32() {
+    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tflite = shared.join("models/tflite/mobilenet_v1_0.5_160_quant.tflite");
+    let mut models = Vec::new();
+    for dtype in ["f32", "f16", "bf16"] {
+        let out = dir.path().join(format!("{dtype}.safetensors"));
+        let res = common::convert(
+            &py,
+            &[
+                "tflite",
+                tflite.to_str().unwrap(),
+                "--dtype",
+                dtype,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+        models.push(Model::load(&out, &Device::Cpu).unwrap());
+    }
+    for (image, _) in expected(&shared.join("data/images/EXPECTED.tsv")) {
+        let img = load_image(&shared.join("data/images").join(&image)).unwrap();
+        let tops: Vec<usize> = models
+            .iter()
+            .map(|m| m.classify(&[img.clone()], 1).unwrap()[0][0].class_id)
+            .collect();
+        assert_eq!(tops[0], tops[1], "{image}: f32 and f16 weights disagree on top-1");
+        assert_eq!(tops[0], tops[2], "{image}: f32 and bf16 weights disagree on top-1");
+    }
+}

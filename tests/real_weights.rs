@@ -137,7 +137,7 @@ fn f16_and_bf16_files_load_and_agree_with_f32() {
         let img = load_image(&shared.join("data/images").join(&image)).unwrap();
         let tops: Vec<usize> = models
             .iter()
-            .map(|m| m.classify(&[img.clone()], 1).unwrap()[0][0].class_id)
+            .map(|m| m.classify(std::slice::from_ref(&img), 1).unwrap()[0][0].class_id)
             .collect();
         assert_eq!(tops[0], tops[1], "{image}: f32 and f16 weights disagree on top-1");
         assert_eq!(tops[0], tops[2], "{image}: f32 and bf16 weights disagree on top-1");

@@ -47,6 +47,27 @@ pub fn check_input(name: &str, x: &Tensor, min: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whose variant of an architecture a checkpoint was trained with, where they differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// torchvision's definitions (and our MobileNet v1, which follows TF-slim).
+    #[default]
+    Torchvision,
+    /// `keras.applications`: ResNet v1 (stride on the first 1×1, biased convolutions),
+    /// Inception v3 average pools that exclude the padding (TF "SAME" pooling).
+    Keras,
+}
+
+impl Flavor {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "torchvision" => Some(Self::Torchvision),
+            "keras" => Some(Self::Keras),
+            _ => None,
+        }
+    }
+}
+
 /// Options shared by every architecture. `Default` is ImageNet-1k with a torchvision checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelOptions {
@@ -64,6 +85,11 @@ pub struct ModelOptions {
     /// GoogLeNet / Inception v3: re-normalise ImageNet-normalised input to [-1, 1] as
     /// torchvision's pretrained checkpoints expect (`transform_input=True`).
     pub transform_input: bool,
+    /// Whose variant of the architecture (see [`Flavor`]).
+    pub flavor: Flavor,
+    /// BatchNorm ε when the checkpoint's differs from the architecture's default
+    /// (Keras ResNet50: 1.001e-5; Keras MobileNetV2: 1e-3).
+    pub bn_eps: Option<f64>,
 }
 
 impl Default for ModelOptions {
@@ -75,6 +101,8 @@ impl Default for ModelOptions {
             padding: None,
             bn_folded: false,
             transform_input: false,
+            flavor: Flavor::Torchvision,
+            bn_eps: None,
         }
     }
 }
@@ -88,11 +116,13 @@ impl ModelOptions {
     }
 
     /// The normalisation of this checkpoint's convolutions, given the architecture's BN ε.
-    pub fn norm(&self, eps: f64) -> Norm {
+    pub fn norm(&self, default_eps: f64) -> Norm {
         if self.bn_folded {
             Norm::Folded
         } else {
-            Norm::BatchNorm { eps }
+            Norm::BatchNorm {
+                eps: self.bn_eps.unwrap_or(default_eps),
+            }
         }
     }
 }
@@ -194,6 +224,16 @@ impl ArchName {
         }
         if opts.include_top && opts.num_classes == 0 {
             return bad("num_classes must be at least 1".into());
+        }
+        let keras_has_it = matches!(
+            self,
+            Self::Vgg { bn: false, .. } | Self::ResNet { .. } | Self::InceptionV3
+        ) || self.is_mobilenet();
+        if opts.flavor == Flavor::Keras && !keras_has_it {
+            return bad("keras.applications has no such model".into());
+        }
+        if matches!(opts.bn_eps, Some(e) if !(e.is_finite() && e > 0.0)) {
+            return bad(format!("BatchNorm epsilon must be > 0, got {:?}", opts.bn_eps));
         }
         if opts.transform_input && !matches!(self, Self::GoogLeNet | Self::InceptionV3) {
             return bad("transform_input applies to googlenet and inception_v3 only".into());

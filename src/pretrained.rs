@@ -9,7 +9,7 @@ use candle_nn::ops::softmax_last_dim;
 
 use crate::error::{Error, Result};
 use crate::layers::PaddingMode;
-use crate::model::{ArchName, ModelOptions, Network};
+use crate::model::{ArchName, Flavor, ModelOptions, Network};
 use crate::preprocess::Preprocessing;
 use crate::weights::load_state_dict;
 
@@ -74,6 +74,16 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
         padding: Some(padding),
         bn_folded: flag("bn_folded"),
         transform_input: flag("transform_input"),
+        flavor: match meta.get("flavor") {
+            None => Flavor::Torchvision,
+            Some(f) => {
+                Flavor::parse(f).ok_or_else(|| err(format!("metadata `flavor` `{f}` is not torchvision or keras")))?
+            }
+        },
+        bn_eps: match meta.get("bn_eps") {
+            None => None,
+            Some(_) => Some(num("bn_eps")?),
+        },
     };
     let preprocessing: Preprocessing = serde_json::from_str(get("preprocessing")?)
         .map_err(|e| err(format!("metadata `preprocessing` is invalid: {e}")))?;

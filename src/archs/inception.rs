@@ -6,10 +6,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::inception::{
-    basic_conv, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV1, InceptionV1Row,
+    basic_conv, branch_pool, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV1, InceptionV1Row,
 };
 use crate::layers::{global_avg_pool, linear, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec};
-use crate::model::{ModelOptions, Network};
+use crate::model::{Flavor, ModelOptions, Network};
 
 /// BatchNorm ε of both Inception networks (TensorFlow's default, kept by torchvision).
 pub const BN_EPS: f64 = 1e-3;
@@ -149,6 +149,7 @@ pub struct InceptionV3 {
 impl InceptionV3 {
     pub fn new(opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
         let n = opts.norm(BN_EPS);
+        let p = branch_pool(opts.flavor == Flavor::Torchvision);
         let bc = |name: &str, spec| basic_conv(&vb.pp(name), spec, n);
         let stem = [
             bc("Conv2d_1a_3x3", ConvSpec::new(3, 32, 3).stride(2))?,
@@ -165,21 +166,21 @@ impl InceptionV3 {
         Ok(Self {
             stem,
             mixed_5: [
-                InceptionA::load(&vb.pp("Mixed_5b"), 192, 32, n)?,
-                InceptionA::load(&vb.pp("Mixed_5c"), 256, 64, n)?,
-                InceptionA::load(&vb.pp("Mixed_5d"), 288, 64, n)?,
+                InceptionA::load(&vb.pp("Mixed_5b"), 192, 32, p, n)?,
+                InceptionA::load(&vb.pp("Mixed_5c"), 256, 64, p, n)?,
+                InceptionA::load(&vb.pp("Mixed_5d"), 288, 64, p, n)?,
             ],
             mixed_6a: InceptionB::load(&vb.pp("Mixed_6a"), 288, n)?,
             mixed_6: [
-                InceptionC::load(&vb.pp("Mixed_6b"), 768, 128, n)?,
-                InceptionC::load(&vb.pp("Mixed_6c"), 768, 160, n)?,
-                InceptionC::load(&vb.pp("Mixed_6d"), 768, 160, n)?,
-                InceptionC::load(&vb.pp("Mixed_6e"), 768, 192, n)?,
+                InceptionC::load(&vb.pp("Mixed_6b"), 768, 128, p, n)?,
+                InceptionC::load(&vb.pp("Mixed_6c"), 768, 160, p, n)?,
+                InceptionC::load(&vb.pp("Mixed_6d"), 768, 160, p, n)?,
+                InceptionC::load(&vb.pp("Mixed_6e"), 768, 192, p, n)?,
             ],
             mixed_7a: InceptionD::load(&vb.pp("Mixed_7a"), 768, n)?,
             mixed_7: [
-                InceptionE::load(&vb.pp("Mixed_7b"), 1280, n)?,
-                InceptionE::load(&vb.pp("Mixed_7c"), 2048, n)?,
+                InceptionE::load(&vb.pp("Mixed_7b"), 1280, p, n)?,
+                InceptionE::load(&vb.pp("Mixed_7c"), 2048, p, n)?,
             ],
             fc,
             transform_input: opts.transform_input,

@@ -5,10 +5,11 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::layers::ResidualStyle;
 use crate::layers::{
     global_avg_pool, linear, Activation, BasicBlock, Bottleneck, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
 };
-use crate::model::{ModelOptions, Network};
+use crate::model::{Flavor, ModelOptions, Network};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {
@@ -81,7 +82,15 @@ impl ResNet {
     pub fn new(cfg: ResNetConfig, opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
         let norm = opts.norm(1e-5);
         let stem = ConvSpec::new(3, 64, 7).stride(2).pad(3).act(Activation::Relu);
-        let conv1 = Conv2d::load_with_norm(&vb.pp("conv1"), &vb.pp("bn1"), stem, norm)?;
+        let style = match opts.flavor {
+            Flavor::Torchvision => ResidualStyle::torchvision(norm),
+            Flavor::Keras => ResidualStyle {
+                norm,
+                stride_on_3x3: false,
+                conv_bias: true,
+            },
+        };
+        let conv1 = Conv2d::load_conv_norm(&vb.pp("conv1"), &vb.pp("bn1"), stem, norm, style.conv_bias)?;
         let expansion = match cfg.block {
             BlockKind::Basic => BasicBlock::EXPANSION,
             BlockKind::Bottleneck => Bottleneck::EXPANSION,
@@ -95,8 +104,8 @@ impl ResNet {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let bvb = lvb.pp(i);
                 blocks.push(match cfg.block {
-                    BlockKind::Basic => Block::Basic(BasicBlock::load(&bvb, cin, planes, stride, norm)?),
-                    BlockKind::Bottleneck => Block::Bottleneck(Bottleneck::load(&bvb, cin, planes, stride, norm)?),
+                    BlockKind::Basic => Block::Basic(BasicBlock::load(&bvb, cin, planes, stride, style)?),
+                    BlockKind::Bottleneck => Block::Bottleneck(Bottleneck::load(&bvb, cin, planes, stride, style)?),
                 });
                 cin = planes * expansion;
             }

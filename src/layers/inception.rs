@@ -76,9 +76,13 @@ impl Module for InceptionV1 {
     }
 }
 
-/// 3×3 stride-1 average pool with padding 1 (count_include_pad), the "pool" branch of v3.
-fn avg3(x: &Tensor) -> Result<Tensor> {
-    AvgPool2d::new(PoolSpec::new(3, 1).pad(1)).forward(x)
+/// The 3×3 stride-1 average pool with padding 1 of v3's "pool" branches. torchvision counts the
+/// zero padding in the average; Keras' TF "SAME" pooling does not (`count_include_pad`).
+pub fn branch_pool(count_include_pad: bool) -> AvgPool2d {
+    AvgPool2d {
+        spec: PoolSpec::new(3, 1).pad(1),
+        count_include_pad,
+    }
 }
 
 fn max3s2(x: &Tensor) -> Result<Tensor> {
@@ -88,6 +92,7 @@ fn max3s2(x: &Tensor) -> Result<Tensor> {
 /// Inception v3 module A (Fig. 5, 35×35 grid): 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg→1×1.
 #[derive(Debug, Clone)]
 pub struct InceptionA {
+    pool: AvgPool2d,
     branch1x1: Conv2d,
     branch5x5: [Conv2d; 2],
     branch3x3dbl: [Conv2d; 3],
@@ -95,9 +100,10 @@ pub struct InceptionA {
 }
 
 impl InceptionA {
-    pub fn load(vb: &VarBuilder, cin: usize, pool_features: usize, norm: Norm) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, pool_features: usize, pool: AvgPool2d, norm: Norm) -> Result<Self> {
         let bc = |name: &str, spec| basic_conv(&vb.pp(name), spec, norm);
         Ok(Self {
+            pool,
             branch1x1: bc("branch1x1", ConvSpec::new(cin, 64, 1))?,
             branch5x5: [
                 bc("branch5x5_1", ConvSpec::new(cin, 48, 1))?,
@@ -119,7 +125,7 @@ impl Module for InceptionA {
             self.branch1x1.forward(x)?,
             chain(&self.branch5x5, x)?,
             chain(&self.branch3x3dbl, x)?,
-            self.branch_pool.forward(&avg3(x)?)?,
+            self.branch_pool.forward(&self.pool.forward(x)?)?,
         ];
         Tensor::cat(&parts, 1)
     }
@@ -158,6 +164,7 @@ impl Module for InceptionB {
 /// Inception v3 module C (Fig. 6, 17×17 grid, n = 7 factorisation into 1×7 and 7×1).
 #[derive(Debug, Clone)]
 pub struct InceptionC {
+    pool: AvgPool2d,
     branch1x1: Conv2d,
     branch7x7: [Conv2d; 3],
     branch7x7dbl: [Conv2d; 5],
@@ -165,10 +172,11 @@ pub struct InceptionC {
 }
 
 impl InceptionC {
-    pub fn load(vb: &VarBuilder, cin: usize, c7: usize, norm: Norm) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, c7: usize, pool: AvgPool2d, norm: Norm) -> Result<Self> {
         let bc = |name: &str, spec| basic_conv(&vb.pp(name), spec, norm);
         let f = |name: &str, i, o, k| factorised(&vb.pp(name), i, o, k, norm);
         Ok(Self {
+            pool,
             branch1x1: bc("branch1x1", ConvSpec::new(cin, 192, 1))?,
             branch7x7: [
                 bc("branch7x7_1", ConvSpec::new(cin, c7, 1))?,
@@ -193,7 +201,7 @@ impl Module for InceptionC {
             self.branch1x1.forward(x)?,
             chain(&self.branch7x7, x)?,
             chain(&self.branch7x7dbl, x)?,
-            self.branch_pool.forward(&avg3(x)?)?,
+            self.branch_pool.forward(&self.pool.forward(x)?)?,
         ];
         Tensor::cat(&parts, 1)
     }
@@ -237,6 +245,7 @@ impl Module for InceptionD {
 /// Inception v3 module E (Fig. 7, 8×8 grid, expanded filter banks: 1×3 and 3×1 side by side).
 #[derive(Debug, Clone)]
 pub struct InceptionE {
+    pool: AvgPool2d,
     branch1x1: Conv2d,
     branch3x3_1: Conv2d,
     branch3x3_2a: Conv2d,
@@ -249,10 +258,11 @@ pub struct InceptionE {
 }
 
 impl InceptionE {
-    pub fn load(vb: &VarBuilder, cin: usize, norm: Norm) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, pool: AvgPool2d, norm: Norm) -> Result<Self> {
         let bc = |name: &str, spec| basic_conv(&vb.pp(name), spec, norm);
         let f = |name: &str, i, o, k| factorised(&vb.pp(name), i, o, k, norm);
         Ok(Self {
+            pool,
             branch1x1: bc("branch1x1", ConvSpec::new(cin, 320, 1))?,
             branch3x3_1: bc("branch3x3_1", ConvSpec::new(cin, 384, 1))?,
             branch3x3_2a: f("branch3x3_2a", 384, 384, (1, 3))?,
@@ -275,7 +285,12 @@ impl Module for InceptionE {
             &[self.branch3x3dbl_3a.forward(&bd)?, self.branch3x3dbl_3b.forward(&bd)?],
             1,
         )?;
-        let parts = [self.branch1x1.forward(x)?, b3, bd, self.branch_pool.forward(&avg3(x)?)?];
+        let parts = [
+            self.branch1x1.forward(x)?,
+            b3,
+            bd,
+            self.branch_pool.forward(&self.pool.forward(x)?)?,
+        ];
         Tensor::cat(&parts, 1)
     }
 }

@@ -20,7 +20,7 @@ pub use fire::Fire;
 pub use inverted_residual::InvertedResidual;
 pub use padding::{Padding, PaddingMode, RoundMode};
 pub use pool::{global_avg_pool, AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, PoolSpec};
-pub use residual::{BasicBlock, Bottleneck};
+pub use residual::{BasicBlock, Bottleneck, ResidualStyle};
 pub use separable::DepthwiseSeparable;
 
 /// `nn.Linear` (weight `out×in`, bias `out`). Dropout, which precedes it in most heads, is the

@@ -1,19 +1,44 @@
 //! ResNet residual blocks (He et al. 2016, Table 1) in torchvision's layout.
-//! Bottleneck puts the stride on the 3×3 convolution ("ResNet v1.5"), not on the first 1×1.
+//! torchvision's Bottleneck puts the stride on the 3×3 convolution ("ResNet v1.5"); the paper
+//! and Keras put it on the first 1×1 ("v1"): [`ResidualStyle`] says which.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{Activation, Conv2d, ConvSpec, Norm};
 
+/// Where a checkpoint's residual blocks differ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResidualStyle {
+    pub norm: Norm,
+    /// Bottleneck stride on the 3×3 (torchvision, "v1.5") rather than the first 1×1 (v1, Keras).
+    pub stride_on_3x3: bool,
+    /// Convolutions carry a bias before their BatchNorm (Keras).
+    pub conv_bias: bool,
+}
+
+impl ResidualStyle {
+    /// torchvision: v1.5, bias-free convolutions.
+    pub fn torchvision(norm: Norm) -> Self {
+        Self {
+            norm,
+            stride_on_3x3: true,
+            conv_bias: false,
+        }
+    }
+
+    fn conv(&self, vb: &VarBuilder, conv: &str, bn: &str, spec: ConvSpec) -> Result<Conv2d> {
+        Conv2d::load_conv_norm(&vb.pp(conv), &vb.pp(bn), spec, self.norm, self.conv_bias)
+    }
+}
+
 /// The projection shortcut `downsample.0` (1×1 conv, stride s) + `downsample.1` (BN).
-fn downsample(vb: &VarBuilder, cin: usize, cout: usize, stride: usize, norm: Norm) -> Result<Option<Conv2d>> {
+fn downsample(vb: &VarBuilder, cin: usize, cout: usize, stride: usize, st: ResidualStyle) -> Result<Option<Conv2d>> {
     if stride == 1 && cin == cout {
         return Ok(None);
     }
-    let vb = vb.pp("downsample");
     let spec = ConvSpec::new(cin, cout, 1).stride(stride);
-    Ok(Some(Conv2d::load_with_norm(&vb.pp(0), &vb.pp(1), spec, norm)?))
+    Ok(Some(st.conv(&vb.pp("downsample"), "0", "1", spec)?))
 }
 
 fn shortcut(down: &Option<Conv2d>, x: &Tensor) -> Result<Tensor> {
@@ -34,16 +59,16 @@ pub struct BasicBlock {
 impl BasicBlock {
     pub const EXPANSION: usize = 1;
 
-    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, norm: Norm) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, st: ResidualStyle) -> Result<Self> {
         let c1 = ConvSpec::new(cin, planes, 3)
             .stride(stride)
             .pad(1)
             .act(Activation::Relu);
         let c2 = ConvSpec::new(planes, planes, 3).pad(1);
         Ok(Self {
-            conv1: Conv2d::load_with_norm(&vb.pp("conv1"), &vb.pp("bn1"), c1, norm)?,
-            conv2: Conv2d::load_with_norm(&vb.pp("conv2"), &vb.pp("bn2"), c2, norm)?,
-            downsample: downsample(vb, cin, planes, stride, norm)?,
+            conv1: st.conv(vb, "conv1", "bn1", c1)?,
+            conv2: st.conv(vb, "conv2", "bn2", c2)?,
+            downsample: downsample(vb, cin, planes, stride, st)?,
         })
     }
 }
@@ -67,7 +92,7 @@ pub struct Bottleneck {
 impl Bottleneck {
     pub const EXPANSION: usize = 4;
 
-    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, norm: Norm) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, st: ResidualStyle) -> Result<Self> {
         let cout = planes * Self::EXPANSION;
         let c1 = ConvSpec::new(cin, planes, 1).act(Activation::Relu);
         let c2 = ConvSpec::new(planes, planes, 3)
@@ -76,10 +101,10 @@ impl Bottleneck {
             .act(Activation::Relu);
         let c3 = ConvSpec::new(planes, cout, 1);
         Ok(Self {
-            conv1: Conv2d::load_with_norm(&vb.pp("conv1"), &vb.pp("bn1"), c1, norm)?,
-            conv2: Conv2d::load_with_norm(&vb.pp("conv2"), &vb.pp("bn2"), c2, norm)?,
-            conv3: Conv2d::load_with_norm(&vb.pp("conv3"), &vb.pp("bn3"), c3, norm)?,
-            downsample: downsample(vb, cin, cout, stride, norm)?,
+            conv1: st.conv(vb, "conv1", "bn1", c1)?,
+            conv2: st.conv(vb, "conv2", "bn2", c2)?,
+            conv3: st.conv(vb, "conv3", "bn3", c3)?,
+            downsample: downsample(vb, cin, cout, stride, st)?,
         })
     }
 }

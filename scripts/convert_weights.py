@@ -2,6 +2,7 @@
 """Convert pretrained weights into ferrovision's self-describing safetensors.
 
     python scripts/convert_weights.py tflite FILE.tflite [--labels FILE] [--out FILE]
+    python scripts/convert_weights.py keras FILE.h5 --arch NAME [--width A] [--input-size S] [--out FILE]
     python scripts/convert_weights.py torchvision NAME [--weights ENUM] [--input FILE.pth] [--out FILE]
 
 Every output file carries, in its safetensors ``__metadata__`` (all values are strings, JSON
@@ -14,7 +15,7 @@ This file is the one place where foreign parameter names are mapped to ours (tor
 ``state_dict`` names; see ``src/archs/mobilenet.rs`` for MobileNet v1's).
 
 Only numpy, safetensors and the ``tflite`` flatbuffer schema are needed for TFLite files;
-torch / torchvision are imported lazily for the torchvision source.
+torch / torchvision (torchvision source) and h5py (Keras source) are imported lazily.
 """
 from __future__ import annotations
 
@@ -364,17 +365,246 @@ def convert_torchvision(name: str, weights: str | None, input_path: Path | None)
     return tensors, meta
 
 
+# ---------------------------------------------------------------------------------------------
+# Keras applications (.h5 in the legacy HDF5 format the published weight files use)
+# ---------------------------------------------------------------------------------------------
+
+KERAS_ARCHS = {  # --arch → (our architecture, BN ε, preprocessing mode, padding)
+    "vgg16": ("vgg16", None, "caffe", "torch"),
+    "vgg19": ("vgg19", None, "caffe", "torch"),
+    "resnet50": ("resnet50", 1.001e-5, "caffe", "torch"),
+    "mobilenet": ("mobilenet_v1", 1e-3, "tf", "tf_same"),
+    "mobilenet_v2": ("mobilenet_v2", 1e-3, "tf", "tf_same"),
+    "inception_v3": ("inception_v3", 1e-3, "tf", "torch"),
+}
+
+# keras.applications.imagenet_utils.preprocess_input modes; Keras examples load images with
+# `load_img(path, target_size=(S, S))`: a plain resize, nearest neighbour by default.
+KERAS_PREPROCESSING = {
+    "caffe": {"scale": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0], "channel_order": "BGR"},
+    "tf": {"scale": 1.0 / 127.5, "mean": [1.0, 1.0, 1.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"},
+}
+
+# Keras weight name → our tensor name suffix (BatchNormalization and Conv2D / Dense).
+KERAS_WEIGHT = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+                "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+VGG_CFGS = {"vgg16": [2, 2, 3, 3, 3], "vgg19": [2, 2, 4, 4, 4]}  # convs per block (Table 1, D and E)
+
+INCEPTION_V3_CONVS = (  # torchvision's BasicConv2d modules in the order Keras creates conv2d_k
+    ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
+    + [f"{m}.{b}" for m in ("Mixed_5b", "Mixed_5c", "Mixed_5d") for b in
+       ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3", "branch_pool")]
+    + [f"Mixed_6a.{b}" for b in ("branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3")]
+    + [f"{m}.{b}" for m in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e") for b in
+       ("branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3", "branch7x7dbl_1", "branch7x7dbl_2",
+        "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5", "branch_pool")]
+    + [f"Mixed_7a.{b}" for b in ("branch3x3_1", "branch3x3_2", "branch7x7x3_1", "branch7x7x3_2", "branch7x7x3_3",
+                                 "branch7x7x3_4")]
+    + [f"{m}.{b}" for m in ("Mixed_7b", "Mixed_7c") for b in
+       ("branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1", "branch3x3dbl_2",
+        "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool")]
+)
+
+
+def _numbered(layers: list[str], base: str) -> list[str]:
+    """Keras' auto-named layers (`conv2d`, `conv2d_1`, …) in creation order."""
+    pat = re.compile(rf"^{base}(?:_(\d+))?$")
+    found = [(int(m.group(1) or 0), n) for n in layers if (m := pat.match(n))]
+    return [n for _, n in sorted(found)]
+
+
+def keras_layer_map(arch: str, layers: list[str]) -> dict[str, str]:
+    """Keras layer name → our module path, one rule per naming scheme."""
+    out = {}
+    if arch in VGG_CFGS:
+        idx = 0
+        for b, n in enumerate(VGG_CFGS[arch], start=1):
+            for c in range(1, n + 1):
+                out[f"block{b}_conv{c}"] = f"features.{idx}"  # conv at idx, ReLU at idx + 1
+                idx += 2
+            idx += 1  # max pool
+        out.update({"fc1": "classifier.0", "fc2": "classifier.3", "predictions": "classifier.6"})
+    elif arch == "resnet50":
+        out.update({"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"})
+        for n in layers:  # conv{stage}_block{b}_{i}_{conv|bn}: stage 2..5 → layer1..4, i = 0 is the shortcut
+            m = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", n)
+            if m:
+                stage, block, i, kind = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+                base = f"layer{stage - 1}.{block - 1}"
+                if i == 0:
+                    out[n] = f"{base}.downsample.{0 if kind == 'conv' else 1}"
+                else:
+                    out[n] = f"{base}.{kind}{i}"
+    elif arch == "mobilenet":
+        out.update({"conv1": "features.0.0", "conv1_bn": "features.0.1", "conv_preds": "classifier.1"})
+        for i in range(1, 14):
+            for part, ours in (("dw", "depthwise"), ("pw", "pointwise")):
+                out[f"conv_{part}_{i}"] = f"features.{i}.{ours}.0"
+                out[f"conv_{part}_{i}_bn"] = f"features.{i}.{ours}.1"
+    elif arch == "mobilenet_v2":
+        out.update({"Conv1": "features.0.0", "bn_Conv1": "features.0.1", "Conv_1": "features.18.0",
+                    "Conv_1_bn": "features.18.1", "predictions": "classifier.1",
+                    "expanded_conv_depthwise": "features.1.conv.0.0", "expanded_conv_depthwise_BN": "features.1.conv.0.1",
+                    "expanded_conv_project": "features.1.conv.1", "expanded_conv_project_BN": "features.1.conv.2"})
+        for k in range(1, 17):
+            f = f"features.{k + 1}.conv"
+            out.update({f"block_{k}_expand": f"{f}.0.0", f"block_{k}_expand_BN": f"{f}.0.1",
+                        f"block_{k}_depthwise": f"{f}.1.0", f"block_{k}_depthwise_BN": f"{f}.1.1",
+                        f"block_{k}_project": f"{f}.2", f"block_{k}_project_BN": f"{f}.3"})
+    elif arch == "inception_v3":
+        convs, bns = _numbered(layers, "conv2d"), _numbered(layers, "batch_normalization")
+        if len(convs) != len(INCEPTION_V3_CONVS) or len(bns) != len(INCEPTION_V3_CONVS):
+            raise ConversionError(f"expected 94 conv2d and batch_normalization layers, found {len(convs)} and {len(bns)}")
+        for c, b, ours in zip(convs, bns, INCEPTION_V3_CONVS):
+            out[c], out[b] = f"{ours}.conv", f"{ours}.bn"
+        out["predictions"] = "fc"
+    return out
+
+
+def keras_to_ours(kind: str, w: np.ndarray) -> np.ndarray:
+    """Layout of one Keras weight → ours. `kind`: conv (HWIO), dw (HWC1), dense (IO),
+    dense_nhwc (a Dense after Flatten of an H×W×C map), conv1x1_linear, vec."""
+    if kind == "conv":
+        return w.transpose(3, 2, 0, 1)  # HWIO → OIHW
+    if kind == "dw":
+        return w.transpose(2, 3, 0, 1)  # H×W×C×1 → C×1×H×W
+    if kind == "dense":
+        return w.T  # I×O → O×I
+    if kind == "conv1x1_linear":
+        return w.reshape(w.shape[2], w.shape[3]).T  # 1×1×C×N conv on pooled features → N×C Linear
+    if kind == "dense_nhwc":
+        # Keras flattens H×W×C, torchvision C×H×W: reorder fc1's input rows (VGG: 7×7×512).
+        return w.reshape(7, 7, -1, w.shape[1]).transpose(3, 2, 0, 1).reshape(w.shape[1], -1)
+    return w
+
+
+def ours_to_keras(kind: str, w: np.ndarray, keras_shape: tuple) -> np.ndarray:
+    """Inverse of keras_to_ours (used by the reference generator to fill Keras models)."""
+    if kind == "conv":
+        return w.transpose(2, 3, 1, 0)
+    if kind == "dw":
+        return w.transpose(2, 3, 0, 1)
+    if kind == "dense":
+        return w.T
+    if kind == "conv1x1_linear":
+        return w.T.reshape(keras_shape)
+    if kind == "dense_nhwc":
+        return w.reshape(w.shape[0], -1, 7, 7).transpose(2, 3, 1, 0).reshape(keras_shape)
+    return w
+
+
+def keras_plan(arch: str, weights: list[tuple[str, str, tuple]]) -> list[tuple[str, str, str, str]]:
+    """(keras layer, keras weight, our tensor name, layout kind) for every weight of the model;
+    `weights` lists (layer, weight name such as `kernel`, shape)."""
+    mapping = keras_layer_map(arch, sorted({layer for layer, _, _ in weights}))
+    plan = []
+    for layer, wname, shape in weights:
+        if layer not in mapping:
+            raise ConversionError(f"Keras layer {layer} has no counterpart in {KERAS_ARCHS[arch][0]}")
+        short = wname.split("/")[-1].split(":")[0]
+        if short not in KERAS_WEIGHT:
+            raise ConversionError(f"Keras weight {layer}/{wname} is not supported")
+        ours = f"{mapping[layer]}.{KERAS_WEIGHT[short]}"
+        if short == "depthwise_kernel" or len(shape) == 4 and re.search(r"(^|_)(dw|depthwise)(_|$)", layer):
+            kind = "dw"
+        elif len(shape) == 4 and mapping[layer] == "classifier.1":
+            kind = "conv1x1_linear"
+        elif len(shape) == 4:
+            kind = "conv"
+        elif len(shape) == 2 and layer == "fc1" and arch in VGG_CFGS:
+            kind = "dense_nhwc"
+        elif len(shape) == 2:
+            kind = "dense"
+        else:
+            kind = "vec"
+        plan.append((layer, wname, ours, kind))
+    return plan
+
+
+def convert_keras(path: Path, arch: str, width: float | None, input_size: int | None,
+                  labels_path: Path | None) -> tuple[dict, dict]:
+    import h5py  # lazily: only the Keras source needs it
+
+    if arch not in KERAS_ARCHS:
+        raise ConversionError(f"unknown Keras architecture {arch}; known: {', '.join(KERAS_ARCHS)}")
+    ours_arch, eps, mode, padding = KERAS_ARCHS[arch]
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ConversionError(f"{path}: not an HDF5 file ({e})")
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs:
+            raise ConversionError(f"{path}: no `layer_names`: not a Keras HDF5 weights file")
+        dec = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+        weights, arrays = [], {}
+        for layer in map(dec, root.attrs["layer_names"]):
+            for wname in map(dec, root[layer].attrs["weight_names"]):
+                arr = np.asarray(root[layer][wname], dtype=np.float32)
+                weights.append((layer, wname, arr.shape))
+                arrays[(layer, wname)] = arr
+    tensors = {}
+    for layer, wname, ours, kind in keras_plan(arch, weights):
+        tensors[ours] = np.ascontiguousarray(keras_to_ours(kind, arrays[(layer, wname)]))
+    if arch == "inception_v3":  # BatchNormalization(scale=False): γ = 1
+        for name in [n[: -len("running_mean")] + "weight" for n in tensors if n.endswith(".bn.running_mean")]:
+            tensors[name] = np.ones_like(tensors[name.replace(".weight", ".running_mean")])
+    head = {"vgg16": "classifier.6", "vgg19": "classifier.6", "resnet50": "fc", "inception_v3": "fc"}.get(arch, "classifier.1")
+    if f"{head}.bias" not in tensors:
+        raise ConversionError(f"{path}: no classifier ({head}); convert models saved with include_top=True")
+    num_classes = tensors[f"{head}.bias"].shape[0]
+    if width is None and arch == "mobilenet":
+        width = tensors["features.13.pointwise.0.weight"].shape[0] / 1024  # 1024·α (exact when published)
+    elif width is None and arch == "mobilenet_v2":
+        width = tensors["features.17.conv.2.weight"].shape[0] / 320  # 320·α
+    size = input_size or {"inception_v3": 299}.get(arch, 224)
+    labels = [str(i) for i in range(num_classes)]
+    if labels_path is not None:
+        labels = [l.rstrip("\n") for l in labels_path.read_text().splitlines()]
+        if len(labels) == num_classes + 1 and labels[0] == "background":
+            labels = labels[1:]  # TF-slim's list carries a background class Keras models lack
+        if len(labels) != num_classes:
+            raise ConversionError(f"{labels_path}: {len(labels)} labels for a model with {num_classes} classes")
+    meta = {
+        "format": FORMAT,
+        "architecture": ours_arch,
+        "variant": f"keras_{arch}" + (f"_{width}_{size}" if width else ""),
+        "flavor": "keras",
+        "width_multiplier": str(width or 1.0),
+        "input_size": str(size),
+        "num_classes": str(num_classes),
+        "padding": padding,
+        "bn_folded": "false",
+        "preprocessing": dict(KERAS_PREPROCESSING[mode], resize="exact", crop_size=[size, size], interpolation="nearest",
+                              antialias=False),
+        "labels": labels,
+        "background_class": "none",
+        "source": {"framework": "keras", "file": path.name, "sha256": sha256(path), "preprocess_input": mode},
+        "licence": "Keras applications weights: see the Keras documentation for each model's terms",
+    }
+    if eps is not None:
+        meta["bn_eps"] = repr(eps)
+    return tensors, meta
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="source", required=True)
     t = sub.add_parser("tflite", help="TensorFlow Lite flatbuffer (TF-slim MobileNet v1/v2)")
     t.add_argument("file", type=Path)
     t.add_argument("--labels", type=Path)
+    k = sub.add_parser("keras", help="keras.applications weights (.h5)")
+    k.add_argument("file", type=Path)
+    k.add_argument("--arch", required=True, choices=sorted(KERAS_ARCHS))
+    k.add_argument("--width", type=float, help="width multiplier α (MobileNets)")
+    k.add_argument("--input-size", type=int, help="input size the model was built for")
+    k.add_argument("--labels", type=Path)
     tv = sub.add_parser("torchvision", help="torchvision checkpoint (downloaded, or --input offline)")
     tv.add_argument("name")
     tv.add_argument("--weights", help="torchvision weight enum member, e.g. IMAGENET1K_V2")
     tv.add_argument("--input", type=Path, help="a .pth state_dict saved with torch.save")
-    for s in (t, tv):
+    for s in (t, k, tv):
         s.add_argument("--out", type=Path)
         s.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32")
     args = p.parse_args(argv)
@@ -384,6 +614,11 @@ def main(argv=None) -> int:
                 raise ConversionError(f"{args.file}: no such file")
             tensors, meta = convert_tflite(args.file, args.labels)
             default_out = Path("weights") / (args.file.stem + ".safetensors")
+        elif args.source == "keras":
+            if not args.file.is_file():
+                raise ConversionError(f"{args.file}: no such file")
+            tensors, meta = convert_keras(args.file, args.arch, args.width, args.input_size, args.labels)
+            default_out = Path("weights") / (args.file.name.split(".")[0] + ".safetensors")
         else:
             tensors, meta = convert_torchvision(args.name, args.weights, args.input)
             default_out = Path("weights") / f"{args.name}.safetensors"

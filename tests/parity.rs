@@ -6,13 +6,17 @@
 //! weights and inputs are regenerated here with the same counter-based generator
 //! ([`ferrovision::synthetic`]), written to a safetensors file and loaded through the normal
 //! loader, so a wrong parameter name, shape or layer shows up as a failure.
+//!
+//! The `keras_*` cases compare with `keras.applications` models whose weights went through
+//! `scripts/convert_weights.py keras`; their generator checked the converted tensors bit for bit
+//! against the same generator, so the whole path .h5 → converter → loader → logits is covered.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use ferrovision::layers::PaddingMode;
-use ferrovision::model::{ArchName, ModelOptions};
+use ferrovision::model::{ArchName, Flavor, ModelOptions};
 use ferrovision::synthetic;
 use ferrovision::weights::{load_state_dict, parameter_list};
 use serde::Deserialize;
@@ -22,6 +26,10 @@ struct FixtureOptions {
     width: f64,
     num_classes: usize,
     padding: String,
+    #[serde(default)]
+    flavor: Option<String>,
+    #[serde(default)]
+    bn_eps: Option<f64>,
 }
 
 struct Fixture {
@@ -30,6 +38,8 @@ struct Fixture {
     input_shape: Vec<usize>,
     seed: String,
     params: Vec<(String, Vec<usize>)>,
+    /// Tensors the reference fixes instead of generating (Keras Inception v3 has no BN γ: 1).
+    constants: HashMap<String, f64>,
     logits: Tensor,
 }
 
@@ -54,6 +64,11 @@ fn read_fixture(case: &str) -> Fixture {
         num_classes: fo.num_classes,
         width: fo.width,
         padding: Some(PaddingMode::parse(&fo.padding).expect("padding")),
+        flavor: fo
+            .flavor
+            .as_deref()
+            .map_or(Flavor::Torchvision, |f| Flavor::parse(f).expect("flavor")),
+        bn_eps: fo.bn_eps,
         ..ModelOptions::default()
     };
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
@@ -63,6 +78,9 @@ fn read_fixture(case: &str) -> Fixture {
         input_shape: serde_json::from_str(&get("input_shape")).unwrap(),
         seed: get("seed"),
         params: serde_json::from_str(&get("params")).unwrap(),
+        constants: meta
+            .get("constants")
+            .map_or_else(HashMap::new, |c| serde_json::from_str(c).unwrap()),
         logits: tensors["logits"].clone(),
     }
 }
@@ -112,7 +130,12 @@ fn run_case(case: &str) {
     // Weights from the generator → safetensors file → the normal loader.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{case}.safetensors"));
-    let tensors = synthetic::params(&fx.seed, &fx.params, &dev).unwrap();
+    let mut tensors = synthetic::params(&fx.seed, &fx.params, &dev).unwrap();
+    for (name, value) in &fx.constants {
+        let t = &tensors[name];
+        let c = (t.ones_like().unwrap() * *value).unwrap();
+        tensors.insert(name.clone(), c);
+    }
     candle_core::safetensors::save(&tensors, &file).unwrap();
     drop(tensors);
     let net = load_state_dict(&file, arch, &fx.opts, &dev).unwrap();
@@ -161,4 +184,11 @@ parity! {
     mobilenet_v1_0_5_160 => "mobilenet_v1_0.5_160",
     mobilenet_v1_0_75_192 => "mobilenet_v1_0.75_192",
     mobilenet_v1_1_0_193x225 => "mobilenet_v1_1.0_193x225",
+    // keras.applications models through scripts/convert_weights.py keras (scripts/gen_keras_fixtures.py)
+    keras_vgg16 => "keras_vgg16",
+    keras_resnet50 => "keras_resnet50",
+    keras_mobilenet_0_5_160 => "keras_mobilenet_0.5_160",
+    keras_mobilenet_v2_1_0_224 => "keras_mobilenet_v2_1.0_224",
+    keras_mobilenet_v2_0_35_192 => "keras_mobilenet_v2_0.35_192",
+    keras_inception_v3 => "keras_inception_v3",
 }

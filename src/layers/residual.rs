@@ -80,7 +80,8 @@ impl Module for BasicBlock {
     }
 }
 
-/// 1×1 reduce → 3×3 (stride here, v1.5) → 1×1 expand ×4 (ResNet-50/101/152).
+/// 1×1 reduce → 3×3 → 1×1 expand ×4 (ResNet-50/101/152); the stride sits on the 3×3 (v1.5)
+/// or the first 1×1 (v1) as [`ResidualStyle`] says.
 #[derive(Debug, Clone)]
 pub struct Bottleneck {
     pub conv1: Conv2d,
@@ -94,11 +95,9 @@ impl Bottleneck {
 
     pub fn load(vb: &VarBuilder, cin: usize, planes: usize, stride: usize, st: ResidualStyle) -> Result<Self> {
         let cout = planes * Self::EXPANSION;
-        let c1 = ConvSpec::new(cin, planes, 1).act(Activation::Relu);
-        let c2 = ConvSpec::new(planes, planes, 3)
-            .stride(stride)
-            .pad(1)
-            .act(Activation::Relu);
+        let (s1, s3) = if st.stride_on_3x3 { (1, stride) } else { (stride, 1) };
+        let c1 = ConvSpec::new(cin, planes, 1).stride(s1).act(Activation::Relu);
+        let c2 = ConvSpec::new(planes, planes, 3).stride(s3).pad(1).act(Activation::Relu);
         let c3 = ConvSpec::new(planes, cout, 1);
         Ok(Self {
             conv1: st.conv(vb, "conv1", "bn1", c1)?,

@@ -38,7 +38,7 @@ pub struct Preprocessing {
     pub resize: Resize,
     /// Output height and width.
     pub crop_size: [usize; 2],
-    /// Only "bilinear" is implemented.
+    /// "bilinear" (triangle filter) or "nearest" (Keras' `load_img` default).
     pub interpolation: String,
     /// Widen the filter when shrinking (PIL / torchvision `antialias=True`).
     pub antialias: bool,
@@ -65,15 +65,18 @@ impl Preprocessing {
 
     /// One image → 3×H×W f32 tensor.
     pub fn apply(&self, img: &DynamicImage, device: &Device) -> Result<Tensor> {
-        if self.interpolation != "bilinear" {
-            return Err(Error::InvalidOption {
-                arch: "preprocessing".into(),
-                msg: format!(
-                    "interpolation `{}` is not supported (only bilinear)",
-                    self.interpolation
-                ),
-            });
-        }
+        let filter = match self.interpolation.as_str() {
+            "bilinear" => Filter::Triangle {
+                antialias: self.antialias,
+            },
+            "nearest" => Filter::Nearest,
+            other => {
+                return Err(Error::InvalidOption {
+                    arch: "preprocessing".into(),
+                    msg: format!("interpolation `{other}` is not supported (bilinear, nearest)"),
+                })
+            }
+        };
         let rgb = img.to_rgb8();
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         let px: Vec<f32> = rgb.into_raw().into_iter().map(f32::from).collect();
@@ -86,7 +89,7 @@ impl Preprocessing {
                 } else {
                     ((resize_size as f64 * h as f64 / w as f64) as usize, resize_size)
                 };
-                let resized = resize(&px, (h, w), (0, 0, h, w), (rh, rw), self.antialias);
+                let resized = resize(&px, (h, w), (0, 0, h, w), (rh, rw), filter);
                 // torchvision's center_crop: top = int(round((rh − ch) / 2)).
                 let top = ((rh as f64 - ch as f64) / 2.0).round().max(0.0) as usize;
                 let left = ((rw as f64 - cw as f64) / 2.0).round().max(0.0) as usize;
@@ -98,9 +101,9 @@ impl Preprocessing {
                 let top = ((h as f64 - h as f64 * crop_fraction) / 2.0) as usize;
                 let left = ((w as f64 - w as f64 * crop_fraction) / 2.0) as usize;
                 let window = (top, left, h - 2 * top, w - 2 * left);
-                (resize(&px, (h, w), window, (ch, cw), self.antialias), ch, cw)
+                (resize(&px, (h, w), window, (ch, cw), filter), ch, cw)
             }
-            Resize::Exact => (resize(&px, (h, w), (0, 0, h, w), (ch, cw), self.antialias), ch, cw),
+            Resize::Exact => (resize(&px, (h, w), (0, 0, h, w), (ch, cw), filter), ch, cw),
         };
         let (out, oh, ow) = out;
         let order = match self.channel_order {
@@ -127,9 +130,29 @@ fn crop(px: &[f32], w: usize, top: usize, left: usize, h: usize, cw: usize) -> V
     out
 }
 
+/// The resampling filter.
+#[derive(Debug, Clone, Copy)]
+enum Filter {
+    /// PIL's BILINEAR: triangle filter, widened by the scale factor when shrinking with antialias.
+    Triangle { antialias: bool },
+    /// PIL's NEAREST: the input pixel under the output pixel's centre.
+    Nearest,
+}
+
 /// PIL's filter taps for one axis: for each output index, (first input index, weights).
-fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, antialias: bool) -> Vec<(usize, Vec<f32>)> {
+fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, filter: Filter) -> Vec<(usize, Vec<f32>)> {
     let scale = in_len as f64 / out_len as f64;
+    let antialias = match filter {
+        Filter::Nearest => {
+            return (0..out_len)
+                .map(|o| {
+                    let src = in_start as f64 + (o as f64 + 0.5) * scale;
+                    ((src.floor() as usize).min(full_len - 1), vec![1.0])
+                })
+                .collect()
+        }
+        Filter::Triangle { antialias } => antialias,
+    };
     let support_scale = if antialias { scale.max(1.0) } else { 1.0 };
     let support = support_scale; // triangle filter support 1.0
     (0..out_len)
@@ -155,13 +178,13 @@ fn resize(
     full: (usize, usize),
     window: (usize, usize, usize, usize),
     out: (usize, usize),
-    aa: bool,
+    filter: Filter,
 ) -> Vec<f32> {
     let (fh, fw) = full;
     let (top, left, wh, ww) = window;
     let (oh, ow) = out;
-    let tx = taps(left, ww, fw, ow, aa);
-    let ty = taps(top, wh, fh, oh, aa);
+    let tx = taps(left, ww, fw, ow, filter);
+    let ty = taps(top, wh, fh, oh, filter);
     // horizontal pass over every row, then vertical
     let mut mid = vec![0f32; fh * ow * 3];
     for y in 0..fh {

@@ -248,3 +248,24 @@ fn api_builds_in_a_few_lines() {
     assert_eq!(features.num_features(), 1280);
     assert_eq!(features.num_classes(), None);
 }
+
+#[test]
+fn plain_state_dict_needs_the_architecture() {
+    // A torchvision state_dict saved as safetensors has no metadata: Model::load says so, and
+    // Model::load_state_dict with the architecture named loads it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = save(
+        dir.path(),
+        "plain.safetensors",
+        &state_dict("squeezenet1_0", &ModelOptions::default()),
+    );
+    let err = ferrovision::Model::load(&path, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("plain.safetensors") && err.contains("no `format` entry"),
+        "{err}"
+    );
+    let m =
+        ferrovision::Model::load_state_dict(&path, "squeezenet1_0", &ModelOptions::default(), &Device::Cpu).unwrap();
+    let x = synthetic::input(SEED, &[1, 3, 64, 64], &Device::Cpu).unwrap();
+    assert_eq!(m.net.forward(&x).unwrap().dims(), [1, 1000]);
+}

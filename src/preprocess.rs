@@ -63,71 +63,188 @@ impl Preprocessing {
         }
     }
 
-    /// One image → 3×H×W f32 tensor.
-    pub fn apply(&self, img: &DynamicImage, device: &Device) -> Result<Tensor> {
-        let filter = match self.interpolation.as_str() {
-            "bilinear" => Filter::Triangle {
+    fn filter(&self) -> Result<Filter> {
+        match self.interpolation.as_str() {
+            "bilinear" => Ok(Filter::Triangle {
                 antialias: self.antialias,
-            },
-            "nearest" => Filter::Nearest,
-            other => {
-                return Err(Error::InvalidOption {
-                    arch: "preprocessing".into(),
-                    msg: format!("interpolation `{other}` is not supported (bilinear, nearest)"),
-                })
-            }
+            }),
+            "nearest" => Ok(Filter::Nearest),
+            other => Err(Error::InvalidOption {
+                arch: "preprocessing".into(),
+                msg: format!("interpolation `{other}` is not supported (bilinear, nearest)"),
+            }),
+        }
+    }
+
+    /// One image → 3×H×W f32 tensor (the single central view).
+    pub fn apply(&self, img: &DynamicImage, device: &Device) -> Result<Tensor> {
+        let view = self.central_view(&Rgb::from_image(img), self.filter()?);
+        self.normalize(&view, device)
+    }
+
+    /// Several views of one image, each 3×H×W, whose predictions are meant to be averaged.
+    pub fn apply_crops(&self, img: &DynamicImage, crops: Crops, device: &Device) -> Result<Vec<Tensor>> {
+        let (rgb, filter) = (Rgb::from_image(img), self.filter()?);
+        let views = match crops {
+            Crops::Center => vec![self.central_view(&rgb, filter)],
+            Crops::Three => rgb
+                .square_windows()
+                .into_iter()
+                .map(|(top, left, side)| self.central_view(&rgb.crop(top, left, side, side), filter))
+                .collect(),
+            Crops::Ten => self.ten_views(&rgb, filter),
         };
-        let rgb = img.to_rgb8();
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let px: Vec<f32> = rgb.into_raw().into_iter().map(f32::from).collect();
+        views.iter().map(|v| self.normalize(v, device)).collect()
+    }
+
+    /// The preprocessing of the weights' framework, as one view of `crop_size`.
+    fn central_view(&self, rgb: &Rgb, filter: Filter) -> Rgb {
         let [ch, cw] = self.crop_size;
-        let out = match self.resize {
+        let (h, w) = (rgb.h, rgb.w);
+        match self.resize {
             Resize::ShorterSide { resize_size } => {
-                // torchvision: the shorter side becomes `resize_size`, the longer int(size·long/short).
-                let (rh, rw) = if h <= w {
-                    (resize_size, (resize_size as f64 * w as f64 / h as f64) as usize)
-                } else {
-                    ((resize_size as f64 * h as f64 / w as f64) as usize, resize_size)
-                };
-                let resized = resize(&px, (h, w), (0, 0, h, w), (rh, rw), filter);
-                // torchvision's center_crop: top = int(round((rh − ch) / 2)).
-                let top = ((rh as f64 - ch as f64) / 2.0).round().max(0.0) as usize;
-                let left = ((rw as f64 - cw as f64) / 2.0).round().max(0.0) as usize;
-                let (oh, ow) = (ch.min(rh), cw.min(rw));
-                (crop(&resized, rw, top, left, oh, ow), oh, ow)
+                let resized = rgb.resize_shorter(resize_size, filter);
+                // torchvision's center_crop: top = int(round((rh − ch) / 2)), Python's round: ties to even.
+                let top = ((resized.h as f64 - ch as f64) / 2.0).round_ties_even().max(0.0) as usize;
+                let left = ((resized.w as f64 - cw as f64) / 2.0).round_ties_even().max(0.0) as usize;
+                resized.crop(top, left, ch.min(resized.h), cw.min(resized.w))
             }
             Resize::CropFraction { crop_fraction } => {
                 // tf.image.central_crop: start = int((len − len·f) / 2), size = len − 2·start.
                 let top = ((h as f64 - h as f64 * crop_fraction) / 2.0) as usize;
                 let left = ((w as f64 - w as f64 * crop_fraction) / 2.0) as usize;
-                let window = (top, left, h - 2 * top, w - 2 * left);
-                (resize(&px, (h, w), window, (ch, cw), filter), ch, cw)
+                rgb.resize((top, left, h - 2 * top, w - 2 * left), (ch, cw), filter)
             }
-            Resize::Exact => (resize(&px, (h, w), (0, 0, h, w), (ch, cw), filter), ch, cw),
+            Resize::Exact => rgb.resize((0, 0, h, w), (ch, cw), filter),
+        }
+    }
+
+    /// The classic ten-crop (Krizhevsky et al. 2012): the four corners and the centre of the
+    /// image resized as for evaluation, and their mirror images.
+    fn ten_views(&self, rgb: &Rgb, filter: Filter) -> Vec<Rgb> {
+        let [ch, cw] = self.crop_size;
+        let shorter = match self.resize {
+            Resize::ShorterSide { resize_size } => resize_size,
+            Resize::CropFraction { crop_fraction } => (ch.min(cw) as f64 / crop_fraction).round() as usize,
+            Resize::Exact => (ch.min(cw) as f64 / 0.875).round() as usize,
         };
-        let (out, oh, ow) = out;
+        let r = rgb.resize_shorter(shorter.max(ch).max(cw), filter);
+        let (bottom, right) = (r.h - ch, r.w - cw);
+        let five = [
+            (0, 0),
+            (0, right),
+            (bottom, 0),
+            (bottom, right),
+            (bottom / 2, right / 2),
+        ];
+        let crops: Vec<Rgb> = five.iter().map(|&(t, l)| r.crop(t, l, ch, cw)).collect();
+        let flipped: Vec<Rgb> = crops.iter().map(Rgb::flip_horizontal).collect();
+        crops.into_iter().chain(flipped).collect()
+    }
+
+    /// `(pixel · scale − mean) / std` per channel, in the weights' channel order, as 3×H×W.
+    fn normalize(&self, v: &Rgb, device: &Device) -> Result<Tensor> {
         let order = match self.channel_order {
             ChannelOrder::RGB => [0, 1, 2],
             ChannelOrder::BGR => [2, 1, 0],
         };
-        let mut chw = vec![0f32; 3 * oh * ow];
+        let n = v.h * v.w;
+        let mut chw = vec![0f32; 3 * n];
         for (c, &src_c) in order.iter().enumerate() {
             let (m, s) = (self.mean[c], self.std[c]);
-            for i in 0..oh * ow {
-                chw[c * oh * ow + i] = ((out[i * 3 + src_c] as f64 * self.scale - m) / s) as f32;
+            for i in 0..n {
+                chw[c * n + i] = ((v.px[i * 3 + src_c] as f64 * self.scale - m) / s) as f32;
             }
         }
-        Ok(Tensor::from_vec(chw, (3, oh, ow), device)?)
+        Ok(Tensor::from_vec(chw, (3, v.h, v.w), device)?)
     }
 }
 
-/// Crops an interleaved RGB image of width `w`.
-fn crop(px: &[f32], w: usize, top: usize, left: usize, h: usize, cw: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(h * cw * 3);
-    for y in top..top + h {
-        out.extend_from_slice(&px[(y * w + left) * 3..(y * w + left + cw) * 3]);
+/// How many views of each image to classify (probabilities are averaged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Crops {
+    /// The framework's own single view.
+    #[default]
+    Center,
+    /// PhotoPrism's scheme for non-square photos: the largest squares at the start, centre and
+    /// end of the long side (one view for a square image), each preprocessed as usual.
+    Three,
+    /// Four corners + centre and their mirror images.
+    Ten,
+}
+
+/// An interleaved RGB image with f32 samples in 0..=255.
+#[derive(Debug, Clone)]
+struct Rgb {
+    h: usize,
+    w: usize,
+    px: Vec<f32>,
+}
+
+impl Rgb {
+    fn from_image(img: &DynamicImage) -> Self {
+        let rgb = img.to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        Self {
+            h,
+            w,
+            px: rgb.into_raw().into_iter().map(f32::from).collect(),
+        }
     }
-    out
+
+    fn crop(&self, top: usize, left: usize, h: usize, w: usize) -> Rgb {
+        let mut px = Vec::with_capacity(h * w * 3);
+        for y in top..top + h {
+            px.extend_from_slice(&self.px[(y * self.w + left) * 3..(y * self.w + left + w) * 3]);
+        }
+        Rgb { h, w, px }
+    }
+
+    fn flip_horizontal(&self) -> Rgb {
+        let mut px = Vec::with_capacity(self.px.len());
+        for y in 0..self.h {
+            for x in (0..self.w).rev() {
+                px.extend_from_slice(&self.px[(y * self.w + x) * 3..(y * self.w + x) * 3 + 3]);
+            }
+        }
+        Rgb {
+            h: self.h,
+            w: self.w,
+            px,
+        }
+    }
+
+    /// torchvision's `Resize(size)`: the shorter side becomes `size`, the longer int(size·long/short).
+    fn resize_shorter(&self, size: usize, filter: Filter) -> Rgb {
+        let (h, w) = (self.h as f64, self.w as f64);
+        let out = if self.h <= self.w {
+            (size, (size as f64 * w / h) as usize)
+        } else {
+            ((size as f64 * h / w) as usize, size)
+        };
+        self.resize((0, 0, self.h, self.w), out, filter)
+    }
+
+    /// (top, left, side) of the largest squares at the start, middle and end of the long side.
+    fn square_windows(&self) -> Vec<(usize, usize, usize)> {
+        let side = self.h.min(self.w);
+        if self.h == self.w {
+            return vec![(0, 0, side)];
+        }
+        let (slack, vertical) = (self.h.max(self.w) - side, self.h > self.w);
+        [0, slack / 2, slack]
+            .iter()
+            .map(|&o| if vertical { (o, 0, side) } else { (0, o, side) })
+            .collect()
+    }
+
+    fn resize(&self, window: (usize, usize, usize, usize), out: (usize, usize), filter: Filter) -> Rgb {
+        Rgb {
+            h: out.0,
+            w: out.1,
+            px: resize(&self.px, (self.h, self.w), window, out, filter),
+        }
+    }
 }
 
 /// The resampling filter.

@@ -27,6 +27,7 @@ pub mod layers;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;
+pub mod rules;
 pub mod synthetic;
 pub mod weights;
 

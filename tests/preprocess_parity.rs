@@ -30,8 +30,14 @@ fn preprocessing_matches_pil_torchvision_tf_and_keras() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess/references.safetensors");
     let refs = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
     let pipelines = [
-        ("torchvision", pipeline(Resize::ShorterSide { resize_size: 64 }, "bilinear", true)),
-        ("tf_slim", pipeline(Resize::CropFraction { crop_fraction: 0.875 }, "bilinear", false)),
+        (
+            "torchvision",
+            pipeline(Resize::ShorterSide { resize_size: 64 }, "bilinear", true),
+        ),
+        (
+            "tf_slim",
+            pipeline(Resize::CropFraction { crop_fraction: 0.875 }, "bilinear", false),
+        ),
         ("keras", pipeline(Resize::Exact, "nearest", false)),
     ];
     let mut checked = 0;

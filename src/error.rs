@@ -10,6 +10,9 @@ pub enum Error {
     InvalidOption { arch: String, msg: String },
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    /// A failure shared by several inputs (e.g. a forward pass over a batch).
+    #[error("{0}")]
+    Message(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod archs;
+pub mod classify;
 pub mod error;
 pub mod layers;
 pub mod model;

@@ -61,13 +61,22 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors
     let result = match cli.command {
-        Command::Classify(args) => match commands::classify::load_model(args.weights.as_ref()) {
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(2);
+        Command::Classify(args) => {
+            if let Some(n) = args.threads {
+                // candle's kernels and our decoding both use rayon's global pool
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
             }
-            Ok(model) => commands::classify::run(&args, &model).map(|failed| failed == 0),
-        },
+            let setup = commands::classify::load_model(&args)
+                .and_then(|m| Ok((m, commands::classify::load_rules(args.rules.as_deref())?)));
+            match setup {
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+                Ok((model, rules)) => commands::classify::run(&args, &model, rules.as_ref()).map(|failed| failed == 0),
+            }
+        }
         Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),
     };
     match result {

@@ -330,24 +330,42 @@ fn resize(
     res
 }
 
-/// Decodes an image file (format guessed from its bytes) and applies its EXIF orientation.
+/// Images with more pixels than this are refused before any pixel memory is allocated.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Decodes an image file (format guessed from its bytes) and applies its EXIF orientation;
+/// refuses images above [`DEFAULT_MAX_PIXELS`].
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
+    load_image_with_limit(path, DEFAULT_MAX_PIXELS)
+}
+
+/// As [`load_image`] with a pixel budget of `max_pixels`, checked from the header.
+pub fn load_image_with_limit(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     let err = |msg: String| Error::File {
         path: path.to_path_buf(),
         msg,
     };
-    let reader = ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .map_err(|e| err(format!("cannot open: {e}")))?
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20)); // room for 16-bit RGBA
+    reader.limits(limits);
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| err(format!("not a supported image: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(err(format!("image has no pixels ({w}×{h})")));
+    }
+    if w as u64 * h as u64 > max_pixels {
+        return Err(err(format!(
+            "image is {w}×{h}, more than the limit of {max_pixels} pixels"
+        )));
+    }
     let orientation = decoder.orientation().map_err(|e| err(format!("bad EXIF data: {e}")))?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(format!("cannot decode: {e}")))?;
     img.apply_orientation(orientation);
-    if img.width() == 0 || img.height() == 0 {
-        return Err(err("image has no pixels".into()));
-    }
     Ok(img)
 }

@@ -56,3 +56,62 @@ fn preprocessing_matches_pil_torchvision_tf_and_keras() {
     }
     assert_eq!(checked, 9);
 }
+
+#[test]
+fn color_types_convert_to_the_same_rgb() {
+    use candle_core::Tensor;
+    use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
+    let p = pipeline(Resize::ShorterSide { resize_size: 64 }, "bilinear", true);
+    let rgb = ImageBuffer::from_fn(97, 75, |x, y| {
+        Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    });
+    let run = |img: DynamicImage| p.apply(&img, &Device::Cpu).unwrap();
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let base = run(DynamicImage::ImageRgb8(rgb.clone()));
+    // opaque alpha, and 16 bits per channel (v·257), give the very same pixels
+    let rgba = ImageBuffer::from_fn(97, 75, |x, y| {
+        let p = rgb.get_pixel(x, y).0;
+        Rgba([p[0], p[1], p[2], 255])
+    });
+    assert_eq!(max_diff(&base, &run(DynamicImage::ImageRgba8(rgba))), 0.0);
+    let rgb16: ImageBuffer<Rgb<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(97, 75, |x, y| Rgb(rgb.get_pixel(x, y).0.map(|v| v as u16 * 257)));
+    assert_eq!(max_diff(&base, &run(DynamicImage::ImageRgb16(rgb16))), 0.0);
+    // grayscale: every channel carries the luma
+    let gray = ImageBuffer::from_fn(97, 75, |x, y| Luma([((x * 2 + y) % 256) as u8]));
+    let g = run(DynamicImage::ImageLuma8(gray.clone()));
+    let as_rgb = ImageBuffer::from_fn(97, 75, |x, y| Rgb([gray.get_pixel(x, y).0[0]; 3]));
+    assert_eq!(max_diff(&g, &run(DynamicImage::ImageRgb8(as_rgb))), 0.0);
+}
+
+#[test]
+fn palette_gif_decodes_like_its_colours() {
+    // A GIF stores palette indices; decoding must give the palette's colours.
+    use image::{codecs::gif::GifEncoder, Frame, ImageBuffer, Rgba};
+    let img = ImageBuffer::from_fn(40, 30, |x, _| {
+        if x < 20 {
+            Rgba([255u8, 0, 0, 255])
+        } else {
+            Rgba([0, 0, 255, 255])
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.gif");
+    let mut enc = GifEncoder::new(std::fs::File::create(&path).unwrap());
+    enc.encode_frame(Frame::new(img)).unwrap();
+    drop(enc);
+    let decoded = load_image(&path).unwrap().to_rgb8();
+    assert_eq!(decoded.get_pixel(5, 5).0, [255, 0, 0]);
+    assert_eq!(decoded.get_pixel(35, 5).0, [0, 0, 255]);
+}

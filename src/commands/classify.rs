@@ -1,30 +1,54 @@
-//! `ferrovision classify`: top-k classes for image files and folders, streamed as they finish.
+//! `ferrovision classify`: image files and folders → top classes and rule-mapped labels,
+//! streamed as they finish. Decoding runs in parallel, one batch ahead of the network.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use ferrovision::preprocess::load_image;
-use ferrovision::{Model, Prediction};
+use ferrovision::classify::{Classification, ClassifyOptions};
+use ferrovision::preprocess::Crops;
+use ferrovision::rules::Rules;
+use ferrovision::Model;
 use rayon::prelude::*;
 use serde_json::json;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
-    /// Weights file (default: $FERROVISION_WEIGHTS, else weights/default.safetensors).
+    /// Weights file written by scripts/convert_weights.py [default: $FERROVISION_WEIGHTS, else weights/default.safetensors]
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Classes reported per image.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
-    /// Output format.
+    /// Report every class whose probability reaches P (multi-label) instead of the top k.
+    #[arg(long, value_name = "P")]
+    pub threshold: Option<f32>,
+    /// Views per image, probabilities averaged: the framework's centre view, PhotoPrism's 3 squares
+    /// along the long side, or the classic ten-crop.
+    #[arg(long, value_enum, default_value_t = CropsArg::Center)]
+    pub crops: CropsArg,
+    /// Label rules (YAML, PhotoPrism style); `default` = the built-in ImageNet-1k rules.
+    #[arg(long, value_name = "FILE|default")]
+    pub rules: Option<String>,
+    /// Add the output vector before softmax ("logits") to JSON output.
+    #[arg(long)]
+    pub raw: bool,
+    /// Output format: table for people, JSON lines, CSV (one row per prediction).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Image files or directories (searched recursively).
+    /// Worker threads for decoding and inference [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the network runs (cuda / metal need a build with that feature).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Image files or directories (searched recursively for jpg, png, bmp, gif, webp, tiff).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
@@ -34,6 +58,22 @@ pub enum Format {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CropsArg {
+    Center,
+    #[value(name = "3")]
+    Three,
+    #[value(name = "10")]
+    Ten,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Metal,
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
@@ -76,41 +116,90 @@ pub fn default_weights() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("weights/default.safetensors"))
 }
 
-/// Returns the number of images that failed.
-pub fn run(args: &ClassifyArgs, model: &Model) -> anyhow::Result<usize> {
+fn device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
+    Ok(match d {
+        DeviceArg::Cpu => candle_core::Device::Cpu,
+        DeviceArg::Cuda => candle_core::Device::new_cuda(0).context("--device cuda (build with --features cuda)")?,
+        DeviceArg::Metal => {
+            candle_core::Device::new_metal(0).context("--device metal (build with --features metal)")?
+        }
+    })
+}
+
+/// Loads the model named by `--weights` / the default, with a how-to when it is missing.
+pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
+    let path = args.weights.clone().unwrap_or_else(default_weights);
+    if !path.is_file() {
+        anyhow::bail!(
+            "no weights at {}.\nGet the default model (MobileNet v2 from ../shared's TFLite file) with:\n  scripts/quickstart.sh\nor pass --weights FILE / set FERROVISION_WEIGHTS.",
+            path.display()
+        );
+    }
+    Model::load(&path, &device(args.device)?).with_context(|| format!("loading {}", path.display()))
+}
+
+pub fn load_rules(arg: Option<&str>) -> anyhow::Result<Option<Rules>> {
+    Ok(match arg {
+        None => None,
+        Some("default") => Some(Rules::default_imagenet1k()),
+        Some(path) => Some(Rules::load(Path::new(path))?),
+    })
+}
+
+/// Classifies everything and streams the results; returns the number of failed images.
+pub fn run(args: &ClassifyArgs, model: &Model, rules: Option<&Rules>) -> anyhow::Result<usize> {
     let files = collect(&args.paths);
+    let opts = ClassifyOptions {
+        top_k: args.top_k,
+        threshold: args.threshold,
+        crops: match args.crops {
+            CropsArg::Center => Crops::Center,
+            CropsArg::Three => Crops::Three,
+            CropsArg::Ten => Crops::Ten,
+        },
+        raw: args.raw,
+    };
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = Instant::now();
     let mut out = std::io::stdout().lock();
     if let Format::Csv = args.format {
         writeln!(out, "path,rank,class_id,label,score,error")?;
     }
     let mut failures = 0;
-    for chunk in files.chunks(args.batch_size.max(1)) {
-        // decode + preprocess in parallel; one forward pass per chunk of good images
-        let decoded: Vec<_> = chunk
-            .par_iter()
-            .map(|p| load_image(p).and_then(|img| model.meta.preprocessing.apply(&img, model.device())))
-            .collect();
-        let good: Vec<_> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let mut preds = if good.is_empty() {
-            Vec::new()
-        } else {
-            let batch = candle_core::Tensor::stack(&good, 0)?;
-            let probs: Vec<Vec<f32>> = model.probabilities(&batch)?.to_vec2()?;
-            probs.iter().map(|p| model.top_k(p, args.top_k)).collect()
-        }
-        .into_iter();
-        for (path, res) in chunk.iter().zip(&decoded) {
-            let result = match res {
-                Ok(_) => Ok(preds.next().expect("one prediction per good image")),
-                Err(e) => {
-                    failures += 1;
-                    Err(e.to_string())
+    let chunks: Vec<Vec<PathBuf>> = files.chunks(args.batch_size.max(1)).map(|c| c.to_vec()).collect();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        // decode + preprocess one batch ahead of the network
+        let (tx, rx) = sync_channel(1);
+        let crops = opts.crops;
+        s.spawn(move || {
+            for chunk in chunks {
+                let views: Vec<_> = chunk.par_iter().map(|p| model.load_views(p, crops)).collect();
+                if tx.send((chunk, views)).is_err() {
+                    break;
                 }
-            };
-            write_result(&mut out, args.format, path, &result)?;
+            }
+        });
+        for (chunk, views) in rx {
+            for (path, result) in model.finish(&chunk, views, &opts, rules) {
+                failures += usize::from(result.is_err());
+                write_result(&mut out, args.format, &path, &result.map_err(|e| e.to_string()))?;
+            }
+            out.flush()?;
+            progress.inc(chunk.len() as u64);
         }
-        out.flush()?;
-    }
+        Ok(())
+    })?;
+    progress.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "classified {} images in {secs:.2} s ({:.1} images/s), {failures} failed",
+        files.len(),
+        files.len() as f64 / secs.max(1e-9)
+    );
     Ok(failures)
 }
 
@@ -118,43 +207,56 @@ fn write_result(
     out: &mut impl Write,
     format: Format,
     path: &Path,
-    result: &Result<Vec<Prediction>, String>,
+    result: &Result<Classification, String>,
 ) -> anyhow::Result<()> {
     let p = path.display().to_string();
     match format {
         Format::Json => {
-            let (preds, err) = match result {
-                Ok(v) => (
-                    v.iter()
-                        .map(|p| json!({"class_id": p.class_id, "label": p.label, "score": p.score}))
-                        .collect(),
-                    None,
-                ),
-                Err(e) => (Vec::new(), Some(e.clone())),
+            let mut obj = match result {
+                Ok(c) => json!({
+                    "path": p,
+                    "predictions": c.predictions.iter()
+                        .map(|x| json!({"class_id": x.class_id, "label": x.label, "score": x.score}))
+                        .collect::<Vec<_>>(),
+                    "labels": c.labels,
+                    "error": null,
+                }),
+                Err(e) => json!({"path": p, "predictions": [], "labels": [], "error": e}),
             };
-            writeln!(out, "{}", json!({"path": p, "predictions": preds, "error": err}))?;
+            if let Ok(Classification { logits: Some(l), .. }) = result {
+                obj["logits"] = json!(l);
+            }
+            writeln!(out, "{obj}")?;
         }
         Format::Csv => match result {
-            Ok(v) => {
-                for (rank, pr) in v.iter().enumerate() {
+            Ok(c) => {
+                for (rank, x) in c.predictions.iter().enumerate() {
                     writeln!(
                         out,
                         "{},{},{},{},{:.6},",
                         csv(&p),
                         rank + 1,
-                        pr.class_id,
-                        csv(&pr.label),
-                        pr.score
+                        x.class_id,
+                        csv(&x.label),
+                        x.score
                     )?;
                 }
             }
             Err(e) => writeln!(out, "{},,,,,{}", csv(&p), csv(e))?,
         },
         Format::Table => match result {
-            Ok(v) => {
+            Ok(c) => {
                 writeln!(out, "{p}")?;
-                for pr in v {
-                    writeln!(out, "  {:>6.2}%  {:>5}  {}", pr.score * 100.0, pr.class_id, pr.label)?;
+                for x in &c.predictions {
+                    writeln!(out, "  {:>6.2}%  {:>5}  {}", x.score * 100.0, x.class_id, x.label)?;
+                }
+                if !c.labels.is_empty() {
+                    let labels: Vec<String> = c
+                        .labels
+                        .iter()
+                        .map(|l| format!("{} ({:.0}%)", l.label, l.score * 100.0))
+                        .collect();
+                    writeln!(out, "  labels: {}", labels.join(", "))?;
                 }
             }
             Err(e) => writeln!(out, "{p}\n  error: {e}")?,
@@ -169,16 +271,4 @@ fn csv(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// Loads the model named by `--weights` / the default, with a how-to when it is missing.
-pub fn load_model(weights: Option<&PathBuf>) -> anyhow::Result<Model> {
-    let path = weights.cloned().unwrap_or_else(default_weights);
-    if !path.is_file() {
-        anyhow::bail!(
-            "no weights at {}.\nGet the default model (MobileNet v2, converted from ../shared's TFLite file) with:\n  scripts/get_default_weights.sh\nor pass --weights FILE / set FERROVISION_WEIGHTS.",
-            path.display()
-        );
-    }
-    Model::load(&path, &candle_core::Device::Cpu).with_context(|| format!("loading {}", path.display()))
 }

@@ -1,0 +1,252 @@
+//! The `ferrovision classify` command end to end: real weights on real photos, JSON schema,
+//! a folder of hostile files, exit codes, --help.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn ferrovision(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+        .args(args)
+        .output()
+        .expect("run ferrovision")
+}
+
+/// MobileNet v2 converted from ../shared's TFLite file into `dir`.
+fn weights(dir: &Path) -> Option<PathBuf> {
+    let (shared, py) = (common::shared_dir()?, common::converter_python()?);
+    let out = dir.join("mnv2.safetensors");
+    let tflite = shared.join("models/tflite/mobilenet_v2_1.0_224_quant.tflite");
+    let labels = shared.join("data/labels/imagenet_1001_tfslim.txt");
+    let res = common::convert(
+        &py,
+        &[
+            "tflite",
+            tflite.to_str()?,
+            "--labels",
+            labels.to_str()?,
+            "--out",
+            out.to_str()?,
+        ],
+    );
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    Some(out)
+}
+
+#[test]
+fn classifies_the_shared_photos_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(w), Some(shared)) = (weights(dir.path()), common::shared_dir()) else {
+        return;
+    };
+    let images = shared.join("data/images");
+    let out = ferrovision(&[
+        "classify",
+        "--weights",
+        w.to_str().unwrap(),
+        "--format",
+        "json",
+        "--rules",
+        "default",
+        "--raw",
+        images.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let n_images = std::fs::read_dir(&images)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_none_or(|x| x != "tsv"))
+        .count();
+    assert!(
+        stderr.contains(&format!("classified {n_images} images")) && stderr.contains("0 failed"),
+        "{stderr}"
+    );
+    let expected: HashMap<String, Vec<usize>> = std::fs::read_to_string(images.join("EXPECTED.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            (c[0].to_string(), c[1].split(',').map(|x| x.parse().unwrap()).collect())
+        })
+        .collect();
+    let (mut hits, mut lines) = (0, 0);
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).expect("each line is one JSON object");
+        lines += 1;
+        assert!(v["error"].is_null(), "{line}");
+        let preds = v["predictions"].as_array().unwrap();
+        assert_eq!(preds.len(), 5);
+        for p in preds {
+            assert!(
+                p["class_id"].is_u64() && p["label"].is_string() && p["score"].is_f64(),
+                "{p}"
+            );
+        }
+        assert_eq!(v["logits"].as_array().unwrap().len(), 1001);
+        for l in v["labels"].as_array().unwrap() {
+            assert!(
+                l["label"].is_string() && l["score"].is_f64() && l["categories"].is_array(),
+                "{l}"
+            );
+        }
+        let name = Path::new(v["path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        if let Some(ok) = expected.get(&name) {
+            let top = preds[0]["class_id"].as_u64().unwrap() as usize;
+            hits += usize::from(ok.iter().any(|&c| c + 1 == top)); // TF-slim: background at 0
+        }
+        if name.starts_with("cat") {
+            assert_eq!(v["labels"][0]["label"], "cat", "{line}");
+        }
+    }
+    assert_eq!(lines, n_images);
+    assert!(hits >= 10, "{hits}/11 expected classes first (TFLite runtime: 11/11)");
+}
+
+fn png_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    png.extend((data.len() as u32).to_be_bytes());
+    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+    png.extend(&body);
+    png.extend(crc32fast::hash(&body).to_be_bytes());
+}
+
+/// A PNG claiming `w`×`h` RGB pixels, with only a header, or with an empty data chunk and end.
+fn huge_png(w: u32, h: u32, header_only: bool) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let ihdr: Vec<u8> = w
+        .to_be_bytes()
+        .into_iter()
+        .chain(h.to_be_bytes())
+        .chain([8, 2, 0, 0, 0])
+        .collect();
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    if !header_only {
+        png_chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]); // empty zlib stream
+        png_chunk(&mut png, b"IEND", &[]);
+    }
+    png
+}
+
+#[test]
+fn hostile_files_are_reported_and_the_rest_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(w), Some(shared)) = (weights(dir.path()), common::shared_dir()) else {
+        return;
+    };
+    let folder = dir.path().join("photos");
+    std::fs::create_dir(&folder).unwrap();
+    let good = ["parrot.jpg", "bird.bmp"];
+    for g in good {
+        std::fs::copy(shared.join("data/images").join(g), folder.join(g)).unwrap();
+    }
+    let jpeg = std::fs::read(shared.join("data/images/cat.jpg")).unwrap();
+    let mut corrupt = jpeg.clone();
+    for b in corrupt.iter_mut().skip(600).step_by(7) {
+        *b = 0xFF; // markers everywhere in the entropy-coded data
+    }
+    std::fs::write(folder.join("corrupt.jpg"), &corrupt).unwrap();
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(folder.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(folder.join("notes.jpg"), "this is a text file, not a photo\n").unwrap();
+    std::fs::write(folder.join("empty.png"), b"").unwrap();
+    std::fs::write(folder.join("huge.png"), huge_png(100_000, 100_000, true)).unwrap();
+    std::fs::write(folder.join("bomb.png"), huge_png(100_000, 100_000, false)).unwrap();
+
+    let out = ferrovision(&[
+        "classify",
+        "--weights",
+        w.to_str().unwrap(),
+        "--format",
+        "json",
+        folder.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 1 when any image failed; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let results: HashMap<String, Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let name = Path::new(v["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            (name, v)
+        })
+        .collect();
+    assert_eq!(results.len(), 8, "{results:?}");
+    for g in good {
+        assert!(results[g]["error"].is_null(), "{g}: {}", results[g]);
+    }
+    assert_eq!(results["parrot.jpg"]["predictions"][0]["class_id"], 89); // macaw (+1 background)
+    for (bad, why) in [
+        ("corrupt.jpg", ""),
+        ("truncated.png", ""),
+        ("notes.jpg", "not a supported image"),
+        ("empty.png", ""),
+        ("huge.png", ""),
+        ("bomb.png", "limit"),
+    ] {
+        let err = results[bad]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{bad} should fail: {}", results[bad]));
+        assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
+        println!("{bad}: {err}");
+    }
+    assert!(stderr.contains("6 failed"), "{stderr}");
+}
+
+#[test]
+fn missing_weights_exit_2_with_instructions() {
+    let out = ferrovision(&["classify", "--weights", "/nonexistent/w.safetensors", "x.jpg"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no weights at /nonexistent/w.safetensors") && err.contains("scripts/quickstart.sh"),
+        "{err}"
+    );
+    let out = ferrovision(&["classify", "--top-k"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn help_lists_every_option() {
+    let out = ferrovision(&["classify", "--help"]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--weights",
+        "--top-k",
+        "--threshold",
+        "--crops",
+        "--rules",
+        "--raw",
+        "--format",
+        "--batch-size",
+        "--threads",
+        "--device",
+        "<PATHS>...",
+    ] {
+        assert!(help.contains(flag), "classify --help lacks {flag}:\n{help}");
+    }
+    let top = String::from_utf8(ferrovision(&["--help"]).stdout).unwrap();
+    assert!(top.contains("classify") && top.contains("archs"), "{top}");
+}

@@ -1,6 +1,8 @@
 //! Preprocessing against the real libraries (fixtures from scripts/gen_preprocess_fixtures.py):
 //! torchvision's Resize + CenterCrop (PIL, antialiased bilinear), TF's central crop + bilinear
-//! resize, Keras' `load_img` (nearest). Mean |difference| ≤ 1/255 of the pixel range.
+//! resize, Keras' `load_img` (nearest); and whole pipelines with each framework's normalisation
+//! (torchvision's Normalize, Keras' `preprocess_input` caffe and tf modes) as the converter records
+//! them. Mean |difference| ≤ 1/255 of the pixel range, after scaling.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use ferrovision::preprocess::{load_image, ChannelOrder, Preprocessing, Resize};
 
-const SIZE: usize = 56;
+const SIZE: usize = 40;
 
 fn pipeline(resize: Resize, interpolation: &str, antialias: bool) -> Preprocessing {
     Preprocessing {
@@ -27,12 +29,12 @@ fn pipeline(resize: Resize, interpolation: &str, antialias: bool) -> Preprocessi
 #[test]
 fn preprocessing_matches_pil_torchvision_tf_and_keras() {
     let Some(shared) = common::shared_dir() else { return };
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess/references.safetensors");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess/pixels.safetensors");
     let refs = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
     let pipelines = [
         (
             "torchvision",
-            pipeline(Resize::ShorterSide { resize_size: 64 }, "bilinear", true),
+            pipeline(Resize::ShorterSide { resize_size: 46 }, "bilinear", true),
         ),
         (
             "tf_slim",
@@ -61,7 +63,7 @@ fn preprocessing_matches_pil_torchvision_tf_and_keras() {
 fn color_types_convert_to_the_same_rgb() {
     use candle_core::Tensor;
     use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
-    let p = pipeline(Resize::ShorterSide { resize_size: 64 }, "bilinear", true);
+    let p = pipeline(Resize::ShorterSide { resize_size: 46 }, "bilinear", true);
     let rgb = ImageBuffer::from_fn(97, 75, |x, y| {
         Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });
@@ -114,4 +116,86 @@ fn palette_gif_decodes_like_its_colours() {
     let decoded = load_image(&path).unwrap().to_rgb8();
     assert_eq!(decoded.get_pixel(5, 5).0, [255, 0, 0]);
     assert_eq!(decoded.get_pixel(35, 5).0, [0, 0, 255]);
+}
+
+#[test]
+fn normalisation_matches_torchvision_and_keras_preprocess_input() {
+    let Some(shared) = common::shared_dir() else { return };
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess/normalized.safetensors");
+    let refs = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
+    let img = load_image(&shared.join("data/images/cat.jpg")).unwrap();
+    let torchvision = Preprocessing {
+        crop_size: [SIZE, SIZE],
+        ..Preprocessing::torchvision(46, SIZE)
+    };
+    // what scripts/convert_weights.py writes for Keras caffe (VGG, ResNet50) and tf (MobileNet, Inception) modes
+    let keras = |scale: f64, mean: [f64; 3], order| Preprocessing {
+        scale,
+        mean,
+        std: [1.0; 3],
+        channel_order: order,
+        ..pipeline(Resize::Exact, "nearest", false)
+    };
+    let cases = [
+        ("torchvision_normalized", torchvision, 1.0 / 255.0 / 0.226), // one pixel step, in normalised units
+        (
+            "keras_caffe",
+            keras(1.0, [103.939, 116.779, 123.68], ChannelOrder::BGR),
+            1.0,
+        ),
+        ("keras_tf", keras(1.0 / 127.5, [1.0; 3], ChannelOrder::RGB), 2.0 / 255.0),
+    ];
+    for (name, p, one_step) in cases {
+        let ours = p.apply(&img, &Device::Cpu).unwrap().permute((1, 2, 0)).unwrap();
+        let want = refs[&format!("cat.jpg/{name}")].to_dtype(DType::F32).unwrap();
+        let mean: f32 = (ours - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        println!("{name:<24} mean |diff| {:.3} pixel steps", mean as f64 / one_step);
+        assert!(
+            (mean as f64) <= one_step,
+            "{name}: mean |diff| {mean} > one pixel step {one_step}"
+        );
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // cat_720p.jpg (no EXIF of its own) given an EXIF block saying "rotate 90° clockwise to
+    // display" (orientation 6)
+    let Some(shared) = common::shared_dir() else { return };
+    let original = shared.join("data/images/cat_720p.jpg");
+    let jpeg = std::fs::read(&original).unwrap();
+    let tiff: Vec<u8> = [
+        &b"II*\0"[..],
+        &8u32.to_le_bytes(),
+        &1u16.to_le_bytes(),                         // one IFD entry
+        &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0], // 0x0112 Orientation, SHORT, 1 value: 6
+        &0u32.to_le_bytes(),
+    ]
+    .concat();
+    let app1: Vec<u8> = [&b"Exif\0\0"[..], &tiff].concat();
+    let mut rotated = jpeg[..2].to_vec(); // SOI
+    rotated.extend([0xFF, 0xE1]);
+    rotated.extend(((app1.len() + 2) as u16).to_be_bytes());
+    rotated.extend(&app1);
+    rotated.extend(&jpeg[2..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotated.jpg");
+    std::fs::write(&path, rotated).unwrap();
+    let (plain, turned) = (
+        load_image(&original).unwrap(),
+        load_image(&path).unwrap(),
+    );
+    assert_eq!((turned.width(), turned.height()), (plain.height(), plain.width()));
+    // the top-left pixel of the displayed image is the bottom-left of the stored one
+    assert_eq!(
+        turned.to_rgb8().get_pixel(0, 0),
+        plain.to_rgb8().get_pixel(0, plain.height() - 1)
+    );
 }

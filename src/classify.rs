@@ -50,6 +50,9 @@ pub struct Classification {
 impl Model {
     /// Whether output 0 is TF-slim's "background" (ImageNet class i is then output i + 1).
     pub fn background_offset(&self) -> usize {
+        if self.head.is_some() {
+            return 0;
+        }
         let l = &self.meta.labels;
         usize::from(l.len() == 1001 && l.first().is_some_and(|s| s == "background"))
     }
@@ -77,19 +80,25 @@ impl Model {
         if views.is_empty() {
             return Ok(Vec::new());
         }
-        let per_image = views[0].dim(0)?;
-        let batch = Tensor::cat(views, 0)?; // (N·V)×3×H×W
-        let logits = self.net.forward(&batch)?.to_dtype(DType::F32)?;
-        let classes = logits.dim(1)?;
-        let probs = softmax_last_dim(&logits)?
-            .reshape((views.len(), per_image, classes))?
-            .mean(1)?;
-        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
-        let logits: Option<Vec<Vec<f32>>> = if opts.raw {
-            Some(logits.reshape((views.len(), per_image, classes))?.mean(1)?.to_vec2()?)
-        } else {
-            None
+        let (probs, logits) = match &self.head {
+            // a trained head: one embedding per image (views averaged), then the linear layer
+            Some(head) => {
+                let logits = head.forward_views(self, views)?;
+                (softmax_last_dim(&logits)?, logits)
+            }
+            None => {
+                let per_image = views[0].dim(0)?;
+                let batch = Tensor::cat(views, 0)?; // (N·V)×3×H×W
+                let logits = self.net.forward(&batch)?.to_dtype(DType::F32)?;
+                let classes = logits.dim(1)?;
+                let per_view = |t: Tensor| t.reshape((views.len(), per_image, classes))?.mean(1);
+                (per_view(softmax_last_dim(&logits)?)?, per_view(logits)?)
+            }
         };
+        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
+        let logits: Option<Vec<Vec<f32>>> = if opts.raw { Some(logits.to_vec2()?) } else { None };
+        // rules speak of ImageNet classes: not of a head's own
+        let rules = if self.head.is_some() { None } else { rules };
         let offset = self.background_offset();
         Ok(probs
             .iter()

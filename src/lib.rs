@@ -24,6 +24,7 @@
 pub mod archs;
 pub mod classify;
 pub mod error;
+pub mod features;
 pub mod layers;
 pub mod model;
 pub mod preprocess;

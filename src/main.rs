@@ -18,6 +18,14 @@ struct Cli {
 enum Command {
     /// Classify image files and directories.
     Classify(commands::classify::ClassifyArgs),
+    /// Pooled features before the classifier, for search or your own models.
+    Embed(commands::features::EmbedArgs),
+    /// Train a new linear head on a backbone's features (one sub-folder per class).
+    TrainHead(commands::features::TrainHeadArgs),
+    /// Build a visual-search index of images.
+    Index(commands::features::IndexArgs),
+    /// Find the indexed images most similar to query images (cosine similarity).
+    Similar(commands::features::SimilarArgs),
     /// List the architectures with their parameter counts.
     Archs {
         /// Width multiplier α (MobileNets).
@@ -77,6 +85,10 @@ fn main() -> ExitCode {
                 Ok((model, rules)) => commands::classify::run(&args, &model, rules.as_ref()).map(|failed| failed == 0),
             }
         }
+        Command::Embed(a) => commands::features::embed(&a),
+        Command::TrainHead(a) => commands::features::train(&a),
+        Command::Index(a) => commands::features::index(&a),
+        Command::Similar(a) => commands::features::similar(&a),
         Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),
     };
     match result {

@@ -44,7 +44,10 @@ pub struct Prediction {
 pub struct Model {
     pub net: Box<dyn Network>,
     pub meta: ModelMeta,
+    /// A classifier trained on this backbone's features that replaces its own (`train-head`).
+    pub head: Option<crate::features::Head>,
     device: Device,
+    path: std::path::PathBuf,
 }
 
 fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> {
@@ -151,7 +154,9 @@ impl Model {
         Ok(Self {
             net,
             meta,
+            head: None,
             device: device.clone(),
+            path: path.to_path_buf(),
         })
     }
 
@@ -174,8 +179,27 @@ impl Model {
         Ok(Self {
             net,
             meta,
+            head: None,
             device: device.clone(),
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The weights file this model came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the weights file: identifies the backbone a head or an index was made with.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut f = std::fs::File::open(&self.path).map_err(|e| Error::File {
+            path: self.path.clone(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(format!("{:x}", h.finalize()))
     }
 
     pub fn device(&self) -> &Device {
@@ -204,6 +228,14 @@ impl Model {
     }
 
     /// The `k` most probable classes of one probability vector.
+    /// Names of the output classes: the head's when one is attached, else the weights' labels.
+    pub fn class_names(&self) -> &[String] {
+        match &self.head {
+            Some(h) => &h.classes,
+            None => &self.meta.labels,
+        }
+    }
+
     pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
         let mut idx: Vec<usize> = (0..probs.len()).collect();
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
@@ -211,7 +243,7 @@ impl Model {
             .take(k)
             .map(|i| Prediction {
                 class_id: i,
-                label: self.meta.labels[i].clone(),
+                label: self.class_names()[i].clone(),
                 score: probs[i],
             })
             .collect()

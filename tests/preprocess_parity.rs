@@ -188,10 +188,7 @@ fn exif_orientation_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rotated.jpg");
     std::fs::write(&path, rotated).unwrap();
-    let (plain, turned) = (
-        load_image(&original).unwrap(),
-        load_image(&path).unwrap(),
-    );
+    let (plain, turned) = (load_image(&original).unwrap(), load_image(&path).unwrap());
     assert_eq!((turned.width(), turned.height()), (plain.height(), plain.width()));
     // the top-left pixel of the displayed image is the bottom-left of the stored one
     assert_eq!(

@@ -30,6 +30,9 @@ pub struct ClassifyArgs {
     /// along the long side, or the classic ten-crop.
     #[arg(long, value_enum, default_value_t = CropsArg::Center)]
     pub crops: CropsArg,
+    /// A head trained with `ferrovision train-head` on these weights: its classes replace the model's.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
     /// Label rules (YAML, PhotoPrism style); `default` = the built-in ImageNet-1k rules.
     #[arg(long, value_name = "FILE|default")]
     pub rules: Option<String>,
@@ -79,7 +82,7 @@ pub enum DeviceArg {
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
 
 /// Files named on the command line, and image files found under directories (sorted).
-fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
+pub fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             out.push(dir.to_path_buf()); // reported as an error when read
@@ -126,16 +129,28 @@ fn device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
     })
 }
 
-/// Loads the model named by `--weights` / the default, with a how-to when it is missing.
+/// Loads the model named by `--weights` / the default, with its `--head` if any.
 pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
-    let path = args.weights.clone().unwrap_or_else(default_weights);
+    let mut model = load_model_on(args.weights.as_ref(), device(args.device)?)?;
+    super::features::attach_head(&mut model, args.head.as_deref())?;
+    Ok(model)
+}
+
+/// Loads weights on the CPU (see [`load_model_on`]).
+pub fn load_model_from(weights: Option<&PathBuf>) -> anyhow::Result<Model> {
+    load_model_on(weights, candle_core::Device::Cpu)
+}
+
+/// Loads `weights` or the default model, with a how-to when it is missing.
+pub fn load_model_on(weights: Option<&PathBuf>, device: candle_core::Device) -> anyhow::Result<Model> {
+    let path = weights.cloned().unwrap_or_else(default_weights);
     if !path.is_file() {
         anyhow::bail!(
             "no weights at {}.\nGet the default model (MobileNet v2 from ../shared's TFLite file) with:\n  scripts/quickstart.sh\nor pass --weights FILE / set FERROVISION_WEIGHTS.",
             path.display()
         );
     }
-    Model::load(&path, &device(args.device)?).with_context(|| format!("loading {}", path.display()))
+    Model::load(&path, &device).with_context(|| format!("loading {}", path.display()))
 }
 
 pub fn load_rules(arg: Option<&str>) -> anyhow::Result<Option<Rules>> {

@@ -1,1 +1,2 @@
 pub mod classify;
+pub mod features;

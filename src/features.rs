@@ -210,20 +210,14 @@ pub fn train_head(
     if n != targets.len() {
         return Err(Error::Message(format!("{n} embeddings for {} targets", targets.len())));
     }
-    // deterministic split: every k-th image of each class goes to validation
+    // deterministic split: the last ⌊len · val_split⌋ images of each class (never all of them)
     let (mut train_idx, mut val_idx) = (Vec::new(), Vec::new());
     for c in 0..num_classes as u32 {
         let members: Vec<usize> = (0..n).filter(|&i| targets[i] == c).collect();
-        let n_val = ((members.len() as f64) * opts.val_split).floor() as usize;
-        let n_val = n_val.min(members.len().saturating_sub(1));
-        let step = if n_val > 0 { members.len() / n_val } else { usize::MAX };
-        for (k, &i) in members.iter().enumerate() {
-            if n_val > 0 && k % step == step - 1 && val_idx.iter().filter(|&&j| targets[j] == c).count() < n_val {
-                val_idx.push(i);
-            } else {
-                train_idx.push(i);
-            }
-        }
+        let n_val = (((members.len() as f64) * opts.val_split).floor() as usize).min(members.len().saturating_sub(1));
+        let (t, v) = members.split_at(members.len() - n_val);
+        train_idx.extend_from_slice(t);
+        val_idx.extend_from_slice(v);
     }
     let pick = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
         let ids = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), &dev)?;

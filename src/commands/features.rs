@@ -60,7 +60,11 @@ fn embed_files(
     if rows.is_empty() {
         anyhow::bail!("no image could be read ({} failed)", failed.len());
     }
-    Ok((good, Tensor::cat(&rows, 0)?, failed))
+    Ok(Embedded {
+        good,
+        embeddings: Tensor::cat(&rows, 0)?,
+        failed,
+    })
 }
 
 fn bar(n: u64) -> indicatif::ProgressBar {
@@ -98,7 +102,11 @@ pub struct EmbedArgs {
 
 pub fn embed(args: &EmbedArgs) -> anyhow::Result<bool> {
     let model = load_model_from(args.weights.as_ref())?;
-    let (good, emb, failed) = embed_files(&model, &collect(&args.paths), args.pool.into(), args.normalize)?;
+    let Embedded {
+        good,
+        embeddings: emb,
+        failed,
+    } = embed_files(&model, &collect(&args.paths), args.pool.into(), args.normalize)?;
     report_failures(&failed);
     match &args.out {
         Some(out) => {
@@ -176,7 +184,11 @@ pub fn train(args: &TrainHeadArgs) -> anyhow::Result<bool> {
         targets.extend(std::iter::repeat_n(c as u32, fs.len()));
     }
     // embeddings are computed once; every epoch reuses them
-    let (good, emb, failed) = embed_files(&model, &all, args.pool.into(), true)?;
+    let Embedded {
+        good,
+        embeddings: emb,
+        failed,
+    } = embed_files(&model, &all, args.pool.into(), true)?;
     report_failures(&failed);
     let targets: Vec<u32> = all
         .iter()

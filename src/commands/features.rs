@@ -30,13 +30,16 @@ impl From<PoolArg> for Pool {
     }
 }
 
-/// Embeds files in batches; returns the good (path, embedding row) pairs and the failures.
-fn embed_files(
-    model: &Model,
-    files: &[PathBuf],
-    pool: Pool,
-    normalize: bool,
-) -> anyhow::Result<(Vec<PathBuf>, Tensor, Vec<(PathBuf, String)>)> {
+/// Embeddings of the files that could be read, and the failures.
+struct Embedded {
+    good: Vec<PathBuf>,
+    /// One row per good file.
+    embeddings: Tensor,
+    failed: Vec<(PathBuf, String)>,
+}
+
+/// Embeds files in batches of 16, decoding each batch in parallel.
+fn embed_files(model: &Model, files: &[PathBuf], pool: Pool, normalize: bool) -> anyhow::Result<Embedded> {
     let (mut good, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     let progress = bar(files.len() as u64);
     for chunk in files.chunks(16) {

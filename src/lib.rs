@@ -30,7 +30,9 @@ pub mod model;
 pub mod preprocess;
 pub mod pretrained;
 pub mod rules;
+pub mod summary;
 pub mod synthetic;
+pub mod trace;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -77,7 +77,11 @@ impl Network for AlexNet {
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         match &self.classifier {
-            Some(fc) if !pre_logits => mlp(fc, &AdaptiveAvgPool2d(6, 6).forward(f)?.flatten_from(1)?),
+            Some(fc) if !pre_logits => mlp(
+                fc,
+                &["classifier.1", "classifier.4", "classifier.6"],
+                &AdaptiveAvgPool2d(6, 6).forward(f)?.flatten_from(1)?,
+            ),
             _ => global_avg_pool(f),
         }
     }

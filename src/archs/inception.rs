@@ -106,6 +106,7 @@ impl Network for GoogLeNet {
         let mut h = pool3.forward(&self.conv3.forward(&self.conv2.forward(&h)?)?)?; // N×192×28×28
         for (i, m) in self.inception.iter().enumerate() {
             h = m.forward(&h)?;
+            crate::trace::record(GOOGLENET[i].0, "Inception", &h, 0);
             match GOOGLENET[i].0 {
                 "inception3b" => h = pool3.forward(&h)?, // N×480×14×14
                 "inception4e" => h = MaxPool2d(PoolSpec::new(2, 2).ceil()).forward(&h)?, // N×832×7×7
@@ -117,7 +118,7 @@ impl Network for GoogLeNet {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.fc {
-            Some(fc) if !pre_logits => fc.forward(&pooled),
+            Some(fc) if !pre_logits => crate::trace::linear("fc", fc, &pooled),
             _ => Ok(pooled),
         }
     }
@@ -204,23 +205,33 @@ impl Network for InceptionV3 {
         let h = c2b.forward(&c2a.forward(&c1a.forward(&x)?)?)?; // N×64×147×147 at 299
         let h = pool.forward(&h)?; // N×64×73×73
         let mut h = pool.forward(&c4a.forward(&c3b.forward(&h)?)?)?; // N×192×35×35
-        for m in &self.mixed_5 {
+        use crate::trace::record;
+        for (m, name) in self.mixed_5.iter().zip(["Mixed_5b", "Mixed_5c", "Mixed_5d"]) {
             h = m.forward(&h)?; // N×288×35×35
+            record(name, "InceptionA", &h, 0);
         }
         h = self.mixed_6a.forward(&h)?; // N×768×17×17
-        for m in &self.mixed_6 {
+        record("Mixed_6a", "InceptionB", &h, 0);
+        for (m, name) in self
+            .mixed_6
+            .iter()
+            .zip(["Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"])
+        {
             h = m.forward(&h)?;
+            record(name, "InceptionC", &h, 0);
         }
         h = self.mixed_7a.forward(&h)?; // N×1280×8×8
-        for m in &self.mixed_7 {
+        record("Mixed_7a", "InceptionD", &h, 0);
+        for (m, name) in self.mixed_7.iter().zip(["Mixed_7b", "Mixed_7c"]) {
             h = m.forward(&h)?; // N×2048×8×8
+            record(name, "InceptionE", &h, 0);
         }
         Ok(h)
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.fc {
-            Some(fc) if !pre_logits => fc.forward(&pooled),
+            Some(fc) if !pre_logits => crate::trace::linear("fc", fc, &pooled),
             _ => Ok(pooled),
         }
     }

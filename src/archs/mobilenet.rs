@@ -85,15 +85,16 @@ impl Network for MobileNetV1 {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.stem.forward(x)?; // N×d(32)×H/2×W/2
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward(&h)?;
+            crate::trace::record_lazy(|| format!("features.{}", i + 1), "DepthwiseSeparable", &h, 0);
         }
         Ok(h) // N×d(1024)×H/32×W/32
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.classifier {
-            Some(c) if !pre_logits => c.forward(&pooled),
+            Some(c) if !pre_logits => crate::trace::linear("classifier.1", c, &pooled),
             _ => Ok(pooled),
         }
     }
@@ -221,15 +222,16 @@ impl Network for MobileNetV2 {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.stem.forward(x)?; // N×32α×H/2×W/2
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward(&h)?;
+            crate::trace::record_lazy(|| format!("features.{}", i + 1), "InvertedResidual", &h, 0);
         }
         self.last.forward(&h) // N×1280·max(1,α)×H/32×W/32
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.classifier {
-            Some(c) if !pre_logits => c.forward(&pooled),
+            Some(c) if !pre_logits => crate::trace::linear("classifier.1", c, &pooled),
             _ => Ok(pooled),
         }
     }

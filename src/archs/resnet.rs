@@ -131,10 +131,16 @@ impl ResNet {
         let mut h = self.conv1.forward(x)?; // N×64×H/2×W/2
         h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward(&h)?; // N×64×H/4×W/4
         let mut out = Vec::with_capacity(4);
-        for blocks in &self.layers {
-            for b in blocks {
+        for (s, blocks) in self.layers.iter().enumerate() {
+            for (i, b) in blocks.iter().enumerate() {
                 h = b.forward(&h)?;
+                let kind = match b {
+                    Block::Basic(_) => "BasicBlock",
+                    Block::Bottleneck(_) => "Bottleneck",
+                };
+                crate::trace::record_lazy(|| format!("layer{}.{i}", s + 1), kind, &h, 0);
             }
+            crate::trace::record_lazy(|| format!("layer{}", s + 1), "Sequential", &h, 0);
             out.push(h.clone()); // N×{64,128,256,512}·e×H/{4,8,16,32}
         }
         Ok(out)
@@ -151,7 +157,7 @@ impl Network for ResNet {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?; // N×512·e
         match &self.fc {
-            Some(fc) if !pre_logits => fc.forward(&pooled),
+            Some(fc) if !pre_logits => crate::trace::linear("fc", fc, &pooled),
             _ => Ok(pooled),
         }
     }

@@ -111,11 +111,17 @@ impl Network for SqueezeNet {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = POOL.forward(&self.stem.forward(x)?)?;
-        for l in &self.features {
+        for (i, l) in self.features.iter().enumerate() {
             h = match l {
                 Layer::Fire(f) => f.forward(&h)?,
                 Layer::Pool => POOL.forward(&h)?,
             };
+            let kind = if matches!(l, Layer::Fire(_)) {
+                "Fire"
+            } else {
+                "MaxPool2d"
+            };
+            crate::trace::record_lazy(|| format!("features.{}", i + 3), kind, &h, 0);
         }
         Ok(h) // N×512×h×w (13×13 at 224)
     }

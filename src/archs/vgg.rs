@@ -146,7 +146,7 @@ impl Network for Vgg {
         match &self.classifier {
             Some(fc) if !pre_logits => {
                 let h = AdaptiveAvgPool2d(7, 7).forward(f)?.flatten_from(1)?; // N×25088
-                mlp(fc, &h)
+                mlp(fc, &["classifier.0", "classifier.3", "classifier.6"], &h)
             }
             _ => global_avg_pool(f),
         }

@@ -97,6 +97,8 @@ pub struct Conv2d {
     taps: Option<Vec<Tensor>>,
     spec: ConvSpec,
     name: String,
+    /// The BatchNorm folded into this convolution, for parameter accounting.
+    norm_name: Option<String>,
 }
 
 impl Conv2d {
@@ -130,6 +132,7 @@ impl Conv2d {
             taps,
             spec,
             name: name.to_string(),
+            norm_name: None,
         })
     }
 
@@ -170,9 +173,11 @@ impl Conv2d {
                 } else {
                     None
                 };
-                let bn = BatchNorm2d::load(bn, spec.out_channels, eps)?;
-                let (w, b) = bn.fold_into(&weight, bias.as_ref())?;
-                Self::from_tensors(w, Some(b), spec, &conv.prefix())
+                let norm = BatchNorm2d::load(bn, spec.out_channels, eps)?;
+                let (w, b) = norm.fold_into(&weight, bias.as_ref())?;
+                let mut c = Self::from_tensors(w, Some(b), spec, &conv.prefix())?;
+                c.norm_name = Some(bn.prefix());
+                Ok(c)
             }
         }
     }
@@ -287,6 +292,12 @@ impl Module for Conv2d {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        s.activation.apply(&y)
+        let y = s.activation.apply(&y)?;
+        if crate::trace::active() {
+            let (kh, kw) = s.kernel;
+            let macs = (ho * wo * s.out_channels * (s.in_channels / s.groups) * kh * kw) as u64;
+            crate::trace::record_with(&self.name, "Conv2d", &y, macs, self.norm_name.as_deref());
+        }
+        Ok(y)
     }
 }

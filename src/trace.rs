@@ -1,0 +1,108 @@
+//! Taps on a forward pass: which layers and blocks ran, their output shapes and MACs, and (on
+//! request) their activations. Layers report through [`record`], which costs one thread-local
+//! check when nothing is tracing, so the normal forward pass is unaffected.
+//!
+//! ```
+//! # use candle_core::{DType, Device, Tensor};
+//! # use candle_nn::VarBuilder;
+//! # use ferrovision::{synthetic::Synthetic, ModelOptions, Network};
+//! # let vb = VarBuilder::from_backend(Box::new(Synthetic::new("doc")), DType::F32, Device::Cpu);
+//! let net = ferrovision::build("resnet18", &ModelOptions::default(), vb).unwrap();
+//! let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+//! let (logits, events) = ferrovision::trace::trace(|name| name == "layer2", || net.forward(&x));
+//! let layer2 = events.iter().find(|e| e.name == "layer2").unwrap();
+//! assert_eq!(layer2.shape, [1, 128, 8, 8]);
+//! assert!(layer2.tensor.is_some());
+//! ```
+
+use std::cell::RefCell;
+
+use candle_core::Tensor;
+
+/// One layer or block that ran.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Module path, as in the weights (`layer1.0.conv2`, `features.3`).
+    pub name: String,
+    /// Layer or block type (`Conv2d`, `Bottleneck`, `InceptionA`, …).
+    pub kind: &'static str,
+    pub shape: Vec<usize>,
+    /// Multiply-accumulates per image of this layer alone (0 for blocks, which contain layers).
+    pub macs: u64,
+    /// A second module whose parameters belong to this row (a convolution's folded BatchNorm).
+    pub also: Option<String>,
+    /// The output, when the tracer asked to keep it.
+    pub tensor: Option<Tensor>,
+}
+
+struct Tracer {
+    keep: Box<dyn Fn(&str) -> bool>,
+    events: Vec<Event>,
+}
+
+thread_local! {
+    static TRACER: RefCell<Option<Tracer>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` while recording every layer and block on this thread; keeps the outputs of the
+/// layers for which `keep(name)` is true.
+pub fn trace<R>(keep: impl Fn(&str) -> bool + 'static, f: impl FnOnce() -> R) -> (R, Vec<Event>) {
+    let previous = TRACER.with(|t| {
+        t.borrow_mut().replace(Tracer {
+            keep: Box::new(keep),
+            events: Vec::new(),
+        })
+    });
+    let r = f();
+    let events = TRACER.with(|t| {
+        let mut t = t.borrow_mut();
+        let events = t.take().map(|tr| tr.events).unwrap_or_default();
+        *t = previous;
+        events
+    });
+    (r, events)
+}
+
+/// Whether anything is tracing on this thread.
+pub fn active() -> bool {
+    TRACER.with(|t| t.borrow().is_some())
+}
+
+/// Reports one output (a no-op unless tracing).
+pub fn record(name: &str, kind: &'static str, out: &Tensor, macs: u64) {
+    record_with(name, kind, out, macs, None)
+}
+
+/// As [`record`], with a second module whose parameters belong to this row.
+pub fn record_with(name: &str, kind: &'static str, out: &Tensor, macs: u64, also: Option<&str>) {
+    TRACER.with(|t| {
+        if let Some(tr) = t.borrow_mut().as_mut() {
+            let tensor = (tr.keep)(name).then(|| out.clone());
+            tr.events.push(Event {
+                name: name.to_string(),
+                kind,
+                shape: out.dims().to_vec(),
+                macs,
+                also: also.map(str::to_string),
+                tensor,
+            });
+        }
+    });
+}
+
+/// As [`record`], building the name only when tracing.
+pub fn record_lazy(name: impl FnOnce() -> String, kind: &'static str, out: &Tensor, macs: u64) {
+    if active() {
+        record(&name(), kind, out, macs);
+    }
+}
+
+/// Applies a `Linear` layer named `name` and reports it (MACs = in × out per image).
+pub fn linear(name: &str, layer: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    use candle_core::Module;
+    let y = layer.forward(x)?;
+    if active() {
+        record(name, "Linear", &y, layer.weight().elem_count() as u64);
+    }
+    Ok(y)
+}

@@ -25,6 +25,7 @@ pub mod archs;
 pub mod classify;
 pub mod error;
 pub mod features;
+pub mod inspect;
 pub mod layers;
 pub mod model;
 pub mod preprocess;

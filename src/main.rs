@@ -26,6 +26,12 @@ enum Command {
     Index(commands::features::IndexArgs),
     /// Find the indexed images most similar to query images (cosine similarity).
     Similar(commands::features::SimilarArgs),
+    /// Layer-by-layer table: output shapes, parameters and MACs.
+    Summary(commands::study::SummaryArgs),
+    /// Capture named layers' activations: safetensors, feature-map grids (PNG), statistics (JSON).
+    Inspect(commands::study::InspectArgs),
+    /// Class activation map of a photo, overlaid on it (GAP architectures).
+    Cam(commands::study::CamArgs),
     /// List the architectures with their parameter counts.
     Archs {
         /// Width multiplier α (MobileNets).
@@ -89,6 +95,9 @@ fn main() -> ExitCode {
         Command::TrainHead(a) => commands::features::train(&a),
         Command::Index(a) => commands::features::index(&a),
         Command::Similar(a) => commands::features::similar(&a),
+        Command::Summary(a) => commands::study::summary(&a),
+        Command::Inspect(a) => commands::study::inspect(&a),
+        Command::Cam(a) => commands::study::cam(&a),
         Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),
     };
     match result {

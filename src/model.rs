@@ -24,6 +24,13 @@ pub trait Network: Send + Sync {
     /// Smallest input height/width the network accepts.
     fn min_input_size(&self) -> usize;
 
+    /// Class activation maps (Zhou et al. 2016) from a feature map: N×classes×h×w maps whose
+    /// spatial mean is the logits less the bias. `None` for architectures whose classifier does
+    /// not follow a global average pool (VGG, AlexNet) or without a classifier.
+    fn class_activation_maps(&self, _features: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// N×3×H×W (normalised as the weights expect) → logits, or pooled features without a top.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_input(self.name(), x, self.min_input_size())?;

@@ -97,6 +97,32 @@ impl Preprocessing {
         views.iter().map(|v| self.normalize(v, device)).collect()
     }
 
+    /// The part of a `w`×`h` photo that the central view shows: (top, left, height, width) in
+    /// photo pixels (fractional where a resize came first).
+    pub fn view_region(&self, w: usize, h: usize) -> (f64, f64, f64, f64) {
+        let [ch, cw] = self.crop_size;
+        let (hf, wf) = (h as f64, w as f64);
+        match self.resize {
+            Resize::ShorterSide { resize_size } => {
+                let (rh, rw) = if h <= w {
+                    (resize_size as f64, (resize_size as f64 * wf / hf).floor())
+                } else {
+                    ((resize_size as f64 * hf / wf).floor(), resize_size as f64)
+                };
+                let top = ((rh - ch as f64) / 2.0).round_ties_even().max(0.0);
+                let left = ((rw - cw as f64) / 2.0).round_ties_even().max(0.0);
+                let (sy, sx) = (hf / rh, wf / rw);
+                (top * sy, left * sx, (ch as f64).min(rh) * sy, (cw as f64).min(rw) * sx)
+            }
+            Resize::CropFraction { crop_fraction } => {
+                let top = ((hf - hf * crop_fraction) / 2.0).floor();
+                let left = ((wf - wf * crop_fraction) / 2.0).floor();
+                (top, left, hf - 2.0 * top, wf - 2.0 * left)
+            }
+            Resize::Exact => (0.0, 0.0, hf, wf),
+        }
+    }
+
     /// The preprocessing of the weights' framework, as one view of `crop_size`.
     fn central_view(&self, rgb: &Rgb, filter: Filter) -> Rgb {
         let [ch, cw] = self.crop_size;

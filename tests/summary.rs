@@ -73,7 +73,11 @@ fn mobilenet_v1_matches_the_paper_table_8() {
         "{}",
         s.total_macs
     );
-    assert!((s.total_params as f64 / 1e6 - 1.32).abs() < 1.32 * 0.01, "{}", s.total_params);
+    assert!(
+        (s.total_params as f64 / 1e6 - 1.32).abs() < 1.32 * 0.01,
+        "{}",
+        s.total_params
+    );
 }
 
 #[test]

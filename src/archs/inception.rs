@@ -128,6 +128,9 @@ impl Network for GoogLeNet {
     fn num_classes(&self) -> Option<usize> {
         self.fc.as_ref().map(|_| self.num_classes)
     }
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        super::linear_cams(self.fc.as_ref(), features)
+    }
     fn min_input_size(&self) -> usize {
         32
     }
@@ -240,6 +243,9 @@ impl Network for InceptionV3 {
     }
     fn num_classes(&self) -> Option<usize> {
         self.fc.as_ref().map(|_| self.num_classes)
+    }
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        super::linear_cams(self.fc.as_ref(), features)
     }
     fn min_input_size(&self) -> usize {
         75

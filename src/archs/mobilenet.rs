@@ -85,6 +85,7 @@ impl Network for MobileNetV1 {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.stem.forward(x)?; // N×d(32)×H/2×W/2
+        crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
         for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward(&h)?;
             crate::trace::record_lazy(|| format!("features.{}", i + 1), "DepthwiseSeparable", &h, 0);
@@ -103,6 +104,9 @@ impl Network for MobileNetV1 {
     }
     fn num_classes(&self) -> Option<usize> {
         self.classifier.as_ref().map(|_| self.num_classes)
+    }
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        super::linear_cams(self.classifier.as_ref(), features)
     }
     fn min_input_size(&self) -> usize {
         32
@@ -222,11 +226,14 @@ impl Network for MobileNetV2 {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.stem.forward(x)?; // N×32α×H/2×W/2
+        crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
         for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward(&h)?;
             crate::trace::record_lazy(|| format!("features.{}", i + 1), "InvertedResidual", &h, 0);
         }
-        self.last.forward(&h) // N×1280·max(1,α)×H/32×W/32
+        let h = self.last.forward(&h)?; // N×1280·max(1,α)×H/32×W/32
+        crate::trace::record("features.18", "ConvBNReLU6", &h, 0);
+        Ok(h)
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
@@ -240,6 +247,9 @@ impl Network for MobileNetV2 {
     }
     fn num_classes(&self) -> Option<usize> {
         self.classifier.as_ref().map(|_| self.num_classes)
+    }
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        super::linear_cams(self.classifier.as_ref(), features)
     }
     fn min_input_size(&self) -> usize {
         32

@@ -22,3 +22,19 @@ pub(crate) fn mlp(layers: &[Linear], names: &[&str], x: &Tensor) -> Result<Tenso
     }
     Ok(h)
 }
+
+/// Class activation maps of a linear classifier after global average pooling:
+/// `M_k(x, y) = Σ_c W[k, c] · f_c(x, y)` (Zhou et al. 2016, Eq. 2), N×K×h×w.
+pub(crate) fn linear_cams(classifier: Option<&Linear>, features: &Tensor) -> Result<Option<Tensor>> {
+    let Some(fc) = classifier else { return Ok(None) };
+    let (n, c, h, w) = features.dims4()?;
+    let f = features.reshape((n, c, h * w))?;
+    let k = fc.weight().dim(0)?;
+    let maps = fc
+        .weight()
+        .unsqueeze(0)?
+        .broadcast_as((n, k, c))?
+        .contiguous()?
+        .matmul(&f)?; // N×K×hw
+    Ok(Some(maps.reshape((n, k, h, w))?))
+}

@@ -167,6 +167,9 @@ impl Network for ResNet {
     fn num_classes(&self) -> Option<usize> {
         self.fc.as_ref().map(|_| self.num_classes)
     }
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        super::linear_cams(self.fc.as_ref(), features)
+    }
     fn min_input_size(&self) -> usize {
         32
     }

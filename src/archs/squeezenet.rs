@@ -137,6 +137,11 @@ impl Network for SqueezeNet {
     fn num_classes(&self) -> Option<usize> {
         self.classifier.as_ref().map(|_| self.num_classes)
     }
+    /// SqueezeNet's classifier is a 1×1 convolution (+ ReLU) before the average pool: its output
+    /// is the class map itself.
+    fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        self.classifier.as_ref().map(|c| c.forward(features)).transpose()
+    }
     fn min_input_size(&self) -> usize {
         32
     }

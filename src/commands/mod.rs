@@ -1,2 +1,3 @@
 pub mod classify;
 pub mod features;
+pub mod study;

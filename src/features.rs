@@ -107,6 +107,35 @@ impl Head {
 
     /// Loads a head and checks that it was trained on `model`'s backbone.
     pub fn load(path: &Path, model: &Model) -> Result<Self> {
+        let head = Self::read(path, model.device())?;
+        let err = |msg: String| Error::File {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let ours = model.fingerprint()?;
+        if head.backbone_sha256 != ours {
+            let short = |s: &str| s.chars().take(12).collect::<String>();
+            return Err(err(format!(
+                "this head was trained on another backbone ({}, sha256 {}…); {} is {} (sha256 {}…)",
+                head.backbone_variant,
+                short(&head.backbone_sha256),
+                model.path().display(),
+                model.meta.variant,
+                short(&ours)
+            )));
+        }
+        let dim = model.net.num_features();
+        if head.linear.weight().dim(1)? != dim {
+            return Err(err(format!(
+                "the head takes {} features, the backbone gives {dim}",
+                head.linear.weight().dim(1)?
+            )));
+        }
+        Ok(head)
+    }
+
+    /// Reads and checks a head file on its own (metadata, tensors and their shapes).
+    pub fn read(path: &Path, device: &Device) -> Result<Self> {
         let err = |msg: String| Error::File {
             path: path.to_path_buf(),
             msg,
@@ -122,30 +151,29 @@ impl Head {
         }
         let classes: Vec<String> =
             serde_json::from_str(&get("classes")?).map_err(|e| err(format!("bad `classes` metadata: {e}")))?;
+        if classes.is_empty() {
+            return Err(err("a head needs at least one class".into()));
+        }
         let pool = Pool::parse(&get("pool")?).ok_or_else(|| err("bad `pool` metadata".into()))?;
         let (sha, variant) = (get("backbone_sha256")?, get("backbone_variant")?);
-        let ours = model.fingerprint()?;
-        if sha != ours {
-            return Err(err(format!(
-                "this head was trained on another backbone ({variant}, sha256 {}…); {} is {} (sha256 {}…)",
-                &sha[..12.min(sha.len())],
-                model.path().display(),
-                model.meta.variant,
-                &ours[..12]
-            )));
-        }
-        let t = candle_core::safetensors::load(path, model.device()).map_err(|e| err(format!("unreadable: {e}")))?;
+        let t = candle_core::safetensors::load(path, device).map_err(|e| err(format!("unreadable: {e}")))?;
         let (w, b) = match (t.get("weight"), t.get("bias")) {
             (Some(w), Some(b)) => (w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?),
             _ => return Err(err("head file lacks `weight` or `bias`".into())),
         };
-        let dim = model.net.num_features();
-        if w.dims() != [classes.len(), dim] || b.dims() != [classes.len()] {
+        let fits = w.rank() == 2 && w.dim(0)? == classes.len() && w.dim(1)? > 0 && b.dims() == [classes.len()];
+        if !fits {
             return Err(err(format!(
-                "head weight {:?} does not fit {} classes × {dim} features",
+                "head weight {:?} and bias {:?} do not fit {} classes",
                 w.dims(),
+                b.dims(),
                 classes.len()
             )));
+        }
+        let finite =
+            |t: &Tensor| -> Result<bool> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite())) };
+        if !finite(&w)? || !finite(&b)? {
+            return Err(err("head weights hold NaN or infinite values".into()));
         }
         Ok(Self {
             linear: candle_nn::Linear::new(w, Some(b)),

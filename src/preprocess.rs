@@ -371,27 +371,40 @@ pub fn load_image_with_limit(path: &Path, max_pixels: u64) -> Result<DynamicImag
         path: path.to_path_buf(),
         msg,
     };
-    let mut reader = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .map_err(|e| err(format!("cannot open: {e}")))?
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read: {e}")))?;
+    decode(reader, max_pixels).map_err(err)
+}
+
+/// Decodes an image held in memory (format guessed from its bytes), as [`load_image_with_limit`].
+pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Message(format!("cannot read image: {e}")))?;
+    decode(reader, max_pixels).map_err(Error::Message)
+}
+
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    max_pixels: u64,
+) -> std::result::Result<DynamicImage, String> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20)); // room for 16-bit RGBA
     reader.limits(limits);
     let mut decoder = reader
         .into_decoder()
-        .map_err(|e| err(format!("not a supported image: {e}")))?;
+        .map_err(|e| format!("not a supported image: {e}"))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(err(format!("image has no pixels ({w}×{h})")));
+        return Err(format!("image has no pixels ({w}×{h})"));
     }
     if w as u64 * h as u64 > max_pixels {
-        return Err(err(format!(
-            "image is {w}×{h}, more than the limit of {max_pixels} pixels"
-        )));
+        return Err(format!("image is {w}×{h}, more than the limit of {max_pixels} pixels"));
     }
-    let orientation = decoder.orientation().map_err(|e| err(format!("bad EXIF data: {e}")))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(format!("cannot decode: {e}")))?;
+    let orientation = decoder.orientation().map_err(|e| format!("bad EXIF data: {e}"))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
     img.apply_orientation(orientation);
     Ok(img)
 }

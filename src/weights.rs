@@ -141,6 +141,7 @@ pub fn load_state_dict(
         path: path.to_path_buf(),
         msg,
     };
+    check_safetensors_file(path)?;
     // SAFETY: the file is mapped read-only; as with any mmap, it must not be modified while loaded.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
         .map_err(|e| file_err(format!("not a readable safetensors file: {e}")))?;
@@ -165,4 +166,119 @@ pub fn load_state_dict(
         )));
     }
     Ok(net)
+}
+
+/// The largest safetensors header we read (the format's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// One tensor entry of a safetensors header.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// A JSON object visitor that keeps duplicated keys, so that they can be refused.
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
+                    v.push((k, val));
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Checks a safetensors file's header against the file before anything is mapped: header size
+/// (≤ 100 MB, within the file), JSON, no duplicated names, known dtypes, every tensor's byte
+/// range inside the data, matching its shape, and no two ranges overlapping.
+pub fn check_safetensors_file(path: &Path) -> crate::Result<()> {
+    use std::io::Read;
+    let err = |msg: String| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let file_len = f.metadata().map_err(|e| err(format!("cannot read: {e}")))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| err(format!("not a safetensors file: only {file_len} bytes")))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER_BYTES {
+        return Err(err(format!(
+            "not a safetensors file: header of {n} bytes (more than {MAX_HEADER_BYTES})"
+        )));
+    }
+    if n + 8 > file_len {
+        return Err(err(format!(
+            "truncated or corrupt: the header claims {n} bytes, the file has {}",
+            file_len - 8
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| err(format!("cannot read the header: {e}")))?;
+    let entries: Entries =
+        serde_json::from_slice(&header).map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+    let data_len = file_len - 8 - n;
+    let mut seen = BTreeSet::new();
+    let mut ranges = Vec::new();
+    for (name, value) in entries.0 {
+        if !seen.insert(name.clone()) {
+            return Err(err(format!("tensor `{name}` appears twice in the header")));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
+        let e: Entry =
+            serde_json::from_value(value).map_err(|e| err(format!("tensor `{name}`: bad header entry: {e}")))?;
+        let size = dtype_size(&e.dtype).ok_or_else(|| err(format!("tensor `{name}`: unknown dtype {}", e.dtype)))?;
+        let (start, end) = e.data_offsets;
+        if start > end || end > data_len {
+            return Err(err(format!(
+                "tensor `{name}`: bytes {start}..{end} lie outside the {data_len} bytes of data"
+            )));
+        }
+        let numel = e.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        if numel.and_then(|n| n.checked_mul(size)) != Some(end - start) {
+            return Err(err(format!(
+                "tensor `{name}`: shape {:?} of {} does not fill bytes {start}..{end}",
+                e.shape, e.dtype
+            )));
+        }
+        ranges.push((start, end, name));
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(err(format!(
+                "tensors `{}` and `{}` overlap in the file",
+                w[0].2, w[1].2
+            )));
+        }
+    }
+    Ok(())
 }

@@ -185,10 +185,13 @@ fn truncated_and_garbage_files_are_rejected() {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
         let err = load_err(&p, "squeezenet1_1", &ModelOptions::default());
-        assert!(
-            err.contains(name) && err.contains("not a readable safetensors file"),
-            "{err}"
-        );
+        let clear = [
+            "not a safetensors file",
+            "truncated or corrupt",
+            "lie outside",
+            "corrupt safetensors header",
+        ];
+        assert!(err.contains(name) && clear.iter().any(|c| err.contains(c)), "{err}");
         let err = ferrovision::Model::load(&p, &Device::Cpu).err().unwrap().to_string();
         assert!(err.contains(name), "{err}");
     }

@@ -32,6 +32,8 @@ enum Command {
     Inspect(commands::study::InspectArgs),
     /// Class activation map of a photo, overlaid on it (GAP architectures).
     Cam(commands::study::CamArgs),
+    /// Inference speed on synthetic weights: median ms/image, images/s, peak RSS.
+    Bench(commands::bench::BenchArgs),
     /// List the architectures with their parameter counts.
     Archs {
         /// Width multiplier α (MobileNets).
@@ -96,6 +98,13 @@ fn main() -> ExitCode {
         Command::Index(a) => commands::features::index(&a),
         Command::Similar(a) => commands::features::similar(&a),
         Command::Summary(a) => commands::study::summary(&a),
+        Command::Bench(a) => {
+            if let Some(n) = a.threads {
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            }
+            commands::bench::bench(&a)
+        }
         Command::Inspect(a) => commands::study::inspect(&a),
         Command::Cam(a) => commands::study::cam(&a),
         Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),

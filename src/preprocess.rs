@@ -129,11 +129,11 @@ impl Preprocessing {
         let (h, w) = (rgb.h, rgb.w);
         match self.resize {
             Resize::ShorterSide { resize_size } => {
-                let resized = rgb.resize_shorter(resize_size, filter);
+                let (rh, rw) = rgb.shorter_side_size(resize_size);
                 // torchvision's center_crop: top = int(round((rh − ch) / 2)), Python's round: ties to even.
-                let top = ((resized.h as f64 - ch as f64) / 2.0).round_ties_even().max(0.0) as usize;
-                let left = ((resized.w as f64 - cw as f64) / 2.0).round_ties_even().max(0.0) as usize;
-                resized.crop(top, left, ch.min(resized.h), cw.min(resized.w))
+                let top = ((rh as f64 - ch as f64) / 2.0).round_ties_even().max(0.0) as usize;
+                let left = ((rw as f64 - cw as f64) / 2.0).round_ties_even().max(0.0) as usize;
+                rgb.resize_crop((0, 0, h, w), (rh, rw), (top, left, ch.min(rh), cw.min(rw)), filter)
             }
             Resize::CropFraction { crop_fraction } => {
                 // tf.image.central_crop: start = int((len − len·f) / 2), size = len − 2·start.
@@ -154,8 +154,8 @@ impl Preprocessing {
             Resize::CropFraction { crop_fraction } => (ch.min(cw) as f64 / crop_fraction).round() as usize,
             Resize::Exact => (ch.min(cw) as f64 / 0.875).round() as usize,
         };
-        let r = rgb.resize_shorter(shorter.max(ch).max(cw), filter);
-        let (bottom, right) = (r.h - ch, r.w - cw);
+        let (rh, rw) = rgb.shorter_side_size(shorter.max(ch).max(cw));
+        let (bottom, right) = (rh - ch, rw - cw);
         let five = [
             (0, 0),
             (0, right),
@@ -163,7 +163,11 @@ impl Preprocessing {
             (bottom, right),
             (bottom / 2, right / 2),
         ];
-        let crops: Vec<Rgb> = five.iter().map(|&(t, l)| r.crop(t, l, ch, cw)).collect();
+        let whole = (0, 0, rgb.h, rgb.w);
+        let crops: Vec<Rgb> = five
+            .iter()
+            .map(|&(t, l)| rgb.resize_crop(whole, (rh, rw), (t, l, ch, cw), filter))
+            .collect();
         let flipped: Vec<Rgb> = crops.iter().map(Rgb::flip_horizontal).collect();
         crops.into_iter().chain(flipped).collect()
     }
@@ -240,15 +244,14 @@ impl Rgb {
         }
     }
 
-    /// torchvision's `Resize(size)`: the shorter side becomes `size`, the longer int(size·long/short).
-    fn resize_shorter(&self, size: usize, filter: Filter) -> Rgb {
+    /// torchvision's `Resize(size)` size: the shorter side becomes `size`, the longer int(size·long/short).
+    fn shorter_side_size(&self, size: usize) -> (usize, usize) {
         let (h, w) = (self.h as f64, self.w as f64);
-        let out = if self.h <= self.w {
+        if self.h <= self.w {
             (size, (size as f64 * w / h) as usize)
         } else {
             ((size as f64 * h / w) as usize, size)
-        };
-        self.resize((0, 0, self.h, self.w), out, filter)
+        }
     }
 
     /// (top, left, side) of the largest squares at the start, middle and end of the long side.
@@ -265,10 +268,21 @@ impl Rgb {
     }
 
     fn resize(&self, window: (usize, usize, usize, usize), out: (usize, usize), filter: Filter) -> Rgb {
+        self.resize_crop(window, out, (0, 0, out.0, out.1), filter)
+    }
+
+    /// The `crop` (top, left, h, w) of this image's `window` resized to `out`.
+    fn resize_crop(
+        &self,
+        window: (usize, usize, usize, usize),
+        out: (usize, usize),
+        crop: (usize, usize, usize, usize),
+        filter: Filter,
+    ) -> Rgb {
         Rgb {
-            h: out.0,
-            w: out.1,
-            px: resize(&self.px, (self.h, self.w), window, out, filter),
+            h: crop.2,
+            w: crop.3,
+            px: resize(&self.px, (self.h, self.w), window, out, crop, filter),
         }
     }
 }
@@ -282,12 +296,22 @@ enum Filter {
     Nearest,
 }
 
-/// PIL's filter taps for one axis: for each output index, (first input index, weights).
-fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, filter: Filter) -> Vec<(usize, Vec<f32>)> {
-    let scale = in_len as f64 / out_len as f64;
+/// PIL's filter taps for one axis of a resize of `in_len` input samples (from `in_start`) to
+/// `out_total`: for the outputs `out_first..out_first + count`, (first input index, weights).
+fn taps(
+    in_start: usize,
+    in_len: usize,
+    full_len: usize,
+    out_total: usize,
+    out_first: usize,
+    count: usize,
+    filter: Filter,
+) -> Vec<(usize, Vec<f32>)> {
+    let scale = in_len as f64 / out_total as f64;
+    let outputs = out_first..out_first + count;
     let antialias = match filter {
         Filter::Nearest => {
-            return (0..out_len)
+            return outputs
                 .map(|o| {
                     let src = in_start as f64 + (o as f64 + 0.5) * scale;
                     ((src.floor() as usize).min(full_len - 1), vec![1.0])
@@ -298,7 +322,7 @@ fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, filter:
     };
     let support_scale = if antialias { scale.max(1.0) } else { 1.0 };
     let support = support_scale; // triangle filter support 1.0
-    (0..out_len)
+    outputs
         .map(|o| {
             let center = in_start as f64 + (o as f64 + 0.5) * scale;
             let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
@@ -315,41 +339,46 @@ fn taps(in_start: usize, in_len: usize, full_len: usize, out_len: usize, filter:
         .collect()
 }
 
-/// Resamples the window (top, left, height, width) of an RGB image of `full` (h, w) to `out`.
+/// Resamples the window (top, left, height, width) of an RGB image of `full` (h, w) to
+/// `out` = (h, w), computing only the part `crop` = (top, left, h, w) of that output: a resize
+/// followed by a crop, without the full-size intermediate (a 1×100 000 panorama stays cheap).
 fn resize(
     px: &[f32],
     full: (usize, usize),
     window: (usize, usize, usize, usize),
     out: (usize, usize),
+    crop: (usize, usize, usize, usize),
     filter: Filter,
 ) -> Vec<f32> {
     let (fh, fw) = full;
     let (top, left, wh, ww) = window;
-    let (oh, ow) = out;
-    let tx = taps(left, ww, fw, ow, filter);
-    let ty = taps(top, wh, fh, oh, filter);
-    // horizontal pass over every row, then vertical
-    let mut mid = vec![0f32; fh * ow * 3];
-    for y in 0..fh {
+    let (ct, cl, ch, cw) = crop;
+    let tx = taps(left, ww, fw, out.1, cl, cw, filter);
+    let ty = taps(top, wh, fh, out.0, ct, ch, filter);
+    // horizontal pass over the input rows the vertical taps read, then the vertical pass
+    let rows_lo = ty.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
+    let rows_hi = ty.iter().map(|(lo, w)| lo + w.len()).max().unwrap_or(0);
+    let mut mid = vec![0f32; (rows_hi - rows_lo) * cw * 3];
+    for y in rows_lo..rows_hi {
         for (x, (lo, w)) in tx.iter().enumerate() {
             for c in 0..3 {
                 let mut acc = 0f32;
                 for (k, wk) in w.iter().enumerate() {
                     acc += wk * px[(y * fw + lo + k) * 3 + c];
                 }
-                mid[(y * ow + x) * 3 + c] = acc;
+                mid[((y - rows_lo) * cw + x) * 3 + c] = acc;
             }
         }
     }
-    let mut res = vec![0f32; oh * ow * 3];
+    let mut res = vec![0f32; ch * cw * 3];
     for (y, (lo, w)) in ty.iter().enumerate() {
-        for x in 0..ow {
+        for x in 0..cw {
             for c in 0..3 {
                 let mut acc = 0f32;
                 for (k, wk) in w.iter().enumerate() {
-                    acc += wk * mid[((lo + k) * ow + x) * 3 + c];
+                    acc += wk * mid[((lo + k - rows_lo) * cw + x) * 3 + c];
                 }
-                res[(y * ow + x) * 3 + c] = acc;
+                res[(y * cw + x) * 3 + c] = acc;
             }
         }
     }

@@ -196,3 +196,18 @@ fn exif_orientation_is_applied() {
         plain.to_rgb8().get_pixel(0, plain.height() - 1)
     );
 }
+
+#[test]
+fn extreme_panoramas_preprocess_without_a_full_size_intermediate() {
+    // A 100 000 × 2 strip: resizing its shorter side to 46 first would make a 46 × 2 300 000 image
+    // (1.3 GB of f32); only the crop is computed.
+    use ferrovision::preprocess::Crops;
+    let strip = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(100_000, 2, |x, _| {
+        image::Rgb([(x % 256) as u8, 0, 9])
+    }));
+    let p = pipeline(Resize::ShorterSide { resize_size: 46 }, "bilinear", true);
+    for crops in [Crops::Center, Crops::Three, Crops::Ten] {
+        let views = p.apply_crops(&strip, crops, &Device::Cpu).unwrap();
+        assert!(views.iter().all(|v| v.dims() == [3, SIZE, SIZE]));
+    }
+}

@@ -26,6 +26,7 @@ pub mod classify;
 pub mod error;
 pub mod features;
 pub mod inspect;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod preprocess;

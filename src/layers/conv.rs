@@ -97,6 +97,8 @@ pub struct Conv2d {
     taps: Option<Vec<Tensor>>,
     spec: ConvSpec,
     name: String,
+    /// Depthwise weights (C×kh×kw) and bias packed once at load for the CPU kernel.
+    packed_dw: Option<(Vec<f32>, Option<Vec<f32>>)>,
     /// The BatchNorm folded into this convolution, for parameter accounting.
     norm_name: Option<String>,
 }
@@ -112,6 +114,16 @@ impl Conv2d {
         let bias = match bias {
             Some(b) => Some(b.reshape((1, spec.out_channels, 1, 1))?),
             None => None,
+        };
+        let packed_dw = if spec.is_depthwise() && weight.device().is_cpu() {
+            let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+            let b = match &bias {
+                Some(b) => Some(b.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?),
+                None => None,
+            };
+            Some((w, b))
+        } else {
+            None
         };
         let taps = if spec.is_depthwise() {
             let (kh, kw) = spec.kernel;
@@ -133,6 +145,7 @@ impl Conv2d {
             spec,
             name: name.to_string(),
             norm_name: None,
+            packed_dw,
         })
     }
 
@@ -278,6 +291,33 @@ impl Module for Conv2d {
         let (ho, wo) = self.out_size(h, w)?;
         let (ph, pw) = self.pads(h, w);
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
+        if let (Some((dw_w, dw_b)), true) = (&self.packed_dw, x.dtype() == candle_core::DType::F32) {
+            // direct CPU kernel with bias and activation fused
+            let x = x.contiguous()?;
+            let (storage, layout) = x.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                bail!("conv `{}`: expected a CPU tensor", self.name)
+            };
+            let data = cpu.as_slice::<f32>()?;
+            let (a, z) = layout.contiguous_offsets().expect("contiguous");
+            let g = crate::kernels::depthwise::DepthwiseGeometry {
+                batch: x.dim(0)?,
+                channels: c,
+                in_h: h,
+                in_w: w,
+                kernel: s.kernel,
+                stride: s.stride,
+                dilation: s.dilation,
+                pad_top: ph.0,
+                pad_left: pw.0,
+                out_h: ho,
+                out_w: wo,
+            };
+            let out = crate::kernels::depthwise::depthwise_f32(&data[a..z], dw_w, dw_b.as_deref(), s.activation, &g);
+            drop(storage);
+            let y = Tensor::from_vec(out, (g.batch, c, ho, wo), x.device())?;
+            return self.traced(y, ho, wo);
+        }
         let y = if let Some(taps) = &self.taps {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_depthwise(&xp, taps, ho, wo)?
@@ -293,7 +333,15 @@ impl Module for Conv2d {
             None => y,
         };
         let y = s.activation.apply(&y)?;
+        self.traced(y, ho, wo)
+    }
+}
+
+impl Conv2d {
+    /// Reports the output to a tracer, if any (see [`crate::trace`]).
+    fn traced(&self, y: Tensor, ho: usize, wo: usize) -> Result<Tensor> {
         if crate::trace::active() {
+            let s = &self.spec;
             let (kh, kw) = s.kernel;
             let macs = (ho * wo * s.out_channels * (s.in_channels / s.groups) * kh * kw) as u64;
             crate::trace::record_with(&self.name, "Conv2d", &y, macs, self.norm_name.as_deref());

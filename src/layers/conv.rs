@@ -87,6 +87,9 @@ impl ConvSpec {
     }
 }
 
+/// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
+type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);
+
 /// A convolution ready to run: weights (BatchNorm already folded in), bias, activation.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -98,7 +101,7 @@ pub struct Conv2d {
     spec: ConvSpec,
     name: String,
     /// Depthwise weights (C×kh×kw) and bias packed once at load for the CPU kernel.
-    packed_dw: Option<(Vec<f32>, Option<Vec<f32>>)>,
+    packed_dw: Option<Box<PackedDepthwise>>,
     /// The BatchNorm folded into this convolution, for parameter accounting.
     norm_name: Option<String>,
 }
@@ -121,7 +124,7 @@ impl Conv2d {
                 Some(b) => Some(b.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?),
                 None => None,
             };
-            Some((w, b))
+            Some(Box::new((w, b)))
         } else {
             None
         };
@@ -291,7 +294,8 @@ impl Module for Conv2d {
         let (ho, wo) = self.out_size(h, w)?;
         let (ph, pw) = self.pads(h, w);
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
-        if let (Some((dw_w, dw_b)), true) = (&self.packed_dw, x.dtype() == candle_core::DType::F32) {
+        if let (Some(packed), true) = (&self.packed_dw, x.dtype() == candle_core::DType::F32) {
+            let (dw_w, dw_b) = &**packed;
             // direct CPU kernel with bias and activation fused
             let x = x.contiguous()?;
             let (storage, layout) = x.storage_and_layout();

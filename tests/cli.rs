@@ -18,23 +18,7 @@ fn ferrovision(args: &[&str]) -> Output {
 
 /// MobileNet v2 converted from ../shared's TFLite file into `dir`.
 fn weights(dir: &Path) -> Option<PathBuf> {
-    let (shared, py) = (common::shared_dir()?, common::converter_python()?);
-    let out = dir.join("mnv2.safetensors");
-    let tflite = shared.join("models/tflite/mobilenet_v2_1.0_224_quant.tflite");
-    let labels = shared.join("data/labels/imagenet_1001_tfslim.txt");
-    let res = common::convert(
-        &py,
-        &[
-            "tflite",
-            tflite.to_str()?,
-            "--labels",
-            labels.to_str()?,
-            "--out",
-            out.to_str()?,
-        ],
-    );
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    Some(out)
+    common::converted_tflite(dir, "mobilenet_v2_1.0_224_quant", None)
 }
 
 #[test]

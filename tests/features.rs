@@ -15,23 +15,7 @@ fn ferrovision(args: &[&str]) -> Output {
 }
 
 fn convert(dir: &Path, model: &str) -> Option<PathBuf> {
-    let (shared, py) = (common::shared_dir()?, common::converter_python()?);
-    let out = dir.join(format!("{model}.safetensors"));
-    let tflite = shared.join("models/tflite").join(format!("{model}.tflite"));
-    let labels = shared.join("data/labels/imagenet_1001_tfslim.txt");
-    let res = common::convert(
-        &py,
-        &[
-            "tflite",
-            tflite.to_str()?,
-            "--labels",
-            labels.to_str()?,
-            "--out",
-            out.to_str()?,
-        ],
-    );
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    Some(out)
+    common::converted_tflite(dir, model, None)
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {

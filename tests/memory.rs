@@ -36,14 +36,10 @@ fn peak_memory_does_not_grow_with_the_number_of_images() {
         eprintln!("SKIPPED: peak RSS is read from /proc");
         return;
     }
-    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(w) = common::converted_tflite(dir.path(), "mobilenet_v1_0.5_160_quant", None) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("m.safetensors");
-    let tflite = shared.join("models/tflite/mobilenet_v1_0.5_160_quant.tflite");
-    let res = common::convert(&py, &["tflite", tflite.to_str().unwrap(), "--out", w.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let model = ferrovision::Model::load(&w, &Device::Cpu).unwrap();
     let opts = ClassifyOptions::default();
     let mut seen = 0usize;

@@ -124,14 +124,11 @@ fn hostile_headers_are_clear_errors() {
 fn one_model_serves_eight_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<ferrovision::Model>();
-    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(w) = common::converted_tflite(dir.path(), "mobilenet_v1_0.25_128_quant", None) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("m.safetensors");
-    let tflite = shared.join("models/tflite/mobilenet_v1_0.25_128_quant.tflite");
-    let res = common::convert(&py, &["tflite", tflite.to_str().unwrap(), "--out", w.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let shared = common::shared_dir().expect("checked by converted_tflite");
     let model = ferrovision::Model::load(&w, &Device::Cpu).unwrap();
     // 50 different images: the shared photos, cropped at different places
     let photos: Vec<image::DynamicImage> = std::fs::read_dir(shared.join("data/images"))

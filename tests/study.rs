@@ -13,23 +13,8 @@ use ferrovision::preprocess::load_image;
 use ferrovision::Model;
 
 fn converted(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let (shared, py) = (common::shared_dir()?, common::converter_python()?);
-    let out = dir.join("mnv2.safetensors");
-    let tflite = shared.join("models/tflite/mobilenet_v2_1.0_224_quant.tflite");
-    let labels = shared.join("data/labels/imagenet_1001_tfslim.txt");
-    let res = common::convert(
-        &py,
-        &[
-            "tflite",
-            tflite.to_str()?,
-            "--labels",
-            labels.to_str()?,
-            "--out",
-            out.to_str()?,
-        ],
-    );
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    Some((out, shared))
+    let weights = common::converted_tflite(dir, "mobilenet_v2_1.0_224_quant", None)?;
+    Some((weights, common::shared_dir()?))
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -52,3 +52,32 @@ pub fn convert(py: &str, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run the converter")
 }
+
+/// `../shared/models/tflite/{model}.tflite` converted into `dir` (with the 1001 ImageNet labels, or
+/// `labels` from `../shared/data/labels`), or `None` when `../shared` or the converter's Python is
+/// missing outside CI.
+pub fn converted_tflite(dir: &Path, model: &str, labels: Option<&str>) -> Option<PathBuf> {
+    let (shared, py) = (shared_dir()?, converter_python()?);
+    let out = dir.join(format!("{model}.safetensors"));
+    let tflite = shared.join("models/tflite").join(format!("{model}.tflite"));
+    let labels = shared
+        .join("data/labels")
+        .join(labels.unwrap_or("imagenet_1001_tfslim.txt"));
+    let res = convert(
+        &py,
+        &[
+            "tflite",
+            tflite.to_str()?,
+            "--labels",
+            labels.to_str()?,
+            "--out",
+            out.to_str()?,
+        ],
+    );
+    assert!(
+        res.status.success(),
+        "{model}: converter failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    Some(out)
+}

@@ -140,15 +140,8 @@ impl Head {
             path: path.to_path_buf(),
             msg,
         };
-        let meta = crate::pretrained::read_metadata(path)?;
-        let get = |k: &str| {
-            meta.get(k)
-                .cloned()
-                .ok_or_else(|| err(format!("not a head file: no `{k}` metadata")))
-        };
-        if get("format")? != HEAD_FORMAT {
-            return Err(err(format!("not a head file (format is not {HEAD_FORMAT})")));
-        }
+        let meta = TaggedMetadata::read(path, HEAD_FORMAT, "a head")?;
+        let get = |k: &str| meta.get(k);
         let classes: Vec<String> =
             serde_json::from_str(&get("classes")?).map_err(|e| err(format!("bad `classes` metadata: {e}")))?;
         if classes.is_empty() {
@@ -395,15 +388,8 @@ impl Index {
             path: path.to_path_buf(),
             msg,
         };
-        let meta = crate::pretrained::read_metadata(path)?;
-        let get = |k: &str| {
-            meta.get(k)
-                .cloned()
-                .ok_or_else(|| err(format!("not an index file: no `{k}` metadata")))
-        };
-        if get("format")? != INDEX_FORMAT {
-            return Err(err(format!("not an index file (format is not {INDEX_FORMAT})")));
-        }
+        let meta = TaggedMetadata::read(path, INDEX_FORMAT, "an index")?;
+        let get = |k: &str| meta.get(k);
         let paths: Vec<String> = serde_json::from_str(&get("paths")?).map_err(|e| err(format!("bad `paths`: {e}")))?;
         let t = candle_core::safetensors::load(path, device).map_err(|e| err(format!("unreadable: {e}")))?;
         let embeddings = t
@@ -436,6 +422,37 @@ impl Index {
             .take(k)
             .map(|i| (self.paths[i].clone(), sims[i]))
             .collect())
+    }
+}
+
+/// The metadata of one of our own safetensors formats (head, index), its `format` checked.
+struct TaggedMetadata<'a> {
+    path: &'a Path,
+    what: &'static str,
+    meta: HashMap<String, String>,
+}
+
+impl<'a> TaggedMetadata<'a> {
+    fn read(path: &'a Path, format: &str, what: &'static str) -> Result<Self> {
+        let t = Self {
+            path,
+            what,
+            meta: crate::pretrained::read_metadata(path)?,
+        };
+        if t.get("format")? != format {
+            return Err(Error::File {
+                path: path.to_path_buf(),
+                msg: format!("not {what} file (format is not {format})"),
+            });
+        }
+        Ok(t)
+    }
+
+    fn get(&self, k: &str) -> Result<String> {
+        self.meta.get(k).cloned().ok_or_else(|| Error::File {
+            path: self.path.to_path_buf(),
+            msg: format!("not {} file: no `{k}` metadata", self.what),
+        })
     }
 }
 

@@ -67,6 +67,15 @@ fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--threads N`: candle's kernels and our decoding both use rayon's global pool; set it before
+/// any work starts.
+fn set_threads(n: Option<usize>) {
+    if let Some(n) = n {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+}
+
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -78,11 +87,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors
     let result = match cli.command {
         Command::Classify(args) => {
-            if let Some(n) = args.threads {
-                // candle's kernels and our decoding both use rayon's global pool
-                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-                let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
-            }
+            set_threads(args.threads);
             let setup = commands::classify::load_model(&args)
                 .and_then(|m| Ok((m, commands::classify::load_rules(args.rules.as_deref())?)));
             match setup {
@@ -99,10 +104,7 @@ fn main() -> ExitCode {
         Command::Similar(a) => commands::features::similar(&a),
         Command::Summary(a) => commands::study::summary(&a),
         Command::Bench(a) => {
-            if let Some(n) = a.threads {
-                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-                let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
-            }
+            set_threads(a.threads);
             commands::bench::bench(&a)
         }
         Command::Inspect(a) => commands::study::inspect(&a),

@@ -113,25 +113,11 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
 
 /// Reads only the safetensors header's `__metadata__`.
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    use std::io::Read;
     let err = |msg: String| Error::File {
         path: path.to_path_buf(),
         msg,
     };
-    let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .map_err(|_| err("too short to be a safetensors file".into()))?;
-    let n = u64::from_le_bytes(len);
-    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if n > 100_000_000 || n + 8 > file_len {
-        return Err(err(format!(
-            "corrupt safetensors header (claims {n} bytes, file has {file_len})"
-        )));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)
-        .map_err(|e| err(format!("truncated header: {e}")))?;
+    let (header, _) = crate::weights::read_header(path)?;
     let json: serde_json::Value =
         serde_json::from_slice(&header).map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
     let meta = json.get("__metadata__").and_then(|m| m.as_object());

@@ -33,6 +33,17 @@ pub struct Summary {
     pub total_macs: u64,
 }
 
+impl Row {
+    /// The output shape written with `sep` between dimensions (`1×64×56×56`).
+    pub fn shape(&self, sep: &str) -> String {
+        self.output_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
 /// The first `depth` segments of a module path.
 fn truncate(name: &str, depth: usize) -> String {
     name.split('.').take(depth).collect::<Vec<_>>().join(".")
@@ -110,12 +121,7 @@ pub fn table(s: &Summary) -> String {
     out.push_str(&"─".repeat(113));
     out.push('\n');
     for r in &s.layers {
-        let shape = r
-            .output_shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("×");
+        let shape = r.shape("×");
         out.push_str(&format!(
             "{:<40} {:<20} {:<22} {:>12} {:>15}\n",
             r.name,

@@ -212,10 +212,9 @@ fn dtype_size(dtype: &str) -> Option<u64> {
     })
 }
 
-/// Checks a safetensors file's header against the file before anything is mapped: header size
-/// (≤ 100 MB, within the file), JSON, no duplicated names, known dtypes, every tensor's byte
-/// range inside the data, matching its shape, and no two ranges overlapping.
-pub fn check_safetensors_file(path: &Path) -> crate::Result<()> {
+/// Reads a safetensors file's header after checking its length (≤ 100 MB, within the file);
+/// returns the header bytes and the length of the data that follows.
+pub fn read_header(path: &Path) -> crate::Result<(Vec<u8>, u64)> {
     use std::io::Read;
     let err = |msg: String| Error::File {
         path: path.to_path_buf(),
@@ -241,9 +240,20 @@ pub fn check_safetensors_file(path: &Path) -> crate::Result<()> {
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)
         .map_err(|e| err(format!("cannot read the header: {e}")))?;
+    Ok((header, file_len - 8 - n))
+}
+
+/// Checks a safetensors file's header against the file before anything is mapped: header size
+/// (≤ 100 MB, within the file), JSON, no duplicated names, known dtypes, every tensor's byte
+/// range inside the data, matching its shape, and no two ranges overlapping.
+pub fn check_safetensors_file(path: &Path) -> crate::Result<()> {
+    let err = |msg: String| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (header, data_len) = read_header(path)?;
     let entries: Entries =
         serde_json::from_slice(&header).map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
-    let data_len = file_len - 8 - n;
     let mut seen = BTreeSet::new();
     let mut ranges = Vec::new();
     for (name, value) in entries.0 {

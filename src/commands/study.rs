@@ -72,12 +72,7 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<bool> {
         Format::Csv => {
             writeln!(o, "name,type,output_shape,params,macs")?;
             for r in &s.layers {
-                let shape = r
-                    .output_shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x");
+                let shape = r.shape("x");
                 writeln!(o, "{},{},{},{},{}", r.name, r.kind, shape, r.params, r.macs)?;
             }
             writeln!(o, "total,,,{},{}", s.total_params, s.total_macs)?;

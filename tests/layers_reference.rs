@@ -159,6 +159,9 @@ struct ConvCase {
     pad: Option<(usize, usize)>, // None = TF SAME
     bias: bool,
     seed: u64,
+    /// 0: none, 1: ReLU, 2: ReLU6, applied after the (optional) residual.
+    act: u8,
+    residual: bool,
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
@@ -188,6 +191,8 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
                 pad,
                 bias,
                 seed,
+                act: (seed % 3) as u8,
+                residual: seed & 4 != 0,
             },
         )
         .prop_filter("window must fit", |c| {
@@ -215,10 +220,39 @@ fn check_conv(c: &ConvCase) {
         .dilation(c.dil)
         .groups(c.groups);
     let bias_t = c.bias.then(|| Tensor::new(b.as_slice(), &Device::Cpu).unwrap());
-    let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec, "test").unwrap();
-    let got = conv.forward(&x.tensor()).unwrap();
-    let want = naive_conv(&x, &w, c.bias.then_some(b.as_slice()), c.stride, pads, c.dil, c.groups);
+    let act = [Activation::None, Activation::Relu, Activation::Relu6][c.act as usize];
+    let mut want = naive_conv(&x, &w, c.bias.then_some(b.as_slice()), c.stride, pads, c.dil, c.groups);
+    let got = if c.residual {
+        let r = arr(want.d, c.seed ^ 3);
+        want.v.iter_mut().zip(&r.v).for_each(|(y, r)| *y += r);
+        let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec, "test").unwrap();
+        conv.forward_residual(&x.tensor(), &r.tensor(), act).unwrap()
+    } else {
+        let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec.act(act), "test").unwrap();
+        conv.forward(&x.tensor()).unwrap()
+    };
+    match act {
+        Activation::None => {}
+        Activation::Relu => want.v.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => want.v.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+    }
     assert_close(&got, &want, &format!("{c:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Layer-sized cases: enough channels and pixels for the GEMM's blocked and threaded paths
+    /// (the small cases above never leave its small-matrix path).
+    #[test]
+    fn large_conv_matches_naive(
+        n in 1usize..3, groups in 1usize..3, cpg in 16usize..72, opg in 16usize..80, hw in 7usize..24,
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3, bias in any::<bool>(), seed in any::<u64>()
+    ) {
+        let pad = Some((k / 2, k / 2));
+        check_conv(&ConvCase { n, groups, cpg, opg, h: hw, w: hw + 1, kh: k, kw: k, stride, dil: 1, pad, bias, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
 }
 
 proptest! {
@@ -237,8 +271,9 @@ proptest! {
     ) {
         prop_assume!(h > (k - 1) * dil && w > (k - 1) * dil);
         let pad = if same { None } else { Some((k / 2, k / 2)) };
-        check_conv(&ConvCase { n, groups: ch, cpg: 1, opg: 1, h, w, kh: k, kw: k, stride, dil, pad, bias: true, seed });
+        check_conv(&ConvCase { n, groups: ch, cpg: 1, opg: 1, h, w, kh: k, kw: k, stride, dil, pad, bias: true, seed, act: (seed % 3) as u8, residual: false });
     }
+
 
     #[test]
     fn pooling_matches_pytorch_loops(

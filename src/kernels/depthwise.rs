@@ -3,41 +3,19 @@
 
 use rayon::prelude::*;
 
+use super::conv::ConvGeometry;
 use crate::layers::Activation;
-
-/// Geometry of one depthwise convolution.
-#[derive(Debug, Clone, Copy)]
-pub struct DepthwiseGeometry {
-    pub batch: usize,
-    pub channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub kernel: (usize, usize),
-    pub stride: usize,
-    pub dilation: usize,
-    /// Zero padding before the first row and column.
-    pub pad_top: usize,
-    pub pad_left: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-}
 
 /// `y[n,c,oy,ox] = act(b[c] + Σ_ij w[c,i,j] · x[n, c, oy·s − pt + i·d, ox·s − pl + j·d])`, zero
 /// outside the input. `weight` is C×kh×kw, `x` is N×C×H×W, both contiguous.
-pub fn depthwise_f32(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    g: &DepthwiseGeometry,
-) -> Vec<f32> {
+pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activation, g: &ConvGeometry) -> Vec<f32> {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride as isize, g.dilation as isize);
     let plane_in = g.in_h * g.in_w;
     let plane_out = g.out_h * g.out_w;
-    let mut out = vec![0f32; g.batch * g.channels * plane_out];
+    let mut out = vec![0f32; g.batch * g.in_channels * plane_out];
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
-        let c = p % g.channels;
+        let c = p % g.in_channels;
         let xin = &x[p * plane_in..(p + 1) * plane_in];
         let w = &weight[c * kh * kw..(c + 1) * kh * kw];
         y.fill(bias.map_or(0.0, |b| b[c]));

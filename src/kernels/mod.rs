@@ -2,4 +2,5 @@
 //! tests (`tests/layers_reference.rs` checks every path of `Conv2d` against naive loops over
 //! random shapes, strides, paddings, dilations and batch sizes).
 
+pub mod conv;
 pub mod depthwise;

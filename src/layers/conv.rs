@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use super::batch_norm::{BatchNorm2d, Norm};
 use super::padding::{same_pad, window_out, Pad1, Padding};
 use super::Activation;
+use crate::kernels::conv::{ConvGeometry, PackedConv};
 
 /// Hyper-parameters of one convolution, as in `torch.nn.Conv2d`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,6 +91,23 @@ impl ConvSpec {
 /// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
 type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);
 
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+fn with_cpu_f32<R>(x: &Tensor, name: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        bail!("conv `{name}`: expected a CPU tensor")
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let (a, z) = layout.contiguous_offsets().expect("contiguous");
+    Ok(f(&data[a..z]))
+}
+
+/// Flattens a tensor to a `Vec<f32>`.
+fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
+}
+
 /// A convolution ready to run: weights (BatchNorm already folded in), bias, activation.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -102,6 +120,8 @@ pub struct Conv2d {
     name: String,
     /// Depthwise weights (C×kh×kw) and bias packed once at load for the CPU kernel.
     packed_dw: Option<Box<PackedDepthwise>>,
+    /// Weights (O×C_g·kh·kw) and bias packed once at load for the CPU GEMM kernel.
+    packed: Option<Box<PackedConv>>,
     /// The BatchNorm folded into this convolution, for parameter accounting.
     norm_name: Option<String>,
 }
@@ -118,13 +138,21 @@ impl Conv2d {
             Some(b) => Some(b.reshape((1, spec.out_channels, 1, 1))?),
             None => None,
         };
-        let packed_dw = if spec.is_depthwise() && weight.device().is_cpu() {
-            let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-            let b = match &bias {
-                Some(b) => Some(b.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?),
-                None => None,
-            };
-            Some(Box::new((w, b)))
+        let on_cpu = weight.device().is_cpu();
+        let packed_bias = match (&bias, on_cpu) {
+            (Some(b), true) => Some(to_f32_vec(b)?),
+            _ => None,
+        };
+        let packed_dw = if spec.is_depthwise() && on_cpu {
+            Some(Box::new((to_f32_vec(&weight)?, packed_bias.clone())))
+        } else {
+            None
+        };
+        let packed = if !spec.is_depthwise() && on_cpu {
+            Some(Box::new(PackedConv {
+                weight: to_f32_vec(&weight)?,
+                bias: packed_bias,
+            }))
         } else {
             None
         };
@@ -149,6 +177,7 @@ impl Conv2d {
             name: name.to_string(),
             norm_name: None,
             packed_dw,
+            packed,
         })
     }
 
@@ -282,8 +311,26 @@ fn strided_slice(x: &Tensor, dim: usize, start: usize, count: usize, stride: usi
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, None, self.spec.activation)
+    }
+}
+
+impl Conv2d {
+    /// `act(conv(x) + residual)`: a residual block's last convolution, its shortcut addition and
+    /// the block's activation in one pass (the convolution's own activation must be `None`).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, act: Activation) -> Result<Tensor> {
+        if self.spec.activation != Activation::None {
+            bail!(
+                "conv `{}`: a residual is added before the activation, not after",
+                self.name
+            )
+        }
+        self.forward_fused(x, Some(residual), act)
+    }
+
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         let s = &self.spec;
-        let (_n, c, h, w) = x.dims4()?;
+        let (n, c, h, w) = x.dims4()?;
         if c != s.in_channels {
             bail!(
                 "conv `{}`: input has {c} channels, expected {}",
@@ -293,35 +340,68 @@ impl Module for Conv2d {
         }
         let (ho, wo) = self.out_size(h, w)?;
         let (ph, pw) = self.pads(h, w);
-        let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
-        if let (Some(packed), true) = (&self.packed_dw, x.dtype() == candle_core::DType::F32) {
-            let (dw_w, dw_b) = &**packed;
-            // direct CPU kernel with bias and activation fused
-            let x = x.contiguous()?;
-            let (storage, layout) = x.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                bail!("conv `{}`: expected a CPU tensor", self.name)
-            };
-            let data = cpu.as_slice::<f32>()?;
-            let (a, z) = layout.contiguous_offsets().expect("contiguous");
-            let g = crate::kernels::depthwise::DepthwiseGeometry {
-                batch: x.dim(0)?,
-                channels: c,
-                in_h: h,
-                in_w: w,
-                kernel: s.kernel,
-                stride: s.stride,
-                dilation: s.dilation,
-                pad_top: ph.0,
-                pad_left: pw.0,
-                out_h: ho,
-                out_w: wo,
-            };
-            let out = crate::kernels::depthwise::depthwise_f32(&data[a..z], dw_w, dw_b.as_deref(), s.activation, &g);
-            drop(storage);
-            let y = Tensor::from_vec(out, (g.batch, c, ho, wo), x.device())?;
-            return self.traced(y, ho, wo);
+        if let Some(r) = residual {
+            if r.dims() != [n, s.out_channels, ho, wo] {
+                bail!(
+                    "conv `{}`: residual has shape {:?}, expected {:?}",
+                    self.name,
+                    r.dims(),
+                    [n, s.out_channels, ho, wo]
+                )
+            }
         }
+        let geometry = ConvGeometry {
+            batch: n,
+            in_channels: c,
+            out_channels: s.out_channels,
+            groups: s.groups,
+            in_h: h,
+            in_w: w,
+            kernel: s.kernel,
+            stride: s.stride,
+            dilation: s.dilation,
+            pad_top: ph.0,
+            pad_left: pw.0,
+            out_h: ho,
+            out_w: wo,
+        };
+        let f32_cpu = x.dtype() == candle_core::DType::F32
+            && x.device().is_cpu()
+            && residual.is_none_or(|r| r.dtype() == candle_core::DType::F32);
+        let y = match (&self.packed, &self.packed_dw) {
+            (Some(packed), _) if f32_cpu => {
+                let out = with_cpu_f32(x, &self.name, |xs| match residual {
+                    Some(r) => with_cpu_f32(r, &self.name, |rs| {
+                        crate::kernels::conv::conv2d_f32(xs, packed, act, Some(rs), &geometry)
+                    }),
+                    None => Ok(crate::kernels::conv::conv2d_f32(xs, packed, act, None, &geometry)),
+                })??;
+                Tensor::from_vec(out, (n, s.out_channels, ho, wo), x.device())?
+            }
+            (_, Some(packed)) if f32_cpu && residual.is_none() => {
+                let (dw_w, dw_b) = &**packed;
+                let out = with_cpu_f32(x, &self.name, |xs| {
+                    crate::kernels::depthwise::depthwise_f32(xs, dw_w, dw_b.as_deref(), act, &geometry)
+                })?;
+                Tensor::from_vec(out, (n, c, ho, wo), x.device())?
+            }
+            _ => {
+                let y = self.forward_candle(x, ph, pw, ho, wo)?;
+                let y = match residual {
+                    Some(r) => (y + r)?,
+                    None => y,
+                };
+                act.apply(&y)?
+            }
+        };
+        self.traced(y, ho, wo)
+    }
+
+    /// The portable path (any device and dtype): candle's convolution or the depthwise tap sum,
+    /// then the bias.
+    fn forward_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
+        let s = &self.spec;
+        let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
         let y = if let Some(taps) = &self.taps {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_depthwise(&xp, taps, ho, wo)?
@@ -332,12 +412,10 @@ impl Module for Conv2d {
             xp.conv2d(&self.weight, 0, s.stride, s.dilation, s.groups)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = s.activation.apply(&y)?;
-        self.traced(y, ho, wo)
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 }
 

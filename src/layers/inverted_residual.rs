@@ -60,11 +60,12 @@ impl Module for InvertedResidual {
             Some(e) => e.forward(x)?,
             None => x.clone(),
         };
-        let y = self.project.forward(&self.depthwise.forward(&h)?)?;
+        let h = self.depthwise.forward(&h)?;
         if self.use_residual {
-            y + x
+            // linear bottleneck: the shortcut is added after the projection, no activation
+            self.project.forward_residual(&h, x, Activation::None)
         } else {
-            Ok(y)
+            self.project.forward(&h)
         }
     }
 }

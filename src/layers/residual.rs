@@ -75,8 +75,9 @@ impl BasicBlock {
 
 impl Module for BasicBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv2.forward(&self.conv1.forward(x)?)?;
-        (y + shortcut(&self.downsample, x)?)?.relu()
+        let y = self.conv1.forward(x)?;
+        self.conv2
+            .forward_residual(&y, &shortcut(&self.downsample, x)?, Activation::Relu)
     }
 }
 
@@ -110,7 +111,8 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv3.forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
-        (y + shortcut(&self.downsample, x)?)?.relu()
+        let y = self.conv2.forward(&self.conv1.forward(x)?)?;
+        self.conv3
+            .forward_residual(&y, &shortcut(&self.downsample, x)?, Activation::Relu)
     }
 }

@@ -16,6 +16,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
@@ -33,11 +34,15 @@ pub struct Event {
     pub also: Option<String>,
     /// The output, when the tracer asked to keep it.
     pub tensor: Option<Tensor>,
+    /// Wall time since the previous event (or the start of the trace): the layer's own work, or
+    /// for a block, what it does after its last child (a residual add, a concat).
+    pub elapsed: Duration,
 }
 
 struct Tracer {
     keep: Box<dyn Fn(&str) -> bool>,
     events: Vec<Event>,
+    last: Instant,
 }
 
 thread_local! {
@@ -51,6 +56,7 @@ pub fn trace<R>(keep: impl Fn(&str) -> bool + 'static, f: impl FnOnce() -> R) ->
         t.borrow_mut().replace(Tracer {
             keep: Box::new(keep),
             events: Vec::new(),
+            last: Instant::now(),
         })
     });
     let r = f();
@@ -78,6 +84,8 @@ pub fn record_with(name: &str, kind: &'static str, out: &Tensor, macs: u64, also
     TRACER.with(|t| {
         if let Some(tr) = t.borrow_mut().as_mut() {
             let tensor = (tr.keep)(name).then(|| out.clone());
+            let now = Instant::now();
+            let elapsed = now - tr.last;
             tr.events.push(Event {
                 name: name.to_string(),
                 kind,
@@ -85,7 +93,9 @@ pub fn record_with(name: &str, kind: &'static str, out: &Tensor, macs: u64, also
                 macs,
                 also: also.map(str::to_string),
                 tensor,
+                elapsed,
             });
+            tr.last = Instant::now();
         }
     });
 }

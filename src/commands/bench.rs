@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// `json` for one machine-readable line.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Also print where the time goes: per layer type and the slowest layers (traced runs).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -75,6 +78,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rss = peak_rss_mb();
+    let profile = if args.profile {
+        Some(profile(net.as_ref(), &x, args.runs.max(1))?)
+    } else {
+        None
+    };
     let mut o = std::io::stdout().lock();
     if args.format == "json" {
         writeln!(
@@ -82,7 +90,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             "{}",
             json!({"model": args.model, "width": args.width, "input": size, "batch": args.batch, "threads": threads,
                    "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss,
-                   "runs": times.len()})
+                   "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
         )?;
     } else {
         writeln!(
@@ -95,6 +103,102 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             1e3 / ms_per_image,
             rss.unwrap_or(f64::NAN)
         )?;
+        if let Some(p) = &profile {
+            p.print(&mut o, args.batch)?;
+        }
     }
     Ok(true)
+}
+
+/// Time per layer type and per layer, summed over traced forward passes.
+struct Profile {
+    runs: usize,
+    /// (kind, layers of that kind, seconds, MACs per image), slowest first.
+    kinds: Vec<(&'static str, usize, f64, u64)>,
+    /// (name, kind, seconds), slowest first.
+    layers: Vec<(String, &'static str, f64)>,
+}
+
+fn profile(net: &dyn ferrovision::Network, x: &candle_core::Tensor, runs: usize) -> anyhow::Result<Profile> {
+    use std::collections::HashMap;
+    let mut kinds: HashMap<&'static str, (usize, f64, u64)> = HashMap::new();
+    let mut layers: HashMap<String, (&'static str, f64)> = HashMap::new();
+    for run in 0..runs {
+        let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(x));
+        out?;
+        for e in events {
+            let secs = e.elapsed.as_secs_f64();
+            let k = kinds.entry(e.kind).or_default();
+            k.1 += secs;
+            if run == 0 {
+                k.0 += 1;
+                k.2 += e.macs;
+            }
+            layers.entry(e.name).or_insert((e.kind, 0.0)).1 += secs;
+        }
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().map(|(k, (n, s, m))| (k, n, s, m)).collect();
+    kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut layers: Vec<_> = layers.into_iter().map(|(n, (k, s))| (n, k, s)).collect();
+    layers.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Profile { runs, kinds, layers })
+}
+
+impl Profile {
+    fn ms_per_image(&self, secs: f64, batch: usize) -> f64 {
+        secs * 1e3 / (self.runs * batch) as f64
+    }
+
+    fn gflops(&self, secs: f64, macs: u64, batch: usize) -> f64 {
+        2.0 * macs as f64 * (self.runs * batch) as f64 / secs / 1e9
+    }
+
+    fn json(&self, batch: usize) -> serde_json::Value {
+        let total: f64 = self.kinds.iter().map(|k| k.2).sum();
+        serde_json::Value::Array(
+            self.kinds
+                .iter()
+                .map(|&(kind, n, s, macs)| {
+                    json!({"kind": kind, "layers": n, "ms_per_image": self.ms_per_image(s, batch),
+                           "share": s / total, "gflop_per_s": self.gflops(s, macs, batch)})
+                })
+                .collect(),
+        )
+    }
+
+    fn print(&self, o: &mut impl Write, batch: usize) -> std::io::Result<()> {
+        let total: f64 = self.kinds.iter().map(|k| k.2).sum();
+        writeln!(
+            o,
+            "\nper layer type (traced, {} runs; a block's row is its own work after its children):",
+            self.runs
+        )?;
+        writeln!(
+            o,
+            "{:<20} {:>6} {:>12} {:>7} {:>9}",
+            "kind", "layers", "ms/image", "share", "GFLOP/s"
+        )?;
+        for &(kind, n, s, macs) in &self.kinds {
+            let rate = if macs > 0 {
+                format!("{:.0}", self.gflops(s, macs, batch))
+            } else {
+                "-".into()
+            };
+            writeln!(
+                o,
+                "{kind:<20} {n:>6} {:>12.2} {:>6.1}% {rate:>9}",
+                self.ms_per_image(s, batch),
+                100.0 * s / total
+            )?;
+        }
+        writeln!(o, "\nslowest layers:")?;
+        for (name, kind, s) in self.layers.iter().take(12) {
+            writeln!(
+                o,
+                "{name:<36} {kind:<16} {:>8.2} ms/image",
+                self.ms_per_image(*s, batch)
+            )?;
+        }
+        Ok(())
+    }
 }

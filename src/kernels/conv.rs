@@ -11,7 +11,7 @@
 //!
 //! The product itself is the `gemm` crate's (the same one candle uses), multi-threaded on rayon.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use rayon::prelude::*;
 
@@ -59,13 +59,26 @@ pub struct PackedConv {
     pub bias: Option<Vec<f32>>,
 }
 
+impl PackedConv {
+    /// `weight`: O×C_g×kh×kw (OIHW) flattened; `bias`: O values.
+    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
+        Self { weight, bias }
+    }
+}
+
 thread_local! {
     /// The im2col matrix, reused across layers and calls on this thread.
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `y = act(conv(x, w) + b [+ residual])` for `x` N×C×H×W and (if given) `residual` N×O×Ho×Wo,
 /// both contiguous f32. Returns N×O×Ho×Wo.
+///
+/// Work is split into tiles of output columns (pixels) per image and group, one rayon task
+/// each: the task writes bias (and residual) into its tile, builds that tile's im2col columns,
+/// runs a single-threaded GEMM onto it and applies the activation, all while the tile is in
+/// cache. When there are too few tiles to keep every thread busy (small planes at batch 1), the
+/// GEMM itself is split over the threads instead.
 pub fn conv2d_f32(
     x: &[f32],
     packed: &PackedConv,
@@ -73,95 +86,140 @@ pub fn conv2d_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let plane_in = g.in_h * g.in_w;
     let plane_out = g.out_h * g.out_w;
-    let (cg, og, depth) = (g.in_channels / g.groups, g.out_channels / g.groups, g.depth());
-    assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "conv input size");
-    assert_eq!(packed.weight.len(), g.out_channels * depth, "conv weight size");
-    let image_out = g.out_channels * plane_out;
-    let mut y = match residual {
-        Some(r) => {
-            assert_eq!(r.len(), g.batch * image_out, "residual size");
-            r.to_vec()
-        }
-        None => vec![0f32; g.batch * image_out],
-    };
-    let read_dst = residual.is_some() || packed.bias.is_some();
-    if let Some(b) = &packed.bias {
-        y.par_chunks_mut(plane_out).enumerate().for_each(|(p, plane)| {
-            let bias = b[p % g.out_channels];
-            plane.iter_mut().for_each(|v| *v += bias);
-        });
+    assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
+    assert_eq!(packed.weight.len(), g.out_channels * g.depth(), "conv weight size");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
+    let mut y = vec![0f32; g.batch * g.out_channels * plane_out];
     let threads = rayon::current_num_threads();
-    COLS.with_borrow_mut(|cols| {
-        if !g.is_pointwise() && cols.len() < depth * plane_out {
-            cols.resize(depth * plane_out, 0.0);
-        }
-        for n in 0..g.batch {
-            for grp in 0..g.groups {
-                let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
-                let rhs: &[f32] = if g.is_pointwise() {
-                    xg
-                } else {
-                    im2col(xg, cg, g, &mut cols[..depth * plane_out]);
-                    &cols[..depth * plane_out]
-                };
-                let w = &packed.weight[grp * og * depth..][..og * depth];
-                let dst = &mut y[n * image_out + grp * og * plane_out..][..og * plane_out];
-                // SAFETY: dst is og×plane_out, w is og×depth and rhs is depth×plane_out, all
-                // row-major and in bounds (checked by the slicing above).
-                unsafe {
-                    gemm::gemm(
-                        og,
-                        plane_out,
-                        depth,
-                        dst.as_mut_ptr(),
-                        1,
-                        plane_out as isize,
-                        read_dst,
-                        w.as_ptr(),
-                        1,
-                        depth as isize,
-                        rhs.as_ptr(),
-                        1,
-                        plane_out as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(threads),
-                    )
-                }
-            }
-            act_in_place(&mut y[n * image_out..][..image_out], act);
-        }
-    });
+    let images = g.batch * g.groups;
+    // Tiles of at least MIN_TILE columns, about TILES_PER_THREAD of them per thread.
+    const MIN_TILE: usize = 64;
+    const TILES_PER_THREAD: usize = 8;
+    let want = (threads * TILES_PER_THREAD).div_ceil(images);
+    let tile = plane_out
+        .div_ceil(want)
+        .next_multiple_of(16)
+        .max(MIN_TILE)
+        .min(plane_out);
+    let per_image = plane_out.div_ceil(tile);
+    let out = SyncPtr(y.as_mut_ptr());
+    let run = |task: usize, par: gemm::Parallelism| {
+        let (image, t) = (task / per_image, task % per_image);
+        let (col0, cols) = (t * tile, tile.min(plane_out - t * tile));
+        // SAFETY: tasks write disjoint column ranges of `y`, which outlives them.
+        unsafe { conv_tile(x, packed, act, residual, g, image, col0, cols, out, par) }
+    };
+    if images * per_image >= 2 * threads || threads == 1 {
+        (0..images * per_image)
+            .into_par_iter()
+            .for_each(|task| run(task, gemm::Parallelism::None));
+    } else {
+        (0..images * per_image).for_each(|task| run(task, gemm::Parallelism::Rayon(threads)));
+    }
     y
 }
 
-/// Applies the activation to every element.
-pub fn act_in_place(y: &mut [f32], act: Activation) {
-    match act {
-        Activation::None => {}
-        Activation::Relu => y
-            .par_chunks_mut(1 << 14)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0))),
-        Activation::Relu6 => y
-            .par_chunks_mut(1 << 14)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0))),
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used to hand disjoint tiles of one output buffer to rayon tasks.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// One tile: output columns `col0..col0 + cols` of every output channel of group `image % groups`
+/// of image `image / groups`.
+///
+/// # Safety
+/// `y` points to the N×O×Ho×Wo output; no other task writes this tile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_tile(
+    x: &[f32],
+    packed: &PackedConv,
+    act: Activation,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+    image: usize,
+    col0: usize,
+    cols: usize,
+    y: SyncPtr,
+    par: gemm::Parallelism,
+) {
+    let (n, grp) = (image / g.groups, image % g.groups);
+    let plane_in = g.in_h * g.in_w;
+    let plane_out = g.out_h * g.out_w;
+    let (cg, og, depth) = (g.in_channels / g.groups, g.out_channels / g.groups, g.depth());
+    let first_row = n * g.out_channels + grp * og;
+    let dst = y.0.add(first_row * plane_out + col0);
+    for o in 0..og {
+        let row = std::slice::from_raw_parts_mut(dst.add(o * plane_out), cols);
+        match residual {
+            Some(r) => row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..cols]),
+            None => row.fill(0.0),
+        }
+        if let Some(b) = &packed.bias {
+            let bias = b[grp * og + o];
+            row.iter_mut().for_each(|v| *v += bias);
+        }
+    }
+    let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
+    let w = &packed.weight[grp * og * depth..][..og * depth];
+    let mut buf = if g.is_pointwise() { Vec::new() } else { COLS.take() };
+    let (rhs, rhs_stride): (*const f32, usize) = if g.is_pointwise() {
+        (xg[col0..].as_ptr(), plane_in)
+    } else {
+        buf.resize(depth * cols, 0.0);
+        im2col(xg, cg, g, col0, cols, &mut buf[..depth * cols]);
+        (buf.as_ptr(), cols)
+    };
+    // SAFETY: dst is og×cols with row stride plane_out, w is og×depth and rhs is depth×cols with
+    // row stride rhs_stride, all in bounds (checked by the slicing above).
+    gemm::gemm(
+        og,
+        cols,
+        depth,
+        dst,
+        1,
+        plane_out as isize,
+        true,
+        w.as_ptr(),
+        1,
+        depth as isize,
+        rhs,
+        1,
+        rhs_stride as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    );
+    if !g.is_pointwise() {
+        COLS.set(buf);
+    }
+    for o in 0..og {
+        act_slice(std::slice::from_raw_parts_mut(dst.add(o * plane_out), cols), act);
     }
 }
 
-/// Writes the im2col matrix of one image's group (`x`: `cg` planes of H×W) into `cols`:
-/// row `(c·kh + i)·kw + j`, column `oy·Wo + ox` holds `x[c, oy·s + i·d − pt, ox·s + j·d − pl]`,
-/// zero outside the input.
-fn im2col(x: &[f32], cg: usize, g: &ConvGeometry, cols: &mut [f32]) {
+/// Applies the activation to a slice.
+fn act_slice(y: &mut [f32], act: Activation) {
+    match act {
+        Activation::None => {}
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+    }
+}
+
+/// Writes columns `col0..col0 + cols` of the im2col matrix of one image's group (`x`: `cg`
+/// planes of H×W) into `out` (row-major, `cols` wide): row `(c·kh + i)·kw + j`, column
+/// `oy·Wo + ox` holds `x[c, oy·s + i·d − pt, ox·s + j·d − pl]`, zero outside the input.
+fn im2col(x: &[f32], cg: usize, g: &ConvGeometry, col0: usize, cols: usize, out: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride as isize, g.dilation as isize);
-    let plane_out = g.out_h * g.out_w;
-    cols.par_chunks_mut(plane_out).enumerate().for_each(|(r, row)| {
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
         let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
         debug_assert!(c < cg);
         let xin = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
@@ -169,27 +227,35 @@ fn im2col(x: &[f32], cg: usize, g: &ConvGeometry, cols: &mut [f32]) {
         let off = j as isize * d - g.pad_left as isize;
         let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize }.min(g.out_w);
         let hi = ((g.in_w as isize - 1 - off).div_euclid(s) + 1).clamp(lo as isize, g.out_w as isize) as usize;
-        for oy in 0..g.out_h {
-            let out = &mut row[oy * g.out_w..][..g.out_w];
+        // walk the output rows this column window touches
+        let mut col = col0;
+        while col < col0 + cols {
+            let (oy, ox0) = (col / g.out_w, col % g.out_w);
+            let ox1 = g.out_w.min(ox0 + col0 + cols - col);
+            let dst = &mut row[col - col0..][..ox1 - ox0];
+            col += ox1 - ox0;
             let iy = oy as isize * s + i as isize * d - g.pad_top as isize;
             if iy < 0 || iy >= g.in_h as isize {
-                out.fill(0.0);
+                dst.fill(0.0);
                 continue;
             }
             let xrow = &xin[iy as usize * g.in_w..][..g.in_w];
-            out[..lo].fill(0.0);
-            out[hi..].fill(0.0);
-            if hi == lo {
+            // the valid part of this window: a..b (in output columns)
+            let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+            dst[..a - ox0].fill(0.0);
+            dst[b - ox0..].fill(0.0);
+            if a == b {
                 continue;
             }
+            let dst = &mut dst[a - ox0..b - ox0];
             if s == 1 {
-                let start = (lo as isize + off) as usize;
-                out[lo..hi].copy_from_slice(&xrow[start..start + (hi - lo)]);
+                let start = (a as isize + off) as usize;
+                dst.copy_from_slice(&xrow[start..start + (b - a)]);
             } else {
-                for (ox, o) in out[lo..hi].iter_mut().enumerate() {
-                    *o = xrow[((ox + lo) as isize * s + off) as usize];
+                for (k, v) in dst.iter_mut().enumerate() {
+                    *v = xrow[((a + k) as isize * s + off) as usize];
                 }
             }
         }
-    });
+    }
 }

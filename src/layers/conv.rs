@@ -149,10 +149,7 @@ impl Conv2d {
             None
         };
         let packed = if !spec.is_depthwise() && on_cpu {
-            Some(Box::new(PackedConv {
-                weight: to_f32_vec(&weight)?,
-                bias: packed_bias,
-            }))
+            Some(Box::new(PackedConv::new(to_f32_vec(&weight)?, packed_bias)))
         } else {
             None
         };

@@ -1,0 +1,102 @@
+//! Kernels alone: the f32 GEMM peak on this machine and the hot convolution layers of ResNet-50,
+//! VGG-16 and MobileNetV2, each at its real shape. Throughput is in FLOP (2 per multiply-add), so
+//! criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};
+use ferrovision::layers::Activation;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn gemm_peak(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10);
+    let threads = rayon::current_num_threads();
+    for (m, n, k) in [(1024, 1024, 1024), (256, 3136, 2304), (512, 196, 4608)] {
+        let (a, b) = (random(m * k, 1), random(k * n, 2));
+        let mut dst = vec![0f32; m * n];
+        g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        g.bench_function(BenchmarkId::from_parameter(format!("{m}x{n}x{k}")), |bench| {
+            bench.iter(|| unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(threads),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+/// (name, in channels, out channels, input size, kernel, stride)
+#[rustfmt::skip]
+const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("resnet50.layer1.conv1x1", 256, 64, 56, 1, 1),
+    ("resnet50.layer1.conv3x3", 64, 64, 56, 3, 1),
+    ("resnet50.layer3.conv3x3", 256, 256, 14, 3, 1),
+    ("vgg16.features.10",       128, 256, 56, 3, 1),
+    ("vgg16.features.24",       512, 512, 14, 3, 1),
+    ("mobilenet_v2.expand",     24, 144, 56, 1, 1),
+];
+
+fn conv_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv");
+    g.sample_size(10);
+    for &(name, ci, co, hw, k, s) in LAYERS {
+        for batch in [1, 8] {
+            let pad = k / 2;
+            let out = (hw + 2 * pad - k) / s + 1;
+            let geom = ConvGeometry {
+                batch,
+                in_channels: ci,
+                out_channels: co,
+                groups: 1,
+                in_h: hw,
+                in_w: hw,
+                kernel: (k, k),
+                stride: s,
+                dilation: 1,
+                pad_top: pad,
+                pad_left: pad,
+                out_h: out,
+                out_w: out,
+            };
+            let packed = PackedConv::new(random(co * ci * k * k, 3), Some(random(co, 4)));
+            let x = random(batch * ci * hw * hw, 5);
+            g.throughput(Throughput::Elements(2 * (batch * co * out * out * ci * k * k) as u64));
+            g.bench_function(BenchmarkId::new(name, batch), |b| {
+                b.iter(|| conv2d_f32(&x, &packed, Activation::Relu, None, &geom))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, conv_layers);
+criterion_main!(benches);

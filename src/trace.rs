@@ -32,6 +32,8 @@ pub struct Event {
     pub macs: u64,
     /// A second module whose parameters belong to this row (a convolution's folded BatchNorm).
     pub also: Option<String>,
+    /// What kind of layer of its type this is, for profiles (`3×3/2 depthwise`), or empty.
+    pub detail: String,
     /// The output, when the tracer asked to keep it.
     pub tensor: Option<Tensor>,
     /// Wall time since the previous event (or the start of the trace): the layer's own work, or
@@ -76,11 +78,18 @@ pub fn active() -> bool {
 
 /// Reports one output (a no-op unless tracing).
 pub fn record(name: &str, kind: &'static str, out: &Tensor, macs: u64) {
-    record_with(name, kind, out, macs, None)
+    record_with(name, kind, out, macs, None, String::new)
 }
 
-/// As [`record`], with a second module whose parameters belong to this row.
-pub fn record_with(name: &str, kind: &'static str, out: &Tensor, macs: u64, also: Option<&str>) {
+/// As [`record`], with a second module whose parameters belong to this row and a detail.
+pub fn record_with(
+    name: &str,
+    kind: &'static str,
+    out: &Tensor,
+    macs: u64,
+    also: Option<&str>,
+    detail: impl FnOnce() -> String,
+) {
     TRACER.with(|t| {
         if let Some(tr) = t.borrow_mut().as_mut() {
             let tensor = (tr.keep)(name).then(|| out.clone());
@@ -92,6 +101,7 @@ pub fn record_with(name: &str, kind: &'static str, out: &Tensor, macs: u64, also
                 shape: out.dims().to_vec(),
                 macs,
                 also: also.map(str::to_string),
+                detail: detail(),
                 tensor,
                 elapsed,
             });

@@ -114,27 +114,32 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
 struct Profile {
     runs: usize,
     /// (kind, layers of that kind, seconds, MACs per image), slowest first.
-    kinds: Vec<(&'static str, usize, f64, u64)>,
+    kinds: Vec<(String, usize, f64, u64)>,
     /// (name, kind, seconds), slowest first.
-    layers: Vec<(String, &'static str, f64)>,
+    layers: Vec<(String, String, f64)>,
 }
 
 fn profile(net: &dyn ferrovision::Network, x: &candle_core::Tensor, runs: usize) -> anyhow::Result<Profile> {
     use std::collections::HashMap;
-    let mut kinds: HashMap<&'static str, (usize, f64, u64)> = HashMap::new();
-    let mut layers: HashMap<String, (&'static str, f64)> = HashMap::new();
+    let mut kinds: HashMap<String, (usize, f64, u64)> = HashMap::new();
+    let mut layers: HashMap<String, (String, f64)> = HashMap::new();
     for run in 0..runs {
         let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(x));
         out?;
         for e in events {
             let secs = e.elapsed.as_secs_f64();
-            let k = kinds.entry(e.kind).or_default();
+            let kind = if e.detail.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{} {}", e.kind, e.detail)
+            };
+            let k = kinds.entry(kind.clone()).or_default();
             k.1 += secs;
             if run == 0 {
                 k.0 += 1;
                 k.2 += e.macs;
             }
-            layers.entry(e.name).or_insert((e.kind, 0.0)).1 += secs;
+            layers.entry(e.name).or_insert((kind, 0.0)).1 += secs;
         }
     }
     let mut kinds: Vec<_> = kinds.into_iter().map(|(k, (n, s, m))| (k, n, s, m)).collect();
@@ -158,9 +163,9 @@ impl Profile {
         serde_json::Value::Array(
             self.kinds
                 .iter()
-                .map(|&(kind, n, s, macs)| {
-                    json!({"kind": kind, "layers": n, "ms_per_image": self.ms_per_image(s, batch),
-                           "share": s / total, "gflop_per_s": self.gflops(s, macs, batch)})
+                .map(|(kind, n, s, macs)| {
+                    json!({"kind": kind, "layers": n, "ms_per_image": self.ms_per_image(*s, batch),
+                           "share": s / total, "gflop_per_s": self.gflops(*s, *macs, batch)})
                 })
                 .collect(),
         )
@@ -175,10 +180,11 @@ impl Profile {
         )?;
         writeln!(
             o,
-            "{:<20} {:>6} {:>12} {:>7} {:>9}",
+            "{:<28} {:>6} {:>12} {:>7} {:>9}",
             "kind", "layers", "ms/image", "share", "GFLOP/s"
         )?;
-        for &(kind, n, s, macs) in &self.kinds {
+        for (kind, n, s, macs) in &self.kinds {
+            let (n, s, macs) = (*n, *s, *macs);
             let rate = if macs > 0 {
                 format!("{:.0}", self.gflops(s, macs, batch))
             } else {
@@ -186,7 +192,7 @@ impl Profile {
             };
             writeln!(
                 o,
-                "{kind:<20} {n:>6} {:>12.2} {:>6.1}% {rate:>9}",
+                "{kind:<28} {n:>6} {:>12.2} {:>6.1}% {rate:>9}",
                 self.ms_per_image(s, batch),
                 100.0 * s / total
             )?;
@@ -195,7 +201,7 @@ impl Profile {
         for (name, kind, s) in self.layers.iter().take(12) {
             writeln!(
                 o,
-                "{name:<36} {kind:<16} {:>8.2} ms/image",
+                "{name:<36} {kind:<28} {:>8.2} ms/image",
                 self.ms_per_image(*s, batch)
             )?;
         }

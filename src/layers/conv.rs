@@ -423,7 +423,11 @@ impl Conv2d {
             let s = &self.spec;
             let (kh, kw) = s.kernel;
             let macs = (ho * wo * s.out_channels * (s.in_channels / s.groups) * kh * kw) as u64;
-            crate::trace::record_with(&self.name, "Conv2d", &y, macs, self.norm_name.as_deref());
+            let detail = || {
+                let dw = if s.is_depthwise() { " depthwise" } else { "" };
+                format!("{kh}×{kw}/{}{dw}", s.stride)
+            };
+            crate::trace::record_with(&self.name, "Conv2d", &y, macs, self.norm_name.as_deref(), detail);
         }
         Ok(y)
     }

@@ -3,6 +3,7 @@
 //! criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};
+use ferrovision::kernels::depthwise::depthwise_f32;
 use ferrovision::layers::Activation;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -98,5 +99,44 @@ fn conv_layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, conv_layers);
+/// (name, channels, input size, stride): MobileNetV2's depthwise layers.
+#[rustfmt::skip]
+const DEPTHWISE: &[(&str, usize, usize, usize)] = &[
+    ("mobilenet_v2.features.2", 96, 112, 2),
+    ("mobilenet_v2.features.3", 144, 56, 1),
+    ("mobilenet_v2.features.14", 576, 14, 2),
+];
+
+fn depthwise_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("depthwise");
+    g.sample_size(10);
+    for &(name, ch, hw, s) in DEPTHWISE {
+        for batch in [1, 8] {
+            let out = (hw + 2 - 3) / s + 1;
+            let geom = ConvGeometry {
+                batch,
+                in_channels: ch,
+                out_channels: ch,
+                groups: ch,
+                in_h: hw,
+                in_w: hw,
+                kernel: (3, 3),
+                stride: s,
+                dilation: 1,
+                pad_top: 1,
+                pad_left: 1,
+                out_h: out,
+                out_w: out,
+            };
+            let (w, b, x) = (random(ch * 9, 6), random(ch, 7), random(batch * ch * hw * hw, 8));
+            g.throughput(Throughput::Elements(2 * (batch * ch * out * out * 9) as u64));
+            g.bench_function(BenchmarkId::new(name, batch), |bench| {
+                bench.iter(|| depthwise_f32(&x, &w, Some(&b), Activation::Relu6, &geom))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, conv_layers, depthwise_layers);
 criterion_main!(benches);

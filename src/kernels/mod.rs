@@ -4,3 +4,4 @@
 
 pub mod conv;
 pub mod depthwise;
+pub mod pool;

@@ -91,18 +91,6 @@ impl ConvSpec {
 /// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
 type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_cpu_f32<R>(x: &Tensor, name: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        bail!("conv `{name}`: expected a CPU tensor")
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let (a, z) = layout.contiguous_offsets().expect("contiguous");
-    Ok(f(&data[a..z]))
-}
-
 /// Flattens a tensor to a `Vec<f32>`.
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
@@ -367,8 +355,8 @@ impl Conv2d {
             && residual.is_none_or(|r| r.dtype() == candle_core::DType::F32);
         let y = match (&self.packed, &self.packed_dw) {
             (Some(packed), _) if f32_cpu => {
-                let out = with_cpu_f32(x, &self.name, |xs| match residual {
-                    Some(r) => with_cpu_f32(r, &self.name, |rs| {
+                let out = super::with_cpu_f32(x, &self.name, |xs| match residual {
+                    Some(r) => super::with_cpu_f32(r, &self.name, |rs| {
                         crate::kernels::conv::conv2d_f32(xs, packed, act, Some(rs), &geometry)
                     }),
                     None => Ok(crate::kernels::conv::conv2d_f32(xs, packed, act, None, &geometry)),
@@ -377,7 +365,7 @@ impl Conv2d {
             }
             (_, Some(packed)) if f32_cpu && residual.is_none() => {
                 let (dw_w, dw_b) = &**packed;
-                let out = with_cpu_f32(x, &self.name, |xs| {
+                let out = super::with_cpu_f32(x, &self.name, |xs| {
                     crate::kernels::depthwise::depthwise_f32(xs, dw_w, dw_b.as_deref(), act, &geometry)
                 })?;
                 Tensor::from_vec(out, (n, c, ho, wo), x.device())?

@@ -31,3 +31,19 @@ pub use candle_nn::{linear, Linear};
 pub fn flatten(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
     x.flatten_from(1)
 }
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+pub(crate) fn with_cpu_f32<R>(
+    x: &candle_core::Tensor,
+    name: &str,
+    f: impl FnOnce(&[f32]) -> R,
+) -> candle_core::Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("`{name}`: expected a CPU tensor")
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let (a, z) = layout.contiguous_offsets().expect("contiguous");
+    Ok(f(&data[a..z]))
+}

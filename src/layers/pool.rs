@@ -4,6 +4,7 @@
 use candle_core::{bail, DType, Module, Result, Tensor};
 
 use super::padding::{pool_out, RoundMode};
+use crate::kernels::pool::{pool2d_f32, PoolGeometry, PoolOp};
 
 /// Shared geometry of a square pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,28 @@ impl PoolSpec {
     }
 }
 
+impl PoolSpec {
+    /// Our CPU kernel for f32 CPU tensors; `None` for other devices and dtypes (candle's path).
+    fn on_cpu(&self, x: &Tensor, ho: usize, wo: usize, op: PoolOp) -> Result<Option<Tensor>> {
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let g = PoolGeometry {
+            planes: n * c,
+            in_h: h,
+            in_w: w,
+            kernel: self.kernel,
+            stride: self.stride,
+            pad: self.padding,
+            out_h: ho,
+            out_w: wo,
+        };
+        let y = super::with_cpu_f32(x, "pool", |xs| pool2d_f32(xs, op, &g))?;
+        Tensor::from_vec(y, (n, c, ho, wo), x.device()).map(Some)
+    }
+}
+
 /// Pads dimension `dim` with `before` / `after` copies of `value`.
 fn pad_const(x: &Tensor, dim: usize, before: usize, after: usize, value: f64) -> Result<Tensor> {
     if before == 0 && after == 0 {
@@ -81,7 +104,10 @@ impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let s = self.0;
-        let (_, (eh, ew)) = s.geometry(h, w, "max pool")?;
+        let ((ho, wo), (eh, ew)) = s.geometry(h, w, "max pool")?;
+        if let Some(y) = s.on_cpu(x, ho, wo, PoolOp::Max)? {
+            return Ok(y);
+        }
         let p = s.padding;
         let xp = pad_const(x, 2, p, p + eh, f64::NEG_INFINITY)?;
         let xp = pad_const(&xp, 3, p, p + ew, f64::NEG_INFINITY)?;
@@ -112,7 +138,13 @@ impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let s = self.spec;
-        let (_, (eh, ew)) = s.geometry(h, w, "average pool")?;
+        let ((ho, wo), (eh, ew)) = s.geometry(h, w, "average pool")?;
+        let op = PoolOp::Avg {
+            count_include_pad: self.count_include_pad,
+        };
+        if let Some(y) = s.on_cpu(x, ho, wo, op)? {
+            return Ok(y);
+        }
         let p = s.padding;
         let pad2 = |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, p, p + eh)?.pad_with_zeros(3, p, p + ew) };
         let mean = pad2(x)?.avg_pool2d_with_stride(s.kernel, s.stride)?;

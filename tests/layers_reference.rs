@@ -253,6 +253,18 @@ proptest! {
         check_conv(&ConvCase { n, groups, cpg, opg, h: hw, w: hw + 1, kh: k, kw: k, stride, dil: 1, pad, bias, seed,
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
+
+    /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and
+    /// even sizes (partial edge tiles), every padding (incl. TF "SAME"), residual, batches.
+    #[test]
+    fn winograd_conv_matches_naive(
+        n in 1usize..4, cpg in 16usize..40, opg in 16usize..40, h in 1usize..20, w in 1usize..20,
+        pad in prop::option::of((0usize..3, 0usize..3)), bias in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(pad.is_none_or(|(ph, pw)| h + 2 * ph >= 3 && w + 2 * pw >= 3));
+        check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad, bias, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
 }
 
 proptest! {

@@ -52,17 +52,38 @@ impl ConvGeometry {
     }
 }
 
-/// Weights `O × C_g·kh·kw` (row-major, f32) and bias, prepared once at load.
+/// Weights and bias prepared once at load, in the layout the kernel wants.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
-    pub weight: Vec<f32>,
+    pub weights: Packed,
     pub bias: Option<Vec<f32>>,
+}
+
+/// How a convolution's weights are laid out, which picks the algorithm.
+#[derive(Debug, Clone)]
+pub enum Packed {
+    /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + GEMM.
+    Im2col(Vec<f32>),
+    /// 3×3 stride 1, one group: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
+    /// [`super::winograd`].
+    Winograd2x2(Vec<f32>),
 }
 
 impl PackedConv {
     /// `weight`: O×C_g×kh×kw (OIHW) flattened; `bias`: O values.
     pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
-        Self { weight, bias }
+        Self {
+            weights: Packed::Im2col(weight),
+            bias,
+        }
+    }
+
+    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3).
+    pub fn winograd(weight: &[f32], out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
+        Self {
+            weights: Packed::Winograd2x2(super::winograd::transform_weights(weight, out_channels, in_channels)),
+            bias,
+        }
     }
 }
 
@@ -86,9 +107,15 @@ pub fn conv2d_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    let weight = match &packed.weights {
+        Packed::Im2col(w) => w,
+        Packed::Winograd2x2(u) => {
+            return super::winograd::winograd_f32(x, u, packed.bias.as_deref(), act, residual, g);
+        }
+    };
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
-    assert_eq!(packed.weight.len(), g.out_channels * g.depth(), "conv weight size");
+    assert_eq!(weight.len(), g.out_channels * g.depth(), "conv weight size");
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
@@ -110,7 +137,21 @@ pub fn conv2d_f32(
         let (image, t) = (task / per_image, task % per_image);
         let (col0, cols) = (t * tile, tile.min(plane_out - t * tile));
         // SAFETY: tasks write disjoint column ranges of `y`, which outlives them.
-        unsafe { conv_tile(x, packed, act, residual, g, image, col0, cols, out, par) }
+        unsafe {
+            conv_tile(
+                x,
+                weight,
+                packed.bias.as_deref(),
+                act,
+                residual,
+                g,
+                image,
+                col0,
+                cols,
+                out,
+                par,
+            )
+        }
     };
     if images * per_image >= 2 * threads || threads == 1 {
         (0..images * per_image)
@@ -136,7 +177,8 @@ unsafe impl Sync for SyncPtr {}
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_tile(
     x: &[f32],
-    packed: &PackedConv,
+    weight: &[f32],
+    bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
     g: &ConvGeometry,
@@ -158,13 +200,13 @@ unsafe fn conv_tile(
             Some(r) => row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..cols]),
             None => row.fill(0.0),
         }
-        if let Some(b) = &packed.bias {
+        if let Some(b) = bias {
             let bias = b[grp * og + o];
             row.iter_mut().for_each(|v| *v += bias);
         }
     }
     let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
-    let w = &packed.weight[grp * og * depth..][..og * depth];
+    let w = &weight[grp * og * depth..][..og * depth];
     let mut buf = if g.is_pointwise() { Vec::new() } else { COLS.take() };
     let (rhs, rhs_stride): (*const f32, usize) = if g.is_pointwise() {
         (xg[col0..].as_ptr(), plane_in)

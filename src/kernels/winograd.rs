@@ -96,7 +96,7 @@ pub fn winograd_f32(
     let blocks = tiles.div_ceil(block);
     let out = SyncPtr(y.as_mut_ptr());
     let arch = pulp::Arch::new();
-    let run = |task: usize, par: gemm::Parallelism| {
+    let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
         let t0 = b * block;
         let task = Task {
@@ -111,15 +111,13 @@ pub fn winograd_f32(
         };
         let mut scratch = SCRATCH.take();
         // SAFETY: tasks write the disjoint output tiles t0..t0+nt of image n.
-        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), par, arch) };
+        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), wide, arch) };
         SCRATCH.set(scratch);
     };
     if g.batch * blocks >= 2 * threads || threads == 1 {
-        (0..g.batch * blocks)
-            .into_par_iter()
-            .for_each(|t| run(t, gemm::Parallelism::None));
+        (0..g.batch * blocks).into_par_iter().for_each(|t| run(t, false));
     } else {
-        (0..g.batch * blocks).for_each(|t| run(t, gemm::Parallelism::Rayon(threads)));
+        (0..g.batch * blocks).for_each(|t| run(t, true));
     }
     y
 }
@@ -151,33 +149,35 @@ impl Task<'_> {
         })
     }
 
+    /// Runs the block on this thread, or (`wide`) with each step split over all threads:
+    /// input channels, the 16 GEMMs, output channels (few tiles, e.g. 7×7 maps at batch 1).
+    ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &[f32], scratch: &mut Vec<f32>, y: SyncPtr, par: gemm::Parallelism, arch: pulp::Arch) {
+    unsafe fn run(&self, u: &[f32], scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
-        let row_len = self.tiles_w + 1;
-        // V: 16×C×nt, M: 16×O×nt, phases: 4 rows × 2 × row_len, temporaries: 16 × tiles_w
+        // V: 16×C×nt, M: 16×O×nt
         let (v_len, m_len) = (16 * c * nt, 16 * o * nt);
-        scratch.resize(v_len + m_len + 8 * row_len + 16 * self.tiles_w, 0.0);
-        let (v, rest) = scratch.split_at_mut(v_len);
-        let (m, rest) = rest.split_at_mut(m_len);
-        let (phases, tmp) = rest.split_at_mut(8 * row_len);
-        arch.dispatch(|| self.input_transform(v, phases, tmp));
-        for xi in 0..16 {
-            // SAFETY: M[ξ] is O×nt, U[ξ] is O×C, V[ξ] is C×nt, all row-major and in bounds.
+        scratch.resize(v_len + m_len, 0.0);
+        let (v, m) = scratch.split_at_mut(v_len);
+        let (v, m) = (SyncPtr(v.as_mut_ptr()), SyncPtr(m.as_mut_ptr()));
+        let temporaries = || vec![0f32; 8 * (self.tiles_w + 1) + 16 * self.tiles_w];
+        let gemm = |xi: usize| {
+            // SAFETY: M[ξ] is O×nt, U[ξ] is O×C, V[ξ] is C×nt, all row-major and in bounds;
+            // each ξ writes its own M[ξ].
             gemm::gemm(
                 o,
                 nt,
                 c,
-                m[xi * o * nt..].as_mut_ptr(),
+                m.add(xi * o * nt).0,
                 1,
                 nt as isize,
                 false,
                 u[xi * o * c..].as_ptr(),
                 1,
                 c as isize,
-                v[xi * c * nt..].as_ptr(),
+                v.add(xi * c * nt).0,
                 1,
                 nt as isize,
                 0.0,
@@ -185,19 +185,38 @@ impl Task<'_> {
                 false,
                 false,
                 false,
-                par,
+                gemm::Parallelism::None,
             );
+        };
+        if wide {
+            let chunks = |len: usize| len.div_ceil(4 * rayon::current_num_threads()).max(1);
+            let (cc, oc) = (chunks(c), chunks(o));
+            (0..c.div_ceil(cc)).into_par_iter().for_each(|k| {
+                let mut tmp = temporaries();
+                arch.dispatch(|| self.input_transform(k * cc..c.min((k + 1) * cc), v, &mut tmp));
+            });
+            (0..16).into_par_iter().for_each(gemm);
+            (0..o.div_ceil(oc)).into_par_iter().for_each(|k| {
+                let mut tmp = temporaries();
+                arch.dispatch(|| self.output_transform(k * oc..o.min((k + 1) * oc), m, &mut tmp, y));
+            });
+        } else {
+            let mut tmp = temporaries();
+            arch.dispatch(|| self.input_transform(0..c, v, &mut tmp));
+            (0..16).for_each(gemm);
+            arch.dispatch(|| self.output_transform(0..o, m, &mut tmp, y));
         }
-        arch.dispatch(|| self.output_transform(m, tmp, y));
     }
 
-    /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every channel and tile of the block.
+    /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for channels `chs` and every tile of the block; `v` points
+    /// to V (16×C×nt), of which this call writes rows `chs` only.
     #[inline(always)]
-    fn input_transform(&self, v: &mut [f32], phases: &mut [f32], tmp: &mut [f32]) {
+    fn input_transform(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
         let g = self.g;
         let (nt, row_len) = (self.nt, self.tiles_w + 1);
         let plane = g.in_h * g.in_w;
-        for ch in 0..g.in_channels {
+        let (phases, tmp) = scratch.split_at_mut(8 * row_len);
+        for ch in chs {
             let xin = &self.x[ch * plane..][..plane];
             for (ty, tx, len, off) in self.segments() {
                 // rows 2ty−pt+i, split into even/odd padded columns from 2tx−pl on
@@ -251,7 +270,9 @@ impl Task<'_> {
                     let rows: [(&[f32], &[f32], f32); 4] =
                         [(r0, r2, -1.0), (r1, r2, 1.0), (r2, r1, -1.0), (r1, r3, -1.0)];
                     for (i, (a, b, sign)) in rows.into_iter().enumerate() {
-                        for ((d, a), b) in v[dst(4 * i + j)..][..len].iter_mut().zip(a).zip(b) {
+                        // SAFETY: row (ξ, ch) of V belongs to this call; off + len ≤ nt.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(v.add(dst(4 * i + j)).0, len) };
+                        for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
                             *d = a + sign * b;
                         }
                     }
@@ -262,11 +283,13 @@ impl Task<'_> {
 
     /// `Y = Aᵀ M A` per tile, plus bias and residual, activation, written into the output.
     #[inline(always)]
-    fn output_transform(&self, m: &[f32], tmp: &mut [f32], y: SyncPtr) {
+    fn output_transform(&self, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
         let g = self.g;
         let (nt, tw) = (self.nt, self.tiles_w);
         let plane = g.out_h * g.out_w;
-        for oc in 0..g.out_channels {
+        // SAFETY: the GEMMs that wrote M are done; M is 16×O×nt.
+        let m = unsafe { std::slice::from_raw_parts(m.0, 16 * g.out_channels * nt) };
+        for oc in ocs {
             let bias = self.bias.map_or(0.0, |b| b[oc]);
             for (ty, tx, len, off) in self.segments() {
                 let mm = |xi: usize| &m[(xi * g.out_channels + oc) * nt + off..][..len];

@@ -1,6 +1,7 @@
 //! Kernels alone: the f32 GEMM peak on this machine and the hot convolution layers of ResNet-50,
 //! VGG-16 and MobileNetV2, each at its real shape. Throughput is in FLOP (2 per multiply-add), so
 //! criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
+use candle_core::DType;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};
 use ferrovision::kernels::depthwise::depthwise_f32;
@@ -89,7 +90,13 @@ fn conv_layers(c: &mut Criterion) {
                 out_h: out,
                 out_w: out,
             };
-            let packed = PackedConv::new(random(co * ci * k * k, 3), Some(random(co, 4)));
+            // as the model packs it: Winograd F(2×2, 3×3) for 3×3 stride 1, else im2col + GEMM
+            let (w, b) = (random(co * ci * k * k, 3), Some(random(co, 4)));
+            let packed = if k == 3 && s == 1 {
+                PackedConv::winograd(&w, co, ci, b, DType::F32)
+            } else {
+                PackedConv::new(w, b, DType::F32)
+            };
             let x = random(batch * ci * hw * hw, 5);
             g.throughput(Throughput::Elements(2 * (batch * co * out * out * ci * k * k) as u64));
             g.bench_function(BenchmarkId::new(name, batch), |b| {

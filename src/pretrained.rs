@@ -134,9 +134,15 @@ impl Model {
     /// Loads a self-describing weights file: the architecture and everything else come from
     /// its metadata.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_as(path, device, DType::F32)
+    }
+
+    /// As [`Model::load`], with the weights stored as `storage` (f32, f16 or bf16): half
+    /// storage halves the model's memory; on the CPU everything is still computed in f32.
+    pub fn load_as(path: &Path, device: &Device, storage: DType) -> Result<Self> {
         let meta = parse_meta(path, &read_metadata(path)?)?;
         let arch = ArchName::parse(&meta.architecture)?;
-        let net = load_state_dict(path, arch, &meta.options, device)?;
+        let net = crate::weights::load_state_dict_as(path, arch, &meta.options, device, storage)?;
         Ok(Self {
             net,
             meta,

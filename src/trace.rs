@@ -118,7 +118,7 @@ pub fn record_lazy(name: impl FnOnce() -> String, kind: &'static str, out: &Tens
 }
 
 /// Applies a `Linear` layer named `name` and reports it (MACs = in × out per image).
-pub fn linear(name: &str, layer: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn linear(name: &str, layer: &crate::layers::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     use candle_core::Module;
     let y = layer.forward(x)?;
     if active() {

@@ -86,7 +86,7 @@ pub fn parameter_list(arch: ArchName, opts: &ModelOptions) -> crate::Result<Para
         used: Mutex::new(Vec::new()),
         check_finite: false,
     };
-    let (net, used) = build_tracked(arch, opts, tracking, &Device::Cpu)?;
+    let (net, used) = build_tracked(arch, opts, tracking, &Device::Cpu, DType::F32)?;
     drop(net);
     Ok(used)
 }
@@ -106,9 +106,10 @@ fn build_tracked<B: SimpleBackend + 'static>(
     opts: &ModelOptions,
     backend: Tracking<B>,
     device: &Device,
+    storage: DType,
 ) -> crate::Result<(Box<dyn Network>, ParamList)> {
     let backend = std::sync::Arc::new(backend);
-    let vb = VarBuilder::from_backend(Box::new(ArcBackend(backend.clone())), DType::F32, device.clone());
+    let vb = VarBuilder::from_backend(Box::new(ArcBackend(backend.clone())), storage, device.clone());
     let net = build_arch(arch, opts, vb)?;
     let used = std::mem::take(&mut *backend.used.lock().expect("not poisoned"));
     Ok((net, used))
@@ -137,6 +138,19 @@ pub fn load_state_dict(
     opts: &ModelOptions,
     device: &Device,
 ) -> crate::Result<Box<dyn Network>> {
+    load_state_dict_as(path, arch, opts, device, DType::F32)
+}
+
+/// As [`load_state_dict`], with the convolution and linear weights stored as `storage` (f32,
+/// f16 or bf16; on the CPU the kernels compute in f32 either way, see
+/// [`crate::kernels::storage`]). Biases and BatchNorm folding stay f32.
+pub fn load_state_dict_as(
+    path: &Path,
+    arch: ArchName,
+    opts: &ModelOptions,
+    device: &Device,
+    storage: DType,
+) -> crate::Result<Box<dyn Network>> {
     let file_err = |msg: String| Error::File {
         path: path.to_path_buf(),
         msg,
@@ -151,7 +165,7 @@ pub fn load_state_dict(
         used: Mutex::new(Vec::new()),
         check_finite: true,
     };
-    let (net, used) = build_tracked(arch, opts, tracking, device)
+    let (net, used) = build_tracked(arch, opts, tracking, device, storage)
         .map_err(|e| file_err(format!("cannot build {} from it: {e}", arch.name())))?;
     let used: BTreeSet<String> = used.into_iter().map(|(n, _)| n).collect();
     let extra: Vec<&String> = in_file.iter().filter(|n| !used.contains(*n) && !ignorable(n)).collect();

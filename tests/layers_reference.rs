@@ -2,9 +2,9 @@
 //! over random shapes, strides, paddings (both conventions), dilations, groups, ceil mode and
 //! batch sizes (proptest).
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use ferrovision::layers::{
-    Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, MaxPool2d, Padding, PoolSpec,
+    Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, Linear, MaxPool2d, Padding, PoolSpec,
 };
 use proptest::prelude::*;
 
@@ -201,10 +201,31 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         })
 }
 
+/// The weight storage a case's seed picks: f32 half the time, else f16 or bf16. The reference
+/// then uses the same rounded weights, so only the kernel is under test.
+fn storage(seed: u64) -> DType {
+    [DType::F32, DType::F16, DType::BF16, DType::F32][(seed >> 3) as usize % 4]
+}
+
+fn rounded(mut a: Arr, dtype: DType) -> Arr {
+    a.v = a
+        .tensor()
+        .to_dtype(dtype)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    a
+}
+
 fn check_conv(c: &ConvCase) {
     let (cin, cout) = (c.cpg * c.groups, c.opg * c.groups);
     let x = arr([c.n, cin, c.h, c.w], c.seed);
-    let w = arr([cout, c.cpg, c.kh, c.kw], c.seed ^ 1);
+    let dtype = storage(c.seed);
+    let w = rounded(arr([cout, c.cpg, c.kh, c.kw], c.seed ^ 1), dtype);
     let b = lcg_values(c.seed ^ 2, cout);
     let (padding, pads) = match c.pad {
         Some((ph, pw)) => (Padding::Explicit { h: ph, w: pw }, [ph, ph, pw, pw]),
@@ -225,10 +246,10 @@ fn check_conv(c: &ConvCase) {
     let got = if c.residual {
         let r = arr(want.d, c.seed ^ 3);
         want.v.iter_mut().zip(&r.v).for_each(|(y, r)| *y += r);
-        let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec, "test").unwrap();
+        let conv = Conv2d::from_tensors(w.tensor().to_dtype(dtype).unwrap(), bias_t, spec, "test").unwrap();
         conv.forward_residual(&x.tensor(), &r.tensor(), act).unwrap()
     } else {
-        let conv = Conv2d::from_tensors(w.tensor(), bias_t, spec.act(act), "test").unwrap();
+        let conv = Conv2d::from_tensors(w.tensor().to_dtype(dtype).unwrap(), bias_t, spec.act(act), "test").unwrap();
         conv.forward(&x.tensor()).unwrap()
     };
     match act {
@@ -252,6 +273,25 @@ proptest! {
         let pad = Some((k / 2, k / 2));
         check_conv(&ConvCase { n, groups, cpg, opg, h: hw, w: hw + 1, kh: k, kw: k, stride, dil: 1, pad, bias, seed,
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
+    /// `Linear` with f32 (candle's matmul) and f16/bf16 weights (our kernel), any batch.
+    #[test]
+    fn linear_matches_naive(n in 1usize..10, k in 1usize..300, o in 1usize..70, seed in any::<u64>()) {
+        let dtype = storage(seed);
+        let x = arr([1, 1, n, k], seed);
+        let w = rounded(arr([1, 1, o, k], seed ^ 1), dtype);
+        let b = lcg_values(seed ^ 2, o);
+        let mut want = Arr { d: [1, 1, n, o], v: vec![0.0; n * o] };
+        for i in 0..n {
+            for (j, bj) in b.iter().enumerate() {
+                want.v[i * o + j] = bj + (0..k).map(|q| x.v[i * k + q] * w.v[j * k + q]).sum::<f32>();
+            }
+        }
+        let wt = Tensor::from_vec(w.v.clone(), (o, k), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let lin = Linear::new(wt, Some(Tensor::new(b.as_slice(), &Device::Cpu).unwrap())).unwrap();
+        let got = lin.forward(&x.tensor().reshape((n, k)).unwrap()).unwrap();
+        assert_close(&got.reshape((1, 1, n, o)).unwrap(), &want, &format!("linear {dtype:?} n {n} k {k} o {o}"));
     }
 
     /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use ferrovision::preprocess::load_image;
 use ferrovision::Model;
 
@@ -141,5 +141,42 @@ fn f16_and_bf16_files_load_and_agree_with_f32() {
             .collect();
         assert_eq!(tops[0], tops[1], "{image}: f32 and f16 weights disagree on top-1");
         assert_eq!(tops[0], tops[2], "{image}: f32 and bf16 weights disagree on top-1");
+    }
+}
+
+/// Half-precision weight storage (`Model::load_as`, computed in f32) keeps the real MobileNet v2's
+/// answers: the same top-1 as f32 storage on every photo of EXPECTED.tsv, and logits within
+/// the precision the storage type has.
+#[test]
+fn half_weight_storage_keeps_real_mobilenet_v2_answers() {
+    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mnv2.safetensors");
+    let tflite = shared.join("models/tflite/mobilenet_v2_1.0_224_quant.tflite");
+    let res = common::convert(
+        &py,
+        &["tflite", tflite.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    );
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let f32_model = Model::load(&out, &Device::Cpu).unwrap();
+    for (dtype, rel_tol) in [(DType::F16, 5e-3), (DType::BF16, 5e-2)] {
+        let half = Model::load_as(&out, &Device::Cpu, dtype).unwrap();
+        for (image, _) in expected(&shared.join("data/images/EXPECTED.tsv")) {
+            let img = load_image(&shared.join("data/images").join(&image)).unwrap();
+            let a = &f32_model.classify(std::slice::from_ref(&img), 1).unwrap()[0][0];
+            let b = &half.classify(std::slice::from_ref(&img), 1).unwrap()[0][0];
+            let diff = (a.score - b.score).abs();
+            println!(
+                "{dtype:?} {image:<28} top-1 {} / {}, score {:.4} / {:.4}",
+                a.class_id, b.class_id, a.score, b.score
+            );
+            assert_eq!(a.class_id, b.class_id, "{dtype:?} storage changes {image}'s top-1");
+            assert!(
+                diff <= rel_tol,
+                "{dtype:?} storage moves {image}'s top-1 probability by {diff}"
+            );
+        }
     }
 }

@@ -7,8 +7,8 @@ pub mod resnet;
 pub mod squeezenet;
 pub mod vgg;
 
+use crate::layers::Linear;
 use candle_core::{Result, Tensor};
-use candle_nn::Linear;
 
 /// Applies a classifier MLP: ReLU after every layer but the last (dropout is the identity).
 /// `names` are the layers' module paths.
@@ -32,6 +32,7 @@ pub(crate) fn linear_cams(classifier: Option<&Linear>, features: &Tensor) -> Res
     let k = fc.weight().dim(0)?;
     let maps = fc
         .weight()
+        .to_dtype(features.dtype())?
         .unsqueeze(0)?
         .broadcast_as((n, k, c))?
         .contiguous()?

@@ -33,16 +33,20 @@ pub struct BenchArgs {
     /// `json` for one machine-readable line.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Weight storage: f32, f16 or bf16 (computed in f32 either way; half storage halves memory).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub weights_dtype: String,
     /// Also print where the time goes: per layer type and the slowest layers (traced runs).
     #[arg(long)]
     pub profile: bool,
 }
 
-fn peak_rss_mb() -> Option<f64> {
+/// Peak resident memory (`VmHWM`), or the current one (`VmRSS`), in MB (Linux).
+fn rss_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -59,8 +63,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         width: args.width,
         ..ModelOptions::default()
     };
-    let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), DType::F32, Device::Cpu);
+    let dtype = match args.weights_dtype.as_str() {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => DType::F32,
+    };
+    let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), dtype, Device::Cpu);
     let net = ferrovision::model::build_arch(arch, &opts, vb)?;
+    ferrovision::kernels::trim_freed_memory();
     let x = synthetic::input("bench", &[args.batch, 3, size, size], &Device::Cpu)?;
     for _ in 0..2 {
         net.forward(&x)?;
@@ -77,7 +87,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rss = peak_rss_mb();
+    let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
     let profile = if args.profile {
         Some(profile(net.as_ref(), &x, args.runs.max(1))?)
     } else {
@@ -88,20 +98,21 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         writeln!(
             o,
             "{}",
-            json!({"model": args.model, "width": args.width, "input": size, "batch": args.batch, "threads": threads,
-                   "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss,
+            json!({"model": args.model, "weights_dtype": args.weights_dtype, "width": args.width, "input": size, "batch": args.batch, "threads": threads,
+                   "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now,
                    "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
         )?;
     } else {
         writeln!(
             o,
-            "{} (α {}, {size}×{size}), batch {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, peak RSS {:.0} MB",
+            "{} (α {}, {size}×{size}), batch {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, peak RSS {:.0} MB (now {:.0} MB)",
             args.model,
             args.width,
             args.batch,
             times.len(),
             1e3 / ms_per_image,
-            rss.unwrap_or(f64::NAN)
+            rss.unwrap_or(f64::NAN),
+            rss_now.unwrap_or(f64::NAN)
         )?;
         if let Some(p) = &profile {
             p.print(&mut o, args.batch)?;

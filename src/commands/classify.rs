@@ -51,6 +51,9 @@ pub struct ClassifyArgs {
     /// Where the network runs (cuda / metal need a build with that feature).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// Store the weights as f32, f16 or bf16 (half storage halves memory; CPU compute stays f32).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub weights_dtype: String,
     /// Image files or directories (searched recursively for jpg, png, bmp, gif, webp, tiff).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -131,7 +134,12 @@ fn device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
 
 /// Loads the model named by `--weights` / the default, with its `--head` if any.
 pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
-    let mut model = load_model_on(args.weights.as_ref(), device(args.device)?)?;
+    let storage = match args.weights_dtype.as_str() {
+        "f16" => candle_core::DType::F16,
+        "bf16" => candle_core::DType::BF16,
+        _ => candle_core::DType::F32,
+    };
+    let mut model = load_model_as(args.weights.as_ref(), device(args.device)?, storage)?;
     super::features::attach_head(&mut model, args.head.as_deref())?;
     Ok(model)
 }
@@ -143,6 +151,15 @@ pub fn load_model_from(weights: Option<&PathBuf>) -> anyhow::Result<Model> {
 
 /// Loads `weights` or the default model, with a how-to when it is missing.
 pub fn load_model_on(weights: Option<&PathBuf>, device: candle_core::Device) -> anyhow::Result<Model> {
+    load_model_as(weights, device, candle_core::DType::F32)
+}
+
+/// As [`load_model_on`], with the weights stored as `storage`.
+pub fn load_model_as(
+    weights: Option<&PathBuf>,
+    device: candle_core::Device,
+    storage: candle_core::DType,
+) -> anyhow::Result<Model> {
     let path = weights.cloned().unwrap_or_else(default_weights);
     if !path.is_file() {
         anyhow::bail!(
@@ -150,7 +167,9 @@ pub fn load_model_on(weights: Option<&PathBuf>, device: candle_core::Device) -> 
             path.display()
         );
     }
-    Model::load(&path, &device).with_context(|| format!("loading {}", path.display()))
+    let model = Model::load_as(&path, &device, storage).with_context(|| format!("loading {}", path.display()))?;
+    ferrovision::kernels::trim_freed_memory();
+    Ok(model)
 }
 
 pub fn load_rules(arg: Option<&str>) -> anyhow::Result<Option<Rules>> {

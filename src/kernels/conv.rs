@@ -1,7 +1,8 @@
 //! Convolution as one GEMM per image and group on f32 NCHW data ("im2col", Chellapilla et al.
 //! 2006): `Y_g (O_g × Ho·Wo) = W_g (O_g × C_g·kh·kw) · cols (C_g·kh·kw × Ho·Wo)`.
 //!
-//! - The weights are flattened to f32 once at load ([`PackedConv`]); OIHW is already the
+//! - The weights are flattened once at load ([`PackedConv`], f32 or half, see
+//!   [`super::storage`]); OIHW is already the
 //!   row-major `O × C·kh·kw` left-hand matrix the product wants, so nothing is repacked per call.
 //! - A 1×1, stride-1, unpadded convolution needs no im2col: the image's channel planes already
 //!   are the right-hand matrix.
@@ -15,6 +16,9 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
+use candle_core::DType;
+
+use super::storage::Weights;
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -63,31 +67,50 @@ pub struct PackedConv {
 #[derive(Debug, Clone)]
 pub enum Packed {
     /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + GEMM.
-    Im2col(Vec<f32>),
+    Im2col(Weights),
     /// 3×3 stride 1, one group: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
     /// [`super::winograd`].
-    Winograd2x2(Vec<f32>),
+    Winograd2x2(Weights),
 }
 
 impl PackedConv {
-    /// `weight`: O×C_g×kh×kw (OIHW) flattened; `bias`: O values.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
+    /// `weight`: O×C_g×kh×kw (OIHW) flattened, stored as `dtype` (f32, f16 or bf16);
+    /// `bias`: O values.
+    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, dtype: DType) -> Self {
         Self {
-            weights: Packed::Im2col(weight),
+            weights: Packed::Im2col(Weights::new(weight, dtype)),
             bias,
         }
     }
 
-    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3).
-    pub fn winograd(weight: &[f32], out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
+    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3); the transformed
+    /// filters are stored as `dtype`.
+    pub fn winograd(
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        bias: Option<Vec<f32>>,
+        dtype: DType,
+    ) -> Self {
+        let u = super::winograd::transform_weights(weight, out_channels, in_channels);
         Self {
-            weights: Packed::Winograd2x2(super::winograd::transform_weights(weight, out_channels, in_channels)),
+            weights: Packed::Winograd2x2(Weights::new(u, dtype)),
             bias,
         }
+    }
+
+    /// Bytes of weights held.
+    pub fn bytes(&self) -> usize {
+        let w = match &self.weights {
+            Packed::Im2col(w) | Packed::Winograd2x2(w) => w,
+        };
+        w.bytes() + 4 * self.bias.as_ref().map_or(0, Vec::len)
     }
 }
 
 thread_local! {
+    /// Half-precision weights widened to f32 for one GEMM, reused.
+    pub(crate) static WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// The im2col matrix, reused across layers and calls on this thread.
     static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -173,7 +196,7 @@ unsafe impl Sync for SyncPtr {}
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_tile(
     x: &[f32],
-    weight: &[f32],
+    weight: &Weights,
     bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
@@ -203,7 +226,11 @@ unsafe fn conv_tile(
         }
     }
     let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
-    let w = &weight[(grp * og + rows.start) * depth..][..nrows * depth];
+    let mut wbuf = WEIGHTS.take();
+    let w = weight.f32_slice(
+        (grp * og + rows.start) * depth..(grp * og + rows.end) * depth,
+        &mut wbuf,
+    );
     let mut buf = if g.is_pointwise() { Vec::new() } else { COLS.take() };
     let (rhs, rhs_stride): (*const f32, usize) = if g.is_pointwise() {
         (xg[col0..].as_ptr(), plane_in)
@@ -238,6 +265,7 @@ unsafe fn conv_tile(
     if !g.is_pointwise() {
         COLS.set(buf);
     }
+    WEIGHTS.set(wbuf);
     for o in 0..nrows {
         act_slice(std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols), act);
     }

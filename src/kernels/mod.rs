@@ -4,7 +4,9 @@
 
 pub mod conv;
 pub mod depthwise;
+pub mod linear;
 pub mod pool;
+pub mod storage;
 pub mod winograd;
 
 /// Asks the C allocator to keep freed memory for reuse instead of handing it back to the OS
@@ -20,5 +22,16 @@ pub fn reuse_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Hands memory freed so far back to the OS (glibc's `malloc_trim`): call it once after
+/// loading a model, whose conversions leave large freed blocks that [`reuse_freed_memory`]
+/// would otherwise keep resident. A no-op where the C library is not glibc.
+pub fn trim_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

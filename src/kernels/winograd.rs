@@ -18,6 +18,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
+use super::storage::Weights;
 use crate::layers::Activation;
 
 /// `U[ξ][o][c]` (ξ = 4i + j) from 3×3 filters `weight` (O×C×3×3).
@@ -70,7 +71,7 @@ impl SyncPtr {
 /// [`transform_weights`]. Same contract as [`super::conv::conv2d_f32`].
 pub fn winograd_f32(
     x: &[f32],
-    u: &[f32],
+    u: &Weights,
     bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
@@ -154,9 +155,11 @@ impl Task<'_> {
     ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &[f32], scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
+    unsafe fn run(&self, u: &Weights, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
+        let mut ubuf = super::conv::WEIGHTS.take();
+        let u = u.f32_slice(0..u.len(), &mut ubuf);
         // V: 16×C×nt, M: 16×O×nt
         let (v_len, m_len) = (16 * c * nt, 16 * o * nt);
         scratch.resize(v_len + m_len, 0.0);
@@ -206,6 +209,7 @@ impl Task<'_> {
             (0..16).for_each(gemm);
             arch.dispatch(|| self.output_transform(0..o, m, &mut tmp, y));
         }
+        super::conv::WEIGHTS.set(ubuf);
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for channels `chs` and every tile of the block; `v` points

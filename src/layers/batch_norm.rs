@@ -26,11 +26,12 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// Reads `weight`, `bias`, `running_mean`, `running_var` of `channels` from `vb`.
     pub fn load(vb: &VarBuilder, channels: usize, eps: f64) -> Result<Self> {
+        let get = |name| super::conv::get_f32(vb, channels, name);
         Ok(Self {
-            weight: vb.get(channels, "weight")?,
-            bias: vb.get(channels, "bias")?,
-            running_mean: vb.get(channels, "running_mean")?,
-            running_var: vb.get(channels, "running_var")?,
+            weight: get("weight")?,
+            bias: get("bias")?,
+            running_mean: get("running_mean")?,
+            running_var: get("running_var")?,
             eps,
         })
     }

@@ -106,6 +106,12 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
 type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);
 
+/// A parameter read as f32 whatever `vb`'s dtype (BatchNorm folding and biases stay exact;
+/// only the stored weights take `vb`'s dtype).
+pub(crate) fn get_f32(vb: &VarBuilder, shape: impl Into<candle_core::Shape>, name: &str) -> Result<Tensor> {
+    vb.get_with_hints_dtype(shape, name, Default::default(), candle_core::DType::F32)
+}
+
 /// Flattens a tensor to a `Vec<f32>`.
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
@@ -153,10 +159,13 @@ impl Conv2d {
         };
         let packed = if !spec.is_depthwise() && on_cpu {
             let w = to_f32_vec(&weight)?;
-            Some(Box::new(if spec.use_winograd() {
-                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias)
+            // Winograd's transformed filters would round a second time in half precision: half
+            // storage keeps the plain weights (rounded once) on im2col + GEMM.
+            let f32_storage = weight.dtype() == candle_core::DType::F32;
+            Some(Box::new(if spec.use_winograd() && f32_storage {
+                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias, weight.dtype())
             } else {
-                PackedConv::new(w, packed_bias)
+                PackedConv::new(w, packed_bias, weight.dtype())
             }))
         } else {
             None
@@ -186,16 +195,17 @@ impl Conv2d {
         })
     }
 
-    /// A plain `nn.Conv2d` at `vb` (`weight`, and `bias` when `bias` is true).
+    /// A plain `nn.Conv2d` at `vb` (`weight`, and `bias` when `bias` is true). The weights
+    /// are stored in `vb`'s dtype (f16/bf16 halve memory; the CPU kernels compute in f32).
     pub fn load(vb: &VarBuilder, spec: ConvSpec, bias: bool) -> Result<Self> {
         spec.validate(&vb.prefix())?;
-        let weight = vb.get(spec.weight_shape(), "weight")?;
+        let weight = get_f32(vb, spec.weight_shape(), "weight")?;
         let bias = if bias {
-            Some(vb.get(spec.out_channels, "bias")?)
+            Some(get_f32(vb, spec.out_channels, "bias")?)
         } else {
             None
         };
-        Self::from_tensors(weight, bias, spec, &vb.prefix())
+        Self::from_tensors(weight.to_dtype(vb.dtype())?, bias, spec, &vb.prefix())
     }
 
     /// A bias-free convolution at `conv` followed by a BatchNorm at `bn`, folded now.
@@ -217,15 +227,15 @@ impl Conv2d {
             Norm::Folded => Self::load(conv, spec, true),
             Norm::BatchNorm { eps } => {
                 spec.validate(&conv.prefix())?;
-                let weight = conv.get(spec.weight_shape(), "weight")?;
+                let weight = get_f32(conv, spec.weight_shape(), "weight")?;
                 let bias = if conv_bias {
-                    Some(conv.get(spec.out_channels, "bias")?)
+                    Some(get_f32(conv, spec.out_channels, "bias")?)
                 } else {
                     None
                 };
                 let norm = BatchNorm2d::load(bn, spec.out_channels, eps)?;
                 let (w, b) = norm.fold_into(&weight, bias.as_ref())?;
-                let mut c = Self::from_tensors(w, Some(b), spec, &conv.prefix())?;
+                let mut c = Self::from_tensors(w.to_dtype(conv.dtype())?, Some(b), spec, &conv.prefix())?;
                 c.norm_name = Some(bn.prefix());
                 Ok(c)
             }
@@ -283,7 +293,7 @@ impl Conv2d {
             let rows = strided_slice(xp, 2, i * s.dilation, ho, s.stride)?;
             for j in 0..s.kernel.1 {
                 let patch = strided_slice(&rows, 3, j * s.dilation, wo, s.stride)?;
-                let term = patch.broadcast_mul(&taps[t])?;
+                let term = patch.broadcast_mul(&taps[t].to_dtype(patch.dtype())?)?;
                 t += 1;
                 acc = Some(match acc {
                     None => term,
@@ -403,7 +413,7 @@ impl Conv2d {
     }
 
     /// The portable path (any device and dtype): candle's convolution or the depthwise tap sum,
-    /// then the bias.
+    /// then the bias; weights stored in another dtype than the input's are cast to it.
     fn forward_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
         let s = &self.spec;
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
@@ -411,14 +421,14 @@ impl Conv2d {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_depthwise(&xp, taps, ho, wo)?
         } else if symmetric {
-            x.conv2d(&self.weight, ph.0, s.stride, s.dilation, s.groups)?
+            x.conv2d(&self.weight.to_dtype(x.dtype())?, ph.0, s.stride, s.dilation, s.groups)?
         } else {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
-            xp.conv2d(&self.weight, 0, s.stride, s.dilation, s.groups)?
+            xp.conv2d(&self.weight.to_dtype(x.dtype())?, 0, s.stride, s.dilation, s.groups)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
             None => Ok(y),
         }
     }

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod fire;
 pub mod inception;
 pub mod inverted_residual;
+pub mod linear;
 pub mod padding;
 pub mod pool;
 pub mod residual;
@@ -25,7 +26,7 @@ pub use separable::DepthwiseSeparable;
 
 /// `nn.Linear` (weight `out×in`, bias `out`). Dropout, which precedes it in most heads, is the
 /// identity at inference and has no weights.
-pub use candle_nn::{linear, Linear};
+pub use linear::{linear, Linear};
 
 /// `nn.Flatten(1)`: N×C×H×W → N×(C·H·W).
 pub fn flatten(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {

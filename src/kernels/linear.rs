@@ -1,0 +1,73 @@
+//! Fully connected layer `y = x·Wᵀ + b` with weights stored in half precision ([`WeightsView`]),
+//! computed in f32: blocks of weight rows are widened into a per-thread buffer and multiplied
+//! there, in parallel over the blocks. At batch 1 a classifier is bound by the bytes of
+//! weights it streams, which half storage halves.
+
+use rayon::prelude::*;
+
+use super::conv::WEIGHTS;
+use super::storage::WeightsView;
+
+/// Weight rows per block: enough for an efficient GEMM, few enough that the widened block
+/// stays in cache.
+const BLOCK_ROWS: usize = 16;
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used to hand disjoint column blocks of one output buffer to rayon tasks.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `x`: N×K row-major; `weight`: O×K row-major; `bias`: O. Returns N×O.
+pub fn linear_f32(x: &[f32], n: usize, k: usize, weight: WeightsView<'_>, bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), n * k, "linear input size");
+    assert_eq!(weight.len() % k, 0, "linear weight size");
+    let o = weight.len() / k;
+    let mut y = match bias {
+        Some(b) => {
+            assert_eq!(b.len(), o, "linear bias size");
+            b.repeat(n)
+        }
+        None => vec![0f32; n * o],
+    };
+    let out = SyncPtr(y.as_mut_ptr());
+    (0..o.div_ceil(BLOCK_ROWS)).into_par_iter().for_each(|blk| {
+        let rows = blk * BLOCK_ROWS..o.min((blk + 1) * BLOCK_ROWS);
+        let mut buf = WEIGHTS.take();
+        let w = weight.f32_slice(rows.start * k..rows.end * k, &mut buf);
+        // SAFETY: dst is N×rows (column stride 1, row stride O) at column rows.start of y;
+        // x is N×K; the right-hand side is wᵀ, K×rows (column stride K, row stride 1). Each
+        // task writes its own columns.
+        unsafe {
+            gemm::gemm(
+                n,
+                rows.len(),
+                k,
+                out.get().add(rows.start),
+                1,
+                o as isize,
+                bias.is_some(),
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+        WEIGHTS.set(buf);
+    });
+    y
+}

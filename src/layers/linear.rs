@@ -1,0 +1,79 @@
+//! `nn.Linear` with the weights stored in the `VarBuilder`'s dtype: f32 runs candle's matmul;
+//! f16/bf16 on the CPU runs [`crate::kernels::linear`] (computed in f32, half the memory).
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::conv::get_f32;
+use crate::kernels::linear::linear_f32;
+use crate::kernels::storage::with_tensor_view;
+
+/// A fully connected layer: weight `out×in`, bias `out`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight in its storage dtype (the CPU kernel reads f16/bf16 data in place), bias in f32.
+    inner: candle_nn::Linear,
+    /// The bias as f32 for the half-precision CPU kernel.
+    bias: Option<Vec<f32>>,
+}
+
+/// `nn.Linear(in_dim, out_dim)` at `vb`, weights stored as `vb.dtype()`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let w = get_f32(&vb, (out_dim, in_dim), "weight")?;
+    let b = get_f32(&vb, out_dim, "bias")?;
+    Linear::new(w.to_dtype(vb.dtype())?, Some(b))
+}
+
+impl Linear {
+    /// From a weight (`out×in`, in the dtype to store) and a bias (`out`).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let bias_f32 = match &bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1()?),
+            None => None,
+        };
+        Ok(Self {
+            inner: candle_nn::Linear::new(weight, bias),
+            bias: bias_f32,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+
+    /// Half-precision weights on the CPU with f32 input: our kernel.
+    fn half_on_cpu(&self, x: &Tensor) -> bool {
+        let w = self.weight();
+        matches!(w.dtype(), DType::F16 | DType::BF16)
+            && w.device().is_cpu()
+            && x.dtype() == DType::F32
+            && x.device().is_cpu()
+            && x.rank() == 2
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.half_on_cpu(x) {
+            let w = self.weight();
+            if w.dtype() != x.dtype() {
+                let cast = candle_nn::Linear::new(w.to_dtype(x.dtype())?, self.inner.bias().cloned());
+                return cast.forward(x);
+            }
+            return self.inner.forward(x);
+        }
+        let (n, k) = x.dims2()?;
+        let (o, k_w) = self.weight().dims2()?;
+        if k != k_w {
+            candle_core::bail!("linear: input has {k} features, expected {k_w}")
+        }
+        let y = super::with_cpu_f32(x, "linear", |xs| {
+            with_tensor_view(self.weight(), |w| linear_f32(xs, n, k, w, self.bias.as_deref()))
+        })??;
+        Tensor::from_vec(y, (n, o), x.device())
+    }
+}

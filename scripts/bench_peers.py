@@ -54,11 +54,23 @@ def torch_model(name):
     return getattr(torchvision.models, name)(weights=None, **kw).eval()
 
 
-def ours(name, size, batch, threads, runs):
-    out = subprocess.run([str(ROOT / "target" / "release" / "ferrovision"), "bench", "--model", name, "--input", str(size),
-                          "--batch", str(batch), "--threads", str(threads), "--runs", str(runs), "--format", "json"],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)["ms_per_image"]
+def ours(name, size, batch, threads, runs, profile=False):
+    cmd = [str(ROOT / "target" / "release" / "ferrovision"), "bench", "--model", name, "--input", str(size),
+           "--batch", str(batch), "--threads", str(threads), "--runs", str(runs), "--format", "json"]
+    out = subprocess.run(cmd + (["--profile"] if profile else []), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def gemm_peak(threads):
+    """Our GEMM's f32 peak (the `gemm` crate, 1024³) from the criterion kernels bench, GFLOP/s."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(["cargo", "bench", "--bench", "kernels", "--", "gemm/1024x1024x1024", "--warm-up-time", "2",
+                          "--measurement-time", "5"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        if "thrpt:" in line:
+            value, unit = line.split("[")[1].split()[2:4]  # the median
+            return float(value) * {"Gelem/s": 1.0, "Melem/s": 1e-3, "Telem/s": 1e3}[unit]
+    raise RuntimeError("no throughput in the kernels bench output")
 
 
 def main():
@@ -94,10 +106,16 @@ def main():
                 with torch.inference_mode():
                     row[f"torch_b{b}"] = median_ms(lambda: model(xt), args.runs) / b
                 row[f"ort_b{b}"] = median_ms(lambda: sess.run(None, {"x": x}), args.runs) / b
-                row[f"ours_b{b}"] = ours(name, size, b, args.threads, args.runs)
+                o = ours(name, size, b, args.threads, args.runs)
+                row[f"ours_b{b}"] = o["ms_per_image"]
+                row[f"gflops_b{b}"] = o["gflop_per_s"]
+                row[f"rss_b{b}"] = o["peak_rss_mb"]
                 print(f"{name} b{b}: torch {row[f'torch_b{b}']:.1f}, ort {row[f'ort_b{b}']:.1f}, "
                       f"ours {row[f'ours_b{b}']:.1f} ms/image", flush=True)
+            row["profile"] = ours(name, size, 1, args.threads, args.runs, profile=True)["profile"]
             rows.append(row)
+    peak = gemm_peak(args.threads)
+    print(f"GEMM peak (gemm crate, f32 1024³, {args.threads} threads): {peak:.0f} GFLOP/s", flush=True)
     bs = args.batches
     head = ("| arch | input | " + " | ".join(f"PyTorch b{b}" for b in bs) + " | " + " | ".join(f"ORT b{b}" for b in bs)
             + " | " + " | ".join(f"ours b{b}" for b in bs) + " | " + " | ".join(f"ORT/ours b{b}" for b in bs) + " |")
@@ -108,6 +126,20 @@ def main():
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
+    rate_head = ("| arch | " + " | ".join(f"ours GFLOP/s b{b}" for b in bs) + " | " + " | ".join(f"% of GEMM peak b{b}" for b in bs)
+                 + " | " + " | ".join(f"peak RSS MB b{b}" for b in bs) + " |")
+    rate_lines = [rate_head, "|" + "---|" * (1 + 3 * len(bs))]
+    for r in rows:
+        cells = [r["model"]] + [f"{r[f'gflops_b{b}']:.0f}" for b in bs] + [f"{100 * r[f'gflops_b{b}'] / peak:.0f}%" for b in bs]
+        cells += [f"{r[f'rss_b{b}']:.0f}" for b in bs]
+        rate_lines.append("| " + " | ".join(cells) + " |")
+    rates = "\n".join(rate_lines)
+    profiles = []
+    for r in rows:
+        profiles.append(f"**{r['model']}** (batch 1): " + ", ".join(
+            f"{p['kind']} {p['ms_per_image']:.2f} ms ({100 * p['share']:.0f}%"
+            + (f", {p['gflop_per_s']:.0f} GFLOP/s)" if p["gflop_per_s"] > 0 else ")")
+            for p in r["profile"] if p["share"] >= 0.02))
     doc = f"""# Benchmarks
 
 CPU inference, ms per image (median of {args.runs} runs after 2 warm-ups; lower is better), random weights,
@@ -122,7 +154,22 @@ CPU inference, ms per image (median of {args.runs} runs after 2 warm-ups; lower 
 {table}
 
 ORT/ours > 1 means ferrovision is faster than ONNX Runtime. Machines here are noisy: compare ratios from one run.
-"""
+
+## Effective rate and memory (ours)
+
+GFLOP/s counts 2 FLOP per multiply-add of the direct convolution (`gmacs_per_image` of `ferrovision bench
+--format json`), so Winograd layers can exceed the GEMM's own rate. GEMM peak measured in the same run:
+**{peak:.0f} GFLOP/s** (the `gemm` crate, f32 1024×1024×1024, {args.threads} threads,
+`cargo bench --bench kernels -- gemm/1024x1024x1024`).
+
+{rates}
+
+## Where the time goes (ours, `ferrovision bench --profile`)
+
+Per layer type, ms per image at batch 1 (types under 2% left out); a block's own row is what it does after
+its children (residual add, concat).
+
+""" + "\n\n".join(profiles) + "\n"
     args.out.write_text(doc)
     print(f"wrote {args.out}")
 

@@ -88,6 +88,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
+    // multiply-adds per image, from one traced pass (each layer reports its own)
+    let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(&x));
+    out?;
+    let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
+    let gflops = 2.0 * gmacs / (ms_per_image / 1e3);
     let profile = if args.profile {
         Some(profile(net.as_ref(), &x, args.runs.max(1))?)
     } else {
@@ -99,13 +104,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             o,
             "{}",
             json!({"model": args.model, "weights_dtype": args.weights_dtype, "width": args.width, "input": size, "batch": args.batch, "threads": threads,
-                   "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now,
+                   "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
                    "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
         )?;
     } else {
         writeln!(
             o,
-            "{} (α {}, {size}×{size}), batch {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, peak RSS {:.0} MB (now {:.0} MB)",
+            "{} (α {}, {size}×{size}), batch {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
             args.model,
             args.width,
             args.batch,

@@ -319,8 +319,9 @@ fn im2col(x: &[f32], cg: usize, g: &ConvGeometry, col0: usize, cols: usize, out:
                 let start = (a as isize + off) as usize;
                 dst.copy_from_slice(&xrow[start..start + (b - a)]);
             } else {
-                for (k, v) in dst.iter_mut().enumerate() {
-                    *v = xrow[((a + k) as isize * s + off) as usize];
+                let start = (a as isize * s + off) as usize;
+                for (v, x) in dst.iter_mut().zip(xrow[start..].iter().step_by(s as usize)) {
+                    *v = *x;
                 }
             }
         }

@@ -170,7 +170,11 @@ Per layer type, ms per image at batch 1 (types under 2% left out); a block's own
 its children (residual add, concat).
 
 """ + "\n\n".join(profiles) + "\n"
-    args.out.write_text(doc)
+    # hand-written analysis below the marker survives a re-run
+    marker = "<!-- notes: kept by bench_peers.py -->"
+    old = args.out.read_text() if args.out.exists() else ""
+    notes = old[old.index(marker):] if marker in old else marker + "\n"
+    args.out.write_text(doc + "\n" + notes)
     print(f"wrote {args.out}")
 
 

@@ -42,67 +42,111 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
 }
 
 /// One plane: `x` H×W in, `y` Ho×Wo out.
+///
+/// The zero-padded input is split into s×s phase planes, `P[a][b][r][c] = xpad[r·s + a][c·s + b]`,
+/// each `ws` wide. Tap (i, j) of output (oy, ox) then reads phase `(i·d % s, j·d % s)` at flat
+/// index `oy·ws + ox + (i·d / s)·ws + j·d / s`: every tap is one long unit-stride loop over the
+/// whole plane (the `ws − Wo` columns past each row are computed and dropped), which keeps the
+/// vectors full even for 7×7 maps.
 #[inline(always)]
 fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scratch: &mut Vec<f32>, y: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride, g.dilation);
-    // padded rows and columns the output reads, and the width of one column phase
-    let rows = (g.out_h - 1) * s + (kh - 1) * d + 1;
-    let cols = (g.out_w - 1) * s + (kw - 1) * d + 1;
-    let phase_w = cols.div_ceil(s);
+    // phase-plane size: enough rows and columns for the last output plus the largest tap offset
+    let ws = g.out_w + ((kw - 1) * d) / s;
+    let hs = g.out_h + ((kh - 1) * d) / s + 1;
+    let phase = hs * ws;
+    let n = g.out_h * ws;
     scratch.clear();
-    scratch.resize(s * rows * phase_w, 0.0);
-    for r in 0..rows {
-        let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.in_h) else {
-            continue; // a padding row: stays zero
-        };
+    scratch.resize(s * s * phase + n, 0.0);
+    let (phases, acc) = scratch.split_at_mut(s * s * phase);
+    for iy in 0..g.in_h {
+        let r = iy + g.pad_top; // padded row
+        let (a, rr) = (r % s, r / s);
+        if rr >= hs {
+            continue;
+        }
         let xrow = &x[iy * g.in_w..][..g.in_w];
-        // padded columns q with input column q − pl inside the row
-        let q0 = g.pad_left;
-        let q1 = (g.pad_left + g.in_w).min(cols);
-        if s == 1 {
-            scratch[r * phase_w + q0..][..q1 - q0].copy_from_slice(&xrow[..q1 - q0]);
-        } else {
-            for ph in 0..s {
-                // first padded column of this phase inside the row
-                let first = q0 + (ph + s - q0 % s) % s;
-                if first >= q1 {
-                    continue;
+        if s == 2 {
+            // deinterleave: input column ix goes to phase (ix + pl) % 2, index (ix + pl) / 2
+            let pl = g.pad_left;
+            let (p0, p1) = phases.split_at_mut((2 * a + 1) * phase);
+            let (row_b0, row_b1) = (&mut p0[2 * a * phase + rr * ws..][..ws], &mut p1[rr * ws..][..ws]);
+            let (even, odd) = if pl.is_multiple_of(2) {
+                (row_b0, row_b1)
+            } else {
+                (row_b1, row_b0)
+            };
+            let (oe, oo) = (pl / 2, pl.div_ceil(2));
+            let pairs = (g.in_w / 2).min(ws - oe).min(ws - oo);
+            for ((pair, e), o) in xrow
+                .chunks_exact(2)
+                .take(pairs)
+                .zip(&mut even[oe..])
+                .zip(&mut odd[oo..])
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            for (ix, &v) in xrow.iter().enumerate().skip(2 * pairs) {
+                let (dst, k) = if ix.is_multiple_of(2) {
+                    (&mut *even, oe + ix / 2)
+                } else {
+                    (&mut *odd, oo + ix / 2)
+                };
+                if k < ws {
+                    dst[k] = v;
                 }
-                let dst = &mut scratch[(ph * rows + r) * phase_w + first / s..][..(q1 - first).div_ceil(s)];
-                for (v, xv) in dst.iter_mut().zip(xrow[first - q0..].iter().step_by(s)) {
-                    *v = *xv;
+            }
+            continue;
+        }
+        for b in 0..s {
+            // padded columns c = cc·s + b with input column c − pl inside the row
+            let dst = &mut phases[(a * s + b) * phase + rr * ws..][..ws];
+            let c = g.pad_left + (b + s - g.pad_left % s) % s;
+            if c >= g.pad_left + g.in_w || c / s >= ws {
+                continue;
+            }
+            let src = xrow[c - g.pad_left..].iter().step_by(s);
+            if s == 1 {
+                let len = (ws - c).min(g.in_w);
+                dst[c..c + len].copy_from_slice(&xrow[..len]);
+            } else {
+                for (v, x) in dst[c / s..].iter_mut().zip(src) {
+                    *v = *x;
                 }
             }
         }
     }
-    for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
-        yrow.fill(bias);
-        for i in 0..kh {
-            let r = oy * s + i * d;
-            if kw == 3 {
-                // the common case: three taps in one pass over the row
-                let src = |j: usize| &scratch[((j * d % s) * rows + r) * phase_w + j * d / s..][..g.out_w];
-                let (a, b, c) = (src(0), src(1), src(2));
-                let (w0, w1, w2) = (w[i * 3], w[i * 3 + 1], w[i * 3 + 2]);
-                for (((o, a), b), c) in yrow.iter_mut().zip(a).zip(b).zip(c) {
-                    *o += w0 * a + w1 * b + w2 * c;
-                }
-                continue;
+    acc.fill(bias);
+    for i in 0..kh {
+        let (ai, ri) = ((i * d) % s, (i * d) / s);
+        let tap = |j: usize| {
+            let (bj, cj) = ((j * d) % s, (j * d) / s);
+            &phases[(ai * s + bj) * phase + ri * ws + cj..][..n]
+        };
+        if kw == 3 {
+            let (t0, t1, t2) = (tap(0), tap(1), tap(2));
+            let (w0, w1, w2) = (w[i * 3], w[i * 3 + 1], w[i * 3 + 2]);
+            for (((o, a), b), c) in acc.iter_mut().zip(t0).zip(t1).zip(t2) {
+                *o += w0 * a + w1 * b + w2 * c;
             }
+        } else {
             for j in 0..kw {
-                let q = j * d;
-                let src = &scratch[((q % s) * rows + r) * phase_w + q / s..][..g.out_w];
                 let wv = w[i * kw + j];
-                for (o, v) in yrow.iter_mut().zip(src) {
+                for (o, v) in acc.iter_mut().zip(tap(j)) {
                     *o += wv * v;
                 }
             }
         }
-        match act {
-            Activation::None => {}
-            Activation::Relu => yrow.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => yrow.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+    }
+    for (yrow, arow) in y.chunks_exact_mut(g.out_w).zip(acc.chunks_exact(ws)) {
+        for (o, &v) in yrow.iter_mut().zip(arow) {
+            *o = match act {
+                Activation::None => v,
+                Activation::Relu => v.max(0.0),
+                Activation::Relu6 => v.clamp(0.0, 6.0),
+            };
         }
     }
 }

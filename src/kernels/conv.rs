@@ -6,8 +6,8 @@
 //!   row-major `O × C·kh·kw` left-hand matrix the product wants, so nothing is repacked per call.
 //! - A 1×1, stride-1, unpadded convolution needs no im2col: the image's channel planes already
 //!   are the right-hand matrix.
-//! - The bias (and a residual, when fused) is written into the output first and the product is
-//!   accumulated onto it; the activation runs over the output while it is still in cache per image.
+//! - A fused residual is copied into the output tile and the product accumulated onto it; bias
+//!   and activation then run in one pass over the tile while it is still in cache.
 //! - The im2col buffer is kept per thread and reused across layers and calls.
 //!
 //! The product itself is the `gemm` crate's (the same one candle uses), multi-threaded on rayon.
@@ -118,11 +118,10 @@ thread_local! {
 /// `y = act(conv(x, w) + b [+ residual])` for `x` N×C×H×W and (if given) `residual` N×O×Ho×Wo,
 /// both contiguous f32. Returns N×O×Ho×Wo.
 ///
-/// Work is split into tiles of output columns (pixels) per image and group, one rayon task
-/// each: the task writes bias (and residual) into its tile, builds that tile's im2col columns,
-/// runs a single-threaded GEMM onto it and applies the activation, all while the tile is in
-/// cache. When there are too few tiles to keep every thread busy (small planes at batch 1), the
-/// GEMM itself is split over the threads instead.
+/// Work is split into tiles of output columns (pixels) per image and group, and when those are
+/// too few to keep every thread busy, into blocks of output channels too; one rayon task each
+/// builds its tile's im2col columns, runs a single-threaded GEMM (onto the residual, if any) and
+/// adds bias and activation, all while the tile is in cache.
 pub fn conv2d_f32(
     x: &[f32],
     packed: &PackedConv,
@@ -214,15 +213,11 @@ unsafe fn conv_tile(
     // first output row (channel plane) of this block
     let first_row = n * g.out_channels + grp * og + rows.start;
     let dst = y.0.add(first_row * plane_out + col0);
-    for o in 0..nrows {
-        let row = std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols);
-        match residual {
-            Some(r) => row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..ncols]),
-            None => row.fill(0.0),
-        }
-        if let Some(b) = bias {
-            let bias = b[grp * og + rows.start + o];
-            row.iter_mut().for_each(|v| *v += bias);
+    // the residual is accumulated onto by the GEMM; bias and activation follow in one pass
+    if let Some(r) = residual {
+        for o in 0..nrows {
+            let row = std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols);
+            row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..ncols]);
         }
     }
     let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
@@ -248,7 +243,7 @@ unsafe fn conv_tile(
         dst,
         1,
         plane_out as isize,
-        true,
+        residual.is_some(),
         w.as_ptr(),
         1,
         depth as isize,
@@ -267,16 +262,17 @@ unsafe fn conv_tile(
     }
     WEIGHTS.set(wbuf);
     for o in 0..nrows {
-        act_slice(std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols), act);
+        let b = bias.map_or(0.0, |b| b[grp * og + rows.start + o]);
+        bias_act(std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols), b, act);
     }
 }
 
-/// Applies the activation to a slice.
-fn act_slice(y: &mut [f32], act: Activation) {
+/// `y = act(y + b)` over a slice.
+fn bias_act(y: &mut [f32], b: f32, act: Activation) {
     match act {
-        Activation::None => {}
-        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::None => y.iter_mut().for_each(|v| *v += b),
+        Activation::Relu => y.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),
     }
 }
 

@@ -15,6 +15,9 @@ pub mod winograd;
 /// every large activation is a fresh `mmap` whose pages fault in one by one (MobileNetV2 at
 /// batch 8 ran 10.2 → 6.7 ms/image with it, VGG-16 85 → 73). Process-wide, so the
 /// `ferrovision` binary calls it at startup and an embedding application decides for itself.
+/// The price: the heap only shrinks from its top, so a long-lived allocation made after large
+/// short-lived ones pins them (`tests/rss_budget.rs` saw ResNet-50 at batch 8 peak at 456
+/// instead of 334 MB that way); call [`trim_freed_memory`] after loading a model.
 /// A no-op where the C library is not glibc.
 pub fn reuse_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -158,6 +158,41 @@ pub fn conv2d_f32(
     let m_block = og.div_ceil(m_split);
     let m_split = og.div_ceil(m_block);
     let out = SyncPtr(y.as_mut_ptr());
+    if m_split > 1 && !g.is_pointwise() {
+        // few column tiles, split over output channels: build each tile's im2col once and let
+        // the channel blocks share it
+        let mut cols_buf = Vec::new();
+        for task in 0..images * per_image {
+            let (image, t) = (task / per_image, task % per_image);
+            let cols = (t * tile)..plane_out.min((t + 1) * tile);
+            let (n, grp) = (image / g.groups, image % g.groups);
+            let (cg, plane_in) = (g.in_channels / g.groups, g.in_h * g.in_w);
+            let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
+            cols_buf.resize(g.depth() * cols.len(), 0.0);
+            im2col(xg, cg, g, cols.start, cols.len(), &mut cols_buf);
+            let rhs = SyncConstPtr(cols_buf.as_ptr());
+            (0..m_split).into_par_iter().for_each(|mb| {
+                let rows = (mb * m_block)..og.min((mb + 1) * m_block);
+                // SAFETY: tasks write disjoint row blocks of `y`; `cols_buf` outlives them.
+                unsafe {
+                    conv_tile(
+                        x,
+                        weight,
+                        packed.bias.as_deref(),
+                        act,
+                        residual,
+                        g,
+                        image,
+                        rows,
+                        cols.clone(),
+                        out,
+                        Some(rhs),
+                    )
+                }
+            });
+        }
+        return y;
+    }
     (0..images * per_image * m_split).into_par_iter().for_each(|task| {
         let (image, t, mb) = (task / (per_image * m_split), task / m_split % per_image, task % m_split);
         let cols = (t * tile)..plane_out.min((t + 1) * tile);
@@ -175,6 +210,7 @@ pub fn conv2d_f32(
                 rows,
                 cols,
                 out,
+                None,
             )
         }
     });
@@ -187,8 +223,16 @@ struct SyncPtr(*mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
+/// A shared read-only im2col matrix (`depth × columns` of the tile).
+#[derive(Clone, Copy)]
+struct SyncConstPtr(*const f32);
+// SAFETY: only read, while its owner outlives the tasks.
+unsafe impl Send for SyncConstPtr {}
+unsafe impl Sync for SyncConstPtr {}
+
 /// One tile: output columns `cols` of output channels `rows` (within the group) of group
-/// `image % groups` of image `image / groups`.
+/// `image % groups` of image `image / groups`; `shared_cols`, when given, is that tile's
+/// im2col matrix already built.
 ///
 /// # Safety
 /// `y` points to the N×O×Ho×Wo output; no other task writes this tile.
@@ -204,6 +248,7 @@ unsafe fn conv_tile(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     y: SyncPtr,
+    shared_cols: Option<SyncConstPtr>,
 ) {
     let (n, grp) = (image / g.groups, image % g.groups);
     let plane_in = g.in_h * g.in_w;
@@ -226,8 +271,14 @@ unsafe fn conv_tile(
         (grp * og + rows.start) * depth..(grp * og + rows.end) * depth,
         &mut wbuf,
     );
-    let mut buf = if g.is_pointwise() { Vec::new() } else { COLS.take() };
-    let (rhs, rhs_stride): (*const f32, usize) = if g.is_pointwise() {
+    let mut buf = if g.is_pointwise() || shared_cols.is_some() {
+        Vec::new()
+    } else {
+        COLS.take()
+    };
+    let (rhs, rhs_stride): (*const f32, usize) = if let Some(p) = shared_cols {
+        (p.0, ncols)
+    } else if g.is_pointwise() {
         (xg[col0..].as_ptr(), plane_in)
     } else {
         buf.resize(depth * ncols, 0.0);
@@ -257,7 +308,7 @@ unsafe fn conv_tile(
         false,
         gemm::Parallelism::None,
     );
-    if !g.is_pointwise() {
+    if !g.is_pointwise() && shared_cols.is_none() {
         COLS.set(buf);
     }
     WEIGHTS.set(wbuf);

@@ -66,6 +66,8 @@ const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("vgg16.features.10",       128, 256, 56, 3, 1),
     ("vgg16.features.24",       512, 512, 14, 3, 1),
     ("mobilenet_v2.expand",     24, 144, 56, 1, 1),
+    ("inception_v3.mixed_6.1x1", 768, 192, 17, 1, 1),
+    ("googlenet.inception3a.1x1", 192, 64, 28, 1, 1),
 ];
 
 fn conv_layers(c: &mut Criterion) {

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use candle_core::DType;
 
 use super::storage::Weights;
+use super::{gemm_f32, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -152,19 +153,25 @@ pub fn conv2d_f32(
     const TASKS_PER_THREAD: usize = 4;
     let target = threads * TASKS_PER_THREAD;
     let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
-    let tile = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
-    let per_image = plane_out.div_ceil(tile);
+    let tile_w = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
+    let per_image = plane_out.div_ceil(tile_w);
     let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
     let m_block = og.div_ceil(m_split);
     let m_split = og.div_ceil(m_block);
     let out = SyncPtr(y.as_mut_ptr());
+    let bias = packed.bias.as_deref();
+    // SAFETY: each call below writes its own (rows, cols) block of one image of `y`, which
+    // outlives them all; a shared im2col matrix outlives the calls that read it.
+    let tile = |image, rows, cols, shared| unsafe {
+        conv_tile(x, weight, bias, act, residual, g, image, rows, cols, out, shared)
+    };
     if m_split > 1 && !g.is_pointwise() {
         // few column tiles, split over output channels: build each tile's im2col once and let
         // the channel blocks share it
         let mut cols_buf = Vec::new();
         for task in 0..images * per_image {
             let (image, t) = (task / per_image, task % per_image);
-            let cols = (t * tile)..plane_out.min((t + 1) * tile);
+            let cols = (t * tile_w)..plane_out.min((t + 1) * tile_w);
             let (n, grp) = (image / g.groups, image % g.groups);
             let (cg, plane_in) = (g.in_channels / g.groups, g.in_h * g.in_w);
             let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
@@ -173,55 +180,19 @@ pub fn conv2d_f32(
             let rhs = SyncConstPtr(cols_buf.as_ptr());
             (0..m_split).into_par_iter().for_each(|mb| {
                 let rows = (mb * m_block)..og.min((mb + 1) * m_block);
-                // SAFETY: tasks write disjoint row blocks of `y`; `cols_buf` outlives them.
-                unsafe {
-                    conv_tile(
-                        x,
-                        weight,
-                        packed.bias.as_deref(),
-                        act,
-                        residual,
-                        g,
-                        image,
-                        rows,
-                        cols.clone(),
-                        out,
-                        Some(rhs),
-                    )
-                }
+                tile(image, rows, cols.clone(), Some(rhs)) // disjoint row blocks
             });
         }
         return y;
     }
     (0..images * per_image * m_split).into_par_iter().for_each(|task| {
         let (image, t, mb) = (task / (per_image * m_split), task / m_split % per_image, task % m_split);
-        let cols = (t * tile)..plane_out.min((t + 1) * tile);
+        let cols = (t * tile_w)..plane_out.min((t + 1) * tile_w);
         let rows = (mb * m_block)..og.min((mb + 1) * m_block);
-        // SAFETY: tasks write disjoint (rows, columns) blocks of `y`, which outlives them.
-        unsafe {
-            conv_tile(
-                x,
-                weight,
-                packed.bias.as_deref(),
-                act,
-                residual,
-                g,
-                image,
-                rows,
-                cols,
-                out,
-                None,
-            )
-        }
+        tile(image, rows, cols, None) // disjoint (rows, columns) blocks
     });
     y
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: only used to hand disjoint tiles of one output buffer to rayon tasks.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
 
 /// A shared read-only im2col matrix (`depth × columns` of the tile).
 #[derive(Clone, Copy)]
@@ -287,26 +258,15 @@ unsafe fn conv_tile(
     };
     // SAFETY: dst is nrows×ncols with row stride plane_out, w is nrows×depth and rhs is
     // depth×ncols with row stride rhs_stride, all in bounds (checked by the slicing above).
-    gemm::gemm(
+    gemm_f32(
         nrows,
         ncols,
         depth,
         dst,
-        1,
-        plane_out as isize,
+        plane_out,
         residual.is_some(),
-        w.as_ptr(),
-        1,
-        depth as isize,
-        rhs,
-        1,
-        rhs_stride as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
+        Mat::rows(w.as_ptr(), depth),
+        Mat::rows(rhs, rhs_stride),
     );
     if !g.is_pointwise() && shared_cols.is_none() {
         COLS.set(buf);

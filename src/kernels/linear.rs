@@ -7,22 +7,11 @@ use rayon::prelude::*;
 
 use super::conv::WEIGHTS;
 use super::storage::WeightsView;
+use super::{gemm_f32, Mat, SyncPtr};
 
 /// Weight rows per block: enough for an efficient GEMM, few enough that the widened block
 /// stays in cache.
 const BLOCK_ROWS: usize = 16;
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: only used to hand disjoint column blocks of one output buffer to rayon tasks.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `x`: N×K row-major; `weight`: O×K row-major; `bias`: O. Returns N×O.
 pub fn linear_f32(x: &[f32], n: usize, k: usize, weight: WeightsView<'_>, bias: Option<&[f32]>) -> Vec<f32> {
@@ -45,26 +34,20 @@ pub fn linear_f32(x: &[f32], n: usize, k: usize, weight: WeightsView<'_>, bias: 
         // x is N×K; the right-hand side is wᵀ, K×rows (column stride K, row stride 1). Each
         // task writes its own columns.
         unsafe {
-            gemm::gemm(
+            gemm_f32(
                 n,
                 rows.len(),
                 k,
-                out.get().add(rows.start),
-                1,
-                o as isize,
+                out.add(rows.start).0,
+                o,
                 bias.is_some(),
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                Mat::rows(x.as_ptr(), k),
+                // wᵀ: K×rows, element (k, j) at w[j·K + k]
+                Mat {
+                    ptr: w.as_ptr(),
+                    row_stride: 1,
+                    col_stride: k,
+                },
             )
         };
         WEIGHTS.set(buf);

@@ -9,6 +9,81 @@ pub mod pool;
 pub mod storage;
 pub mod winograd;
 
+/// A raw pointer into one output buffer, handed to rayon tasks that each write their own
+/// disjoint part of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: only used by tasks writing disjoint parts of a buffer that outlives them.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// # Safety
+    /// As `pointer::add`.
+    pub(crate) unsafe fn add(self, n: usize) -> SyncPtr {
+        SyncPtr(self.0.add(n))
+    }
+}
+
+/// A strided f32 matrix for [`gemm_f32`]: element (i, j) at `ptr + i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl Mat {
+    /// A row-major matrix whose rows are `row_stride` apart.
+    pub(crate) fn rows(ptr: *const f32, row_stride: usize) -> Self {
+        Self {
+            ptr,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`: m×n from m×k and k×n, `dst`
+/// row-major with rows `dst_row_stride` apart. Single-threaded: the callers split the work
+/// into tiles over the threads. The product is the `gemm` crate's.
+///
+/// # Safety
+/// `dst`, `lhs` and `rhs` must cover m×n, m×k and k×n elements at their strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row_stride as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.col_stride as isize,
+        lhs.row_stride as isize,
+        rhs.ptr,
+        rhs.col_stride as isize,
+        rhs.row_stride as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
 /// Asks the C allocator to keep freed memory for reuse instead of handing it back to the OS
 /// (glibc: no `mmap` for large blocks, no trimming of the heap top). Each layer's output then
 /// lands in pages an earlier layer freed, with no page faults in steady state; without it

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
 use super::storage::Weights;
+use super::{gemm_f32, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// `U[ξ][o][c]` (ξ = 4i + j) from 3×3 filters `weight` (O×C×3×3).
@@ -51,20 +52,6 @@ pub fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize
 thread_local! {
     /// Per-thread scratch: transformed inputs, GEMM outputs, row phases and temporaries.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: only used to hand disjoint output tiles of one buffer to rayon tasks.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    /// # Safety
-    /// As `pointer::add`.
-    unsafe fn add(self, n: usize) -> SyncPtr {
-        SyncPtr(self.0.add(n))
-    }
 }
 
 /// `y = act(conv3×3(x, w) + b [+ residual])`, stride 1, dilation 1, one group; `u` from
@@ -169,26 +156,15 @@ impl Task<'_> {
         let gemm = |xi: usize| {
             // SAFETY: M[ξ] is O×nt, U[ξ] is O×C, V[ξ] is C×nt, all row-major and in bounds;
             // each ξ writes its own M[ξ].
-            gemm::gemm(
+            gemm_f32(
                 o,
                 nt,
                 c,
                 m.add(xi * o * nt).0,
-                1,
-                nt as isize,
+                nt,
                 false,
-                u[xi * o * c..].as_ptr(),
-                1,
-                c as isize,
-                v.add(xi * c * nt).0,
-                1,
-                nt as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                Mat::rows(u[xi * o * c..].as_ptr(), c),
+                Mat::rows(v.add(xi * c * nt).0, nt),
             );
         };
         if wide {

@@ -275,6 +275,22 @@ proptest! {
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
 
+    /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and
+    /// even sizes (partial edge tiles), every padding (incl. TF "SAME"), residual, batches.
+    #[test]
+    fn winograd_conv_matches_naive(
+        n in 1usize..4, cpg in 16usize..40, opg in 16usize..40, h in 1usize..20, w in 1usize..20,
+        pad in prop::option::of((0usize..3, 0usize..3)), bias in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(pad.is_none_or(|(ph, pw)| h + 2 * ph >= 3 && w + 2 * pw >= 3));
+        check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad, bias, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
     /// `Linear` with f32 (candle's matmul) and f16/bf16 weights (our kernel), any batch.
     #[test]
     fn linear_matches_naive(n in 1usize..10, k in 1usize..300, o in 1usize..70, seed in any::<u64>()) {
@@ -293,22 +309,6 @@ proptest! {
         let got = lin.forward(&x.tensor().reshape((n, k)).unwrap()).unwrap();
         assert_close(&got.reshape((1, 1, n, o)).unwrap(), &want, &format!("linear {dtype:?} n {n} k {k} o {o}"));
     }
-
-    /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and
-    /// even sizes (partial edge tiles), every padding (incl. TF "SAME"), residual, batches.
-    #[test]
-    fn winograd_conv_matches_naive(
-        n in 1usize..4, cpg in 16usize..40, opg in 16usize..40, h in 1usize..20, w in 1usize..20,
-        pad in prop::option::of((0usize..3, 0usize..3)), bias in any::<bool>(), seed in any::<u64>()
-    ) {
-        prop_assume!(pad.is_none_or(|(ph, pw)| h + 2 * ph >= 3 && w + 2 * pw >= 3));
-        check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad, bias, seed,
-            act: (seed % 3) as u8, residual: seed & 4 != 0 });
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn conv_matches_naive(c in conv_case()) {

@@ -1,16 +1,18 @@
-//! Convolution as one GEMM per image and group on f32 NCHW data ("im2col", Chellapilla et al.
-//! 2006): `Y_g (O_g × Ho·Wo) = W_g (O_g × C_g·kh·kw) · cols (C_g·kh·kw × Ho·Wo)`.
+//! Convolution as GEMMs on f32 NCHW data ("im2col", Chellapilla et al. 2006):
+//! `Y_g (O_g × Ho·Wo) = W_g (O_g × C_g·kh·kw) · cols (C_g·kh·kw × Ho·Wo)` per image and group,
+//! computed in tiles of output columns (and, for small maps, blocks of output channels).
 //!
 //! - The weights are flattened once at load ([`PackedConv`], f32 or half, see
-//!   [`super::storage`]); OIHW is already the
-//!   row-major `O × C·kh·kw` left-hand matrix the product wants, so nothing is repacked per call.
+//!   [`super::storage`]): OIHW already is the row-major `O × C·kh·kw` left-hand matrix.
+//!   3×3 stride-1 layers are packed for [`super::winograd`] instead.
 //! - A 1×1, stride-1, unpadded convolution needs no im2col: the image's channel planes already
 //!   are the right-hand matrix.
 //! - A fused residual is copied into the output tile and the product accumulated onto it; bias
 //!   and activation then run in one pass over the tile while it is still in cache.
 //! - The im2col buffer is kept per thread and reused across layers and calls.
 //!
-//! The product itself is the `gemm` crate's (the same one candle uses), multi-threaded on rayon.
+//! The product itself is the `gemm` crate's (the same one candle uses), one single-threaded
+//! call per tile; the tiles run on rayon.
 
 use std::cell::Cell;
 

@@ -4,7 +4,7 @@
 //!   pooling with ceil mode, residual / inverted-residual / Fire / Inception blocks).
 //! - [`archs`]: VGG, ResNet, MobileNet v1/v2, SqueezeNet, GoogLeNet, Inception v3, AlexNet,
 //!   each written next to its paper's table, with torchvision's parameter names.
-//! - [`model`]: build any of them from a name and options; the [`Network`](model::Network) trait.
+//! - [`model`]: build any of them from a name and options; the [`Network`] trait.
 //! - [`pretrained`]: [`Model::load`] a self-describing weights file and classify images.
 //!
 //! ```

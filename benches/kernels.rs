@@ -95,7 +95,7 @@ fn conv_layers(c: &mut Criterion) {
             // as the model packs it: Winograd F(2×2, 3×3) for 3×3 stride 1, else im2col + GEMM
             let (w, b) = (random(co * ci * k * k, 3), Some(random(co, 4)));
             let packed = if k == 3 && s == 1 {
-                PackedConv::winograd(&w, co, ci, b, DType::F32)
+                PackedConv::winograd(&w, co, ci, b)
             } else {
                 PackedConv::new(w, b, DType::F32)
             };

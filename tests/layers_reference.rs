@@ -305,7 +305,7 @@ proptest! {
             }
         }
         let wt = Tensor::from_vec(w.v.clone(), (o, k), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
-        let lin = Linear::new(wt, Some(Tensor::new(b.as_slice(), &Device::Cpu).unwrap())).unwrap();
+        let lin = Linear::new(wt, Some(Tensor::new(b.as_slice(), &Device::Cpu).unwrap()));
         let got = lin.forward(&x.tensor().reshape((n, k)).unwrap()).unwrap();
         assert_close(&got.reshape((1, 1, n, o)).unwrap(), &want, &format!("linear {dtype:?} n {n} k {k} o {o}"));
     }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::VarBuilder;
 use clap::Args;
 use ferrovision::model::{ArchName, ModelOptions};
@@ -34,8 +34,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Weight storage: f32, f16 or bf16 (computed in f32 either way; half storage halves memory).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-    pub weights_dtype: String,
+    #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
+    pub weights_dtype: super::WeightsDtype,
     /// Also print where the time goes: per layer type and the slowest layers (traced runs).
     #[arg(long)]
     pub profile: bool,
@@ -63,12 +63,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         width: args.width,
         ..ModelOptions::default()
     };
-    let dtype = match args.weights_dtype.as_str() {
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        _ => DType::F32,
-    };
-    let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), dtype, Device::Cpu);
+    let vb = VarBuilder::from_backend(
+        Box::new(Synthetic::new("bench")),
+        args.weights_dtype.dtype(),
+        Device::Cpu,
+    );
     let net = ferrovision::model::build_arch(arch, &opts, vb)?;
     ferrovision::kernels::trim_freed_memory();
     let x = synthetic::input("bench", &[args.batch, 3, size, size], &Device::Cpu)?;
@@ -103,7 +102,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         writeln!(
             o,
             "{}",
-            json!({"model": args.model, "weights_dtype": args.weights_dtype, "width": args.width, "input": size, "batch": args.batch, "threads": threads,
+            json!({"model": args.model, "weights_dtype": args.weights_dtype.dtype().as_str(), "width": args.width, "input": size, "batch": args.batch, "threads": threads,
                    "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
                    "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
         )?;

@@ -52,8 +52,8 @@ pub struct ClassifyArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// Store the weights as f32, f16 or bf16 (half storage halves memory; CPU compute stays f32).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-    pub weights_dtype: String,
+    #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
+    pub weights_dtype: super::WeightsDtype,
     /// Image files or directories (searched recursively for jpg, png, bmp, gif, webp, tiff).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -134,12 +134,7 @@ fn device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
 
 /// Loads the model named by `--weights` / the default, with its `--head` if any.
 pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
-    let storage = match args.weights_dtype.as_str() {
-        "f16" => candle_core::DType::F16,
-        "bf16" => candle_core::DType::BF16,
-        _ => candle_core::DType::F32,
-    };
-    let mut model = load_model_as(args.weights.as_ref(), device(args.device)?, storage)?;
+    let mut model = load_model_as(args.weights.as_ref(), device(args.device)?, args.weights_dtype.dtype())?;
     super::features::attach_head(&mut model, args.head.as_deref())?;
     Ok(model)
 }

@@ -48,6 +48,13 @@ impl ConvGeometry {
     fn depth(&self) -> usize {
         self.in_channels / self.groups * self.kernel.0 * self.kernel.1
     }
+    /// The C_g input planes of group `image % groups` of image `image / groups` in `x`.
+    fn group_input<'a>(&self, x: &'a [f32], image: usize) -> &'a [f32] {
+        let (n, grp) = (image / self.groups, image % self.groups);
+        let (cg, plane) = (self.in_channels / self.groups, self.in_h * self.in_w);
+        &x[(n * self.in_channels + grp * cg) * plane..][..cg * plane]
+    }
+
     /// True when the input planes can be used as the right-hand matrix as they are.
     fn is_pointwise(&self) -> bool {
         self.kernel == (1, 1)
@@ -71,9 +78,10 @@ pub struct PackedConv {
 pub enum Packed {
     /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + GEMM.
     Im2col(Weights),
-    /// 3×3 stride 1, one group: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
-    /// [`super::winograd`].
-    Winograd2x2(Weights),
+    /// 3×3 stride 1, one group, f32 only: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
+    /// [`super::winograd`]. (Half precision would round the transformed filters a second
+    /// time, so half storage stays on im2col.)
+    Winograd2x2(Vec<f32>),
 }
 
 impl PackedConv {
@@ -86,34 +94,17 @@ impl PackedConv {
         }
     }
 
-    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3); the transformed
-    /// filters are stored as `dtype`.
-    pub fn winograd(
-        weight: &[f32],
-        out_channels: usize,
-        in_channels: usize,
-        bias: Option<Vec<f32>>,
-        dtype: DType,
-    ) -> Self {
+    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3), f32 weights.
+    pub fn winograd(weight: &[f32], out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
         let u = super::winograd::transform_weights(weight, out_channels, in_channels);
         Self {
-            weights: Packed::Winograd2x2(Weights::new(u, dtype)),
+            weights: Packed::Winograd2x2(u),
             bias,
         }
-    }
-
-    /// Bytes of weights held.
-    pub fn bytes(&self) -> usize {
-        let w = match &self.weights {
-            Packed::Im2col(w) | Packed::Winograd2x2(w) => w,
-        };
-        w.bytes() + 4 * self.bias.as_ref().map_or(0, Vec::len)
     }
 }
 
 thread_local! {
-    /// Half-precision weights widened to f32 for one GEMM, reused.
-    pub(crate) static WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// The im2col matrix, reused across layers and calls on this thread.
     static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -174,11 +165,8 @@ pub fn conv2d_f32(
         for task in 0..images * per_image {
             let (image, t) = (task / per_image, task % per_image);
             let cols = (t * tile_w)..plane_out.min((t + 1) * tile_w);
-            let (n, grp) = (image / g.groups, image % g.groups);
-            let (cg, plane_in) = (g.in_channels / g.groups, g.in_h * g.in_w);
-            let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
             cols_buf.resize(g.depth() * cols.len(), 0.0);
-            im2col(xg, cg, g, cols.start, cols.len(), &mut cols_buf);
+            im2col(g.group_input(x, image), g, cols.start, cols.len(), &mut cols_buf);
             let rhs = SyncConstPtr(cols_buf.as_ptr());
             (0..m_split).into_par_iter().for_each(|mb| {
                 let rows = (mb * m_block)..og.min((mb + 1) * m_block);
@@ -226,7 +214,7 @@ unsafe fn conv_tile(
     let (n, grp) = (image / g.groups, image % g.groups);
     let plane_in = g.in_h * g.in_w;
     let plane_out = g.out_h * g.out_w;
-    let (cg, og, depth) = (g.in_channels / g.groups, g.out_channels / g.groups, g.depth());
+    let (og, depth) = (g.out_channels / g.groups, g.depth());
     let (col0, ncols, nrows) = (cols.start, cols.len(), rows.len());
     // first output row (channel plane) of this block
     let first_row = n * g.out_channels + grp * og + rows.start;
@@ -238,12 +226,7 @@ unsafe fn conv_tile(
             row.copy_from_slice(&r[(first_row + o) * plane_out + col0..][..ncols]);
         }
     }
-    let xg = &x[(n * g.in_channels + grp * cg) * plane_in..][..cg * plane_in];
-    let mut wbuf = WEIGHTS.take();
-    let w = weight.f32_slice(
-        (grp * og + rows.start) * depth..(grp * og + rows.end) * depth,
-        &mut wbuf,
-    );
+    let xg = g.group_input(x, image);
     let mut buf = if g.is_pointwise() || shared_cols.is_some() {
         Vec::new()
     } else {
@@ -255,25 +238,27 @@ unsafe fn conv_tile(
         (xg[col0..].as_ptr(), plane_in)
     } else {
         buf.resize(depth * ncols, 0.0);
-        im2col(xg, cg, g, col0, ncols, &mut buf[..depth * ncols]);
+        im2col(xg, g, col0, ncols, &mut buf[..depth * ncols]);
         (buf.as_ptr(), ncols)
     };
-    // SAFETY: dst is nrows×ncols with row stride plane_out, w is nrows×depth and rhs is
-    // depth×ncols with row stride rhs_stride, all in bounds (checked by the slicing above).
-    gemm_f32(
-        nrows,
-        ncols,
-        depth,
-        dst,
-        plane_out,
-        residual.is_some(),
-        Mat::rows(w.as_ptr(), depth),
-        Mat::rows(rhs, rhs_stride),
-    );
+    let w_rows = (grp * og + rows.start) * depth..(grp * og + rows.end) * depth;
+    weight.with_f32(w_rows, |w| {
+        // SAFETY: dst is nrows×ncols with row stride plane_out, w is nrows×depth and rhs is
+        // depth×ncols with row stride rhs_stride, all in bounds (checked by the slicing above).
+        gemm_f32(
+            nrows,
+            ncols,
+            depth,
+            dst,
+            plane_out,
+            residual.is_some(),
+            Mat::rows(w.as_ptr(), depth),
+            Mat::rows(rhs, rhs_stride),
+        )
+    });
     if !g.is_pointwise() && shared_cols.is_none() {
         COLS.set(buf);
     }
-    WEIGHTS.set(wbuf);
     for o in 0..nrows {
         let b = bias.map_or(0.0, |b| b[grp * og + rows.start + o]);
         bias_act(std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols), b, act);
@@ -289,15 +274,15 @@ fn bias_act(y: &mut [f32], b: f32, act: Activation) {
     }
 }
 
-/// Writes columns `col0..col0 + cols` of the im2col matrix of one image's group (`x`: `cg`
+/// Writes columns `col0..col0 + cols` of the im2col matrix of one image's group (`x`: C_g
 /// planes of H×W) into `out` (row-major, `cols` wide): row `(c·kh + i)·kw + j`, column
 /// `oy·Wo + ox` holds `x[c, oy·s + i·d − pt, ox·s + j·d − pl]`, zero outside the input.
-fn im2col(x: &[f32], cg: usize, g: &ConvGeometry, col0: usize, cols: usize, out: &mut [f32]) {
+fn im2col(x: &[f32], g: &ConvGeometry, col0: usize, cols: usize, out: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride as isize, g.dilation as isize);
     for (r, row) in out.chunks_exact_mut(cols).enumerate() {
         let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-        debug_assert!(c < cg);
+        debug_assert!(c < g.in_channels / g.groups);
         let xin = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
         // output columns whose input column ox·s + off lies inside the row: lo..hi
         let off = j as isize * d - g.pad_left as isize;

@@ -142,11 +142,7 @@ fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scr
     }
     for (yrow, arow) in y.chunks_exact_mut(g.out_w).zip(acc.chunks_exact(ws)) {
         for (o, &v) in yrow.iter_mut().zip(arow) {
-            *o = match act {
-                Activation::None => v,
-                Activation::Relu => v.max(0.0),
-                Activation::Relu6 => v.clamp(0.0, 6.0),
-            };
+            *o = act.of(v);
         }
     }
 }

@@ -5,7 +5,6 @@
 
 use rayon::prelude::*;
 
-use super::conv::WEIGHTS;
 use super::storage::WeightsView;
 use super::{gemm_f32, Mat, SyncPtr};
 
@@ -28,29 +27,28 @@ pub fn linear_f32(x: &[f32], n: usize, k: usize, weight: WeightsView<'_>, bias: 
     let out = SyncPtr(y.as_mut_ptr());
     (0..o.div_ceil(BLOCK_ROWS)).into_par_iter().for_each(|blk| {
         let rows = blk * BLOCK_ROWS..o.min((blk + 1) * BLOCK_ROWS);
-        let mut buf = WEIGHTS.take();
-        let w = weight.f32_slice(rows.start * k..rows.end * k, &mut buf);
-        // SAFETY: dst is N×rows (column stride 1, row stride O) at column rows.start of y;
-        // x is N×K; the right-hand side is wᵀ, K×rows (column stride K, row stride 1). Each
-        // task writes its own columns.
-        unsafe {
-            gemm_f32(
-                n,
-                rows.len(),
-                k,
-                out.add(rows.start).0,
-                o,
-                bias.is_some(),
-                Mat::rows(x.as_ptr(), k),
-                // wᵀ: K×rows, element (k, j) at w[j·K + k]
-                Mat {
-                    ptr: w.as_ptr(),
-                    row_stride: 1,
-                    col_stride: k,
-                },
-            )
-        };
-        WEIGHTS.set(buf);
+        weight.with_f32(rows.start * k..rows.end * k, |w| {
+            // SAFETY: dst is N×rows (column stride 1, row stride O) at column rows.start of y;
+            // x is N×K; the right-hand side is wᵀ, K×rows (column stride K, row stride 1). Each
+            // task writes its own columns.
+            unsafe {
+                gemm_f32(
+                    n,
+                    rows.len(),
+                    k,
+                    out.add(rows.start).0,
+                    o,
+                    bias.is_some(),
+                    Mat::rows(x.as_ptr(), k),
+                    // wᵀ: K×rows, element (k, j) at w[j·K + k]
+                    Mat {
+                        ptr: w.as_ptr(),
+                        row_stride: 1,
+                        col_stride: k,
+                    },
+                )
+            }
+        });
     });
     y
 }

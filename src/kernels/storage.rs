@@ -5,6 +5,11 @@
 use candle_core::{DType, Result, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 
+thread_local! {
+    /// Half-precision weights widened to f32 for one GEMM, reused.
+    static WIDENED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A flat weight array in its storage type.
 #[derive(Debug, Clone)]
 pub enum Weights {
@@ -23,35 +28,18 @@ impl Weights {
         }
     }
 
-    /// A tensor's values, flattened, stored as `dtype`.
-    pub fn from_tensor(t: &Tensor, dtype: DType) -> Result<Self> {
-        Ok(Self::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, dtype))
-    }
-
     pub fn len(&self) -> usize {
-        match self {
-            Weights::F32(v) => v.len(),
-            Weights::F16(v) => v.len(),
-            Weights::Bf16(v) => v.len(),
-        }
+        self.as_view().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Weights::F32(v) => 4 * v.len(),
-            Weights::F16(v) => 2 * v.len(),
-            Weights::Bf16(v) => 2 * v.len(),
-        }
-    }
-
-    /// Elements `range` as f32: borrowed when stored as f32, else widened into `buf`.
-    pub fn f32_slice<'a>(&'a self, range: std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        self.as_view().f32_slice(range, buf)
+    /// Runs `f` on elements `range` as f32: borrowed when stored as f32, else widened into a
+    /// per-thread buffer.
+    pub fn with_f32<R>(&self, range: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
+        self.as_view().with_f32(range, f)
     }
 
     pub fn as_view(&self) -> WeightsView<'_> {
@@ -84,8 +72,17 @@ impl<'a> WeightsView<'a> {
         self.len() == 0
     }
 
+    /// Runs `f` on elements `range` as f32: borrowed when stored as f32, else widened into a
+    /// per-thread buffer (taken out while `f` runs, so nested calls on the thread are safe).
+    pub fn with_f32<R>(&self, range: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
+        let mut buf = WIDENED.take();
+        let r = f(self.f32_slice(range, &mut buf));
+        WIDENED.set(buf);
+        r
+    }
+
     /// Elements `range` as f32: borrowed when stored as f32, else widened into `buf`.
-    pub fn f32_slice<'b>(&self, range: std::ops::Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32]
+    fn f32_slice<'b>(&self, range: std::ops::Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32]
     where
         'a: 'b,
     {
@@ -109,18 +106,19 @@ impl<'a> WeightsView<'a> {
     }
 }
 
-/// Runs `f` on the data of a contiguous CPU tensor of f32, f16 or bf16, in place.
-pub fn with_tensor_view<R>(t: &Tensor, f: impl FnOnce(WeightsView<'_>) -> R) -> Result<R> {
+/// Runs `f` on the data of a CPU tensor of f32, f16 or bf16, in place (a copy only when the
+/// tensor is not contiguous); `what` names it in errors.
+pub fn with_tensor_view<R>(t: &Tensor, what: &str, f: impl FnOnce(WeightsView<'_>) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("weights: expected a CPU tensor")
+        candle_core::bail!("`{what}`: expected a CPU tensor")
     };
     let (a, z) = layout.contiguous_offsets().expect("contiguous");
     Ok(match t.dtype() {
         DType::F16 => f(WeightsView::F16(&cpu.as_slice::<f16>()?[a..z])),
         DType::BF16 => f(WeightsView::Bf16(&cpu.as_slice::<bf16>()?[a..z])),
         DType::F32 => f(WeightsView::F32(&cpu.as_slice::<f32>()?[a..z])),
-        other => candle_core::bail!("weights: unsupported dtype {other:?}"),
+        other => candle_core::bail!("`{what}`: unsupported dtype {other:?}"),
     })
 }

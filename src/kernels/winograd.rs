@@ -18,7 +18,6 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
-use super::storage::Weights;
 use super::{gemm_f32, Mat, SyncPtr};
 use crate::layers::Activation;
 
@@ -58,7 +57,7 @@ thread_local! {
 /// [`transform_weights`]. Same contract as [`super::conv::conv2d_f32`].
 pub fn winograd_f32(
     x: &[f32],
-    u: &Weights,
+    u: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
@@ -142,11 +141,9 @@ impl Task<'_> {
     ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &Weights, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
+    unsafe fn run(&self, u: &[f32], scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
-        let mut ubuf = super::conv::WEIGHTS.take();
-        let u = u.f32_slice(0..u.len(), &mut ubuf);
         // V: 16×C×nt, M: 16×O×nt
         let (v_len, m_len) = (16 * c * nt, 16 * o * nt);
         scratch.resize(v_len + m_len, 0.0);
@@ -185,7 +182,6 @@ impl Task<'_> {
             (0..16).for_each(gemm);
             arch.dispatch(|| self.output_transform(0..o, m, &mut tmp, y));
         }
-        super::conv::WEIGHTS.set(ubuf);
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for channels `chs` and every tile of the block; `v` points
@@ -305,11 +301,7 @@ impl Task<'_> {
                                 if let Some(res) = res {
                                     val += res[ox + b];
                                 }
-                                yrow[ox + b] = match self.act {
-                                    Activation::None => val,
-                                    Activation::Relu => val.max(0.0),
-                                    Activation::Relu6 => val.clamp(0.0, 6.0),
-                                };
+                                yrow[ox + b] = self.act.of(val);
                             }
                         }
                     }

@@ -21,4 +21,14 @@ impl Activation {
             Activation::Relu6 => x.clamp(0f32, 6f32),
         }
     }
+
+    /// The activation of one value (the CPU kernels' epilogues).
+    #[inline(always)]
+    pub fn of(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
 }

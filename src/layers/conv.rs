@@ -159,11 +159,10 @@ impl Conv2d {
         };
         let packed = if !spec.is_depthwise() && on_cpu {
             let w = to_f32_vec(&weight)?;
-            // Winograd's transformed filters would round a second time in half precision: half
-            // storage keeps the plain weights (rounded once) on im2col + GEMM.
+            // Winograd for f32 storage only (see `Packed::Winograd2x2`)
             let f32_storage = weight.dtype() == candle_core::DType::F32;
             Some(Box::new(if spec.use_winograd() && f32_storage {
-                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias, weight.dtype())
+                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias)
             } else {
                 PackedConv::new(w, packed_bias, weight.dtype())
             }))

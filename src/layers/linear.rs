@@ -13,28 +13,21 @@ use crate::kernels::storage::with_tensor_view;
 pub struct Linear {
     /// Weight in its storage dtype (the CPU kernel reads f16/bf16 data in place), bias in f32.
     inner: candle_nn::Linear,
-    /// The bias as f32 for the half-precision CPU kernel.
-    bias: Option<Vec<f32>>,
 }
 
 /// `nn.Linear(in_dim, out_dim)` at `vb`, weights stored as `vb.dtype()`.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let w = get_f32(&vb, (out_dim, in_dim), "weight")?;
     let b = get_f32(&vb, out_dim, "bias")?;
-    Linear::new(w.to_dtype(vb.dtype())?, Some(b))
+    Ok(Linear::new(w.to_dtype(vb.dtype())?, Some(b)))
 }
 
 impl Linear {
     /// From a weight (`out×in`, in the dtype to store) and a bias (`out`).
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let bias_f32 = match &bias {
-            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1()?),
-            None => None,
-        };
-        Ok(Self {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
             inner: candle_nn::Linear::new(weight, bias),
-            bias: bias_f32,
-        })
+        }
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -71,8 +64,11 @@ impl Module for Linear {
         if k != k_w {
             candle_core::bail!("linear: input has {k} features, expected {k_w}")
         }
+        let bias: Option<Vec<f32>> = self.bias().map(|b| b.to_dtype(DType::F32)?.to_vec1()).transpose()?;
         let y = super::with_cpu_f32(x, "linear", |xs| {
-            with_tensor_view(self.weight(), |w| linear_f32(xs, n, k, w, self.bias.as_deref()))
+            with_tensor_view(self.weight(), "linear weight", |w| {
+                linear_f32(xs, n, k, w, bias.as_deref())
+            })
         })??;
         Tensor::from_vec(y, (n, o), x.device())
     }

@@ -33,18 +33,15 @@ pub fn flatten(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tens
     x.flatten_from(1)
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
+/// Runs `f` on the contiguous f32 data of a CPU tensor (`name` says whose, in errors).
 pub(crate) fn with_cpu_f32<R>(
     x: &candle_core::Tensor,
     name: &str,
     f: impl FnOnce(&[f32]) -> R,
 ) -> candle_core::Result<R> {
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("`{name}`: expected a CPU tensor")
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let (a, z) = layout.contiguous_offsets().expect("contiguous");
-    Ok(f(&data[a..z]))
+    use crate::kernels::storage::{with_tensor_view, WeightsView};
+    with_tensor_view(x, name, |data| match data {
+        WeightsView::F32(data) => Ok(f(data)),
+        _ => candle_core::bail!("`{name}`: expected f32 data, got {:?}", x.dtype()),
+    })?
 }

@@ -97,7 +97,7 @@ fn conv_layers(c: &mut Criterion) {
             let packed = if k == 3 && s == 1 {
                 PackedConv::winograd(&w, co, ci, b)
             } else {
-                PackedConv::new(w, b, DType::F32)
+                PackedConv::new(w, b, DType::F32, co, 1)
             };
             let x = random(batch * ci * hw * hw, 5);
             g.throughput(Throughput::Elements(2 * (batch * co * out * out * ci * k * k) as u64));

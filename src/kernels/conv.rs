@@ -11,8 +11,10 @@
 //!   and activation then run in one pass over the tile while it is still in cache.
 //! - The im2col buffer is kept per thread and reused across layers and calls.
 //!
-//! The product itself is the `gemm` crate's (the same one candle uses), one single-threaded
-//! call per tile; the tiles run on rayon.
+//! The product is our own GEMM ([`super::sgemm`]: weights packed into micro-panels at load,
+//! im2col fused into the packing of the input, the epilogue in the micro-kernel's store) where
+//! this CPU runs it (AVX2 + FMA without AVX-512), else the `gemm` crate's (the same one candle
+//! uses), one single-threaded call per tile; the tiles run on rayon.
 
 use std::cell::Cell;
 
@@ -20,6 +22,7 @@ use rayon::prelude::*;
 
 use candle_core::DType;
 
+use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
 use super::{gemm_f32, Mat, SyncPtr};
 use crate::layers::Activation;
@@ -76,8 +79,11 @@ pub struct PackedConv {
 /// How a convolution's weights are laid out, which picks the algorithm.
 #[derive(Debug, Clone)]
 pub enum Packed {
-    /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + GEMM.
+    /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + the `gemm` crate.
     Im2col(Weights),
+    /// f32 weights packed for our own GEMM ([`super::sgemm`]), one [`PanelsA`] per group:
+    /// im2col fused into the packing of the activations (where [`sgemm::available`]).
+    Panels(Vec<PanelsA>),
     /// 3×3 stride 1, one group, f32 only: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
     /// [`super::winograd`]. (Half precision would round the transformed filters a second
     /// time, so half storage stays on im2col.)
@@ -87,11 +93,22 @@ pub enum Packed {
 impl PackedConv {
     /// `weight`: O×C_g×kh×kw (OIHW) flattened, stored as `dtype` (f32, f16 or bf16);
     /// `bias`: O values.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, dtype: DType) -> Self {
-        Self {
-            weights: Packed::Im2col(Weights::new(weight, dtype)),
-            bias,
-        }
+    /// `weight` holds `out_channels` rows in `groups` groups; f32 storage is packed for our own
+    /// GEMM where it runs on this CPU.
+    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, dtype: DType, out_channels: usize, groups: usize) -> Self {
+        let weights = if dtype == DType::F32 && sgemm::available() {
+            let (og, per_group) = (out_channels / groups, weight.len() / groups);
+            let depth = per_group / og;
+            Packed::Panels(
+                weight
+                    .chunks_exact(per_group)
+                    .map(|w| PanelsA::pack(w, og, depth))
+                    .collect(),
+            )
+        } else {
+            Packed::Im2col(Weights::new(weight, dtype))
+        };
+        Self { weights, bias }
     }
 
     /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3), f32 weights.
@@ -128,6 +145,7 @@ pub fn conv2d_f32(
         Packed::Winograd2x2(u) => {
             return super::winograd::winograd_f32(x, u, packed.bias.as_deref(), act, residual, g);
         }
+        Packed::Panels(panels) => return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g),
     };
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
@@ -136,21 +154,14 @@ pub fn conv2d_f32(
         assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
     let mut y = vec![0f32; g.batch * g.out_channels * plane_out];
-    let threads = rayon::current_num_threads();
     let images = g.batch * g.groups;
     let og = g.out_channels / g.groups;
-    // About TASKS_PER_THREAD tasks per thread: column tiles of at least MIN_TILE pixels per
-    // image and group, and when those are too few (small maps at batch 1), blocks of output
-    // channels too, so that each thread streams only its share of the weights.
-    const MIN_TILE: usize = 64;
-    const TASKS_PER_THREAD: usize = 4;
-    let target = threads * TASKS_PER_THREAD;
-    let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
-    let tile_w = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
-    let per_image = plane_out.div_ceil(tile_w);
-    let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
-    let m_block = og.div_ceil(m_split);
-    let m_split = og.div_ceil(m_block);
+    let Tiling {
+        per_image,
+        tile_w,
+        m_split,
+        m_block,
+    } = Tiling::new(g, 1);
     let out = SyncPtr(y.as_mut_ptr());
     let bias = packed.bias.as_deref();
     // SAFETY: each call below writes its own (rows, cols) block of one image of `y`, which
@@ -182,6 +193,231 @@ pub fn conv2d_f32(
         tile(image, rows, cols, None) // disjoint (rows, columns) blocks
     });
     y
+}
+
+/// [`conv2d_f32`] on weights packed for our own GEMM: the input is packed in chunks of [`NC`]
+/// columns (im2col fused into the packing), multiplied by the pre-packed weight panels, with
+/// bias, residual and activation in the micro-kernel's store.
+///
+/// Work split: with enough chunks (large maps, or batches), one rayon task per (image, chunk)
+/// over all output channels, each packing its own chunk; otherwise (small maps at batch 1) each
+/// image's chunks are packed once, in parallel, and shared by tasks over blocks of output
+/// channels, so no two threads pack the same columns.
+fn conv2d_panels(
+    x: &[f32],
+    panels: &[PanelsA],
+    bias: Option<&[f32]>,
+    act: Activation,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    use sgemm::{KC, MR, NR};
+    let plane_out = g.out_h * g.out_w;
+    assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
+    assert_eq!(panels.len(), g.groups, "conv weight groups");
+    assert!(panels
+        .iter()
+        .all(|a| a.rows() * g.groups == g.out_channels && a.depth() == g.depth()));
+    if let Some(r) = residual {
+        assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
+    }
+    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
+    let out = SyncPtr(y.as_mut_ptr().cast());
+    let (images, og, depth) = (g.batch * g.groups, g.out_channels / g.groups, g.depth());
+    let chunks = plane_out.div_ceil(NC);
+    let chunk_cols = |c: usize| (c * NC)..plane_out.min((c + 1) * NC);
+    // SAFETY (both calls below): each task writes its own (rows, cols) block of one image of
+    // `y`, which outlives them all; row blocks start at multiples of MR.
+    let tile = |image: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, packed: Option<&[f32]>| unsafe {
+        panels_tile(
+            x,
+            &panels[image % g.groups],
+            bias,
+            act,
+            residual,
+            g,
+            image,
+            rows,
+            cols,
+            out,
+            packed,
+        )
+    };
+    let threads = rayon::current_num_threads();
+    if images * chunks >= 3 * threads {
+        (0..images * chunks)
+            .into_par_iter()
+            .for_each(|t| tile(t / chunks, 0..og, chunk_cols(t % chunks), None));
+    } else {
+        // output channels in blocks of whole micro-panels, about 3 tasks per thread in all
+        let panels_m = og.div_ceil(MR);
+        let m_split = (3 * threads).div_ceil(chunks).min(panels_m);
+        let block_rows = |b: usize| (b * panels_m / m_split * MR)..og.min((b + 1) * panels_m / m_split * MR);
+        let mut shared = Vec::new();
+        for image in 0..images {
+            let xg = g.group_input(x, image);
+            // chunk c holds its K blocks one after another, `depth × NC` values from c·depth·NC
+            shared.resize(
+                depth * (chunks - 1) * NC + depth * chunk_cols(chunks - 1).len().next_multiple_of(NR),
+                0.0,
+            );
+            shared.par_chunks_mut(depth * NC).enumerate().for_each(|(c, packed)| {
+                let cols = chunk_cols(c);
+                let block = cols.len().next_multiple_of(NR);
+                packed
+                    .par_chunks_mut(KC * block)
+                    .enumerate()
+                    .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
+            });
+            (0..chunks * m_split).into_par_iter().for_each(|t| {
+                let (c, b) = (t / m_split, t % m_split);
+                tile(image, block_rows(b), chunk_cols(c), Some(&shared[c * depth * NC..]))
+            });
+        }
+    }
+    // SAFETY: the tasks cover every element of `y`, and each wrote all of its own.
+    unsafe { assume_init(y) }
+}
+
+/// Packs K rows `k0..k0 + out.len() / (⌈cols/NR⌉·NR)` of one image group's B matrix (its
+/// input planes for a pointwise convolution, else its im2col rows), columns `col0..col0 + cols`.
+fn pack_rows(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
+    let kc = out.len() / (cols.div_ceil(sgemm::NR) * sgemm::NR);
+    if g.is_pointwise() {
+        let plane = g.in_h * g.in_w;
+        sgemm::pack_b(kc, cols, out, |k, _| Some(&xg[(k0 + k) * plane + col0..][..cols]))
+    } else {
+        sgemm::pack_b(kc, cols, out, |k, row| {
+            im2col_row(xg, g, k0 + k, col0, cols, row);
+            None
+        })
+    }
+}
+
+thread_local! {
+    /// One task's packed K block of B, reused across tiles, layers and calls.
+    static PACKED_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Columns per packed B chunk: a K block of it, 256 × 128 values (128 KB), stays in L2 while
+/// the A panels of the task's rows stream past it.
+const NC: usize = 128;
+
+/// One tile of [`conv2d_panels`]: output columns `cols` (at most [`NC`]) of output channels
+/// `rows` (within the group) of image group `image`; `packed`, when given, holds those columns
+/// already packed for every K block, one after another.
+///
+/// # Safety
+/// `y` points to the N×O×Ho×Wo output; no other task writes this tile; `rows.start` is a
+/// multiple of MR.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels_tile(
+    x: &[f32],
+    a: &PanelsA,
+    bias: Option<&[f32]>,
+    act: Activation,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+    image: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    y: SyncPtr,
+    packed: Option<&[f32]>,
+) {
+    use sgemm::{Epilogue, KC, MR, NR};
+    debug_assert_eq!(rows.start % MR, 0);
+    if rows.is_empty() {
+        return;
+    }
+    let (n, grp) = (image / g.groups, image % g.groups);
+    let plane_out = g.out_h * g.out_w;
+    let (og, depth) = (g.out_channels / g.groups, g.depth());
+    let first_row = n * g.out_channels + grp * og + rows.start;
+    let origin = first_row * plane_out + cols.start;
+    let xg = g.group_input(x, image);
+    let bias = bias.map(|b| &b[grp * og + rows.start..]);
+    let (nc, block) = (cols.len(), cols.len().next_multiple_of(NR));
+    let mut buf = PACKED_B.take();
+    for k0 in (0..depth).step_by(KC) {
+        let kc = KC.min(depth - k0);
+        let b = match packed {
+            Some(p) => &p[k0 * block..][..kc * block],
+            None => {
+                buf.resize(kc * block, 0.0);
+                pack_rows(xg, g, k0, cols.start, nc, &mut buf[..kc * block]);
+                &buf[..kc * block]
+            }
+        };
+        let ep = Epilogue {
+            bias,
+            residual: residual.map(|r| r[origin..].as_ptr()),
+            act,
+            first: k0 == 0,
+            last: k0 + kc == depth,
+        };
+        sgemm::gemm_block(
+            kc,
+            rows.len(),
+            nc,
+            a,
+            k0,
+            rows.start / MR,
+            b,
+            y.0.add(origin),
+            plane_out,
+            ep,
+        );
+    }
+    PACKED_B.set(buf);
+}
+
+/// An output buffer of `n` values, left uninitialised: the kernels write every element.
+fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: MaybeUninit needs no initialisation.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// # Safety
+/// Every element of `v` must have been written.
+unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity())
+}
+
+/// How one convolution's output is split into rayon tasks: `per_image` column tiles of
+/// `tile_w` pixels per image and group, times `m_split` blocks of `m_block` output channels.
+struct Tiling {
+    per_image: usize,
+    tile_w: usize,
+    m_split: usize,
+    m_block: usize,
+}
+
+impl Tiling {
+    /// About TASKS_PER_THREAD tasks per thread: column tiles of at least MIN_TILE pixels per
+    /// image and group, and when those are too few (small maps at batch 1), blocks of output
+    /// channels (a multiple of `m_align`) too, so that each thread streams only its share of
+    /// the weights.
+    fn new(g: &ConvGeometry, m_align: usize) -> Self {
+        const MIN_TILE: usize = 64;
+        const TASKS_PER_THREAD: usize = 4;
+        let target = rayon::current_num_threads() * TASKS_PER_THREAD;
+        let (images, og, plane_out) = (g.batch * g.groups, g.out_channels / g.groups, g.out_h * g.out_w);
+        let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
+        let tile_w = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
+        let per_image = plane_out.div_ceil(tile_w);
+        let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
+        let m_block = og.div_ceil(m_split).next_multiple_of(m_align);
+        let m_split = og.div_ceil(m_block);
+        Self {
+            per_image,
+            tile_w,
+            m_split,
+            m_block,
+        }
+    }
 }
 
 /// A shared read-only im2col matrix (`depth × columns` of the tile).
@@ -278,45 +514,50 @@ fn bias_act(y: &mut [f32], b: f32, act: Activation) {
 /// planes of H×W) into `out` (row-major, `cols` wide): row `(c·kh + i)·kw + j`, column
 /// `oy·Wo + ox` holds `x[c, oy·s + i·d − pt, ox·s + j·d − pl]`, zero outside the input.
 fn im2col(x: &[f32], g: &ConvGeometry, col0: usize, cols: usize, out: &mut [f32]) {
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        im2col_row(x, g, r, col0, cols, row);
+    }
+}
+
+/// Row `r` of [`im2col`]'s matrix, columns `col0..col0 + cols`, into `row`.
+fn im2col_row(x: &[f32], g: &ConvGeometry, r: usize, col0: usize, cols: usize, row: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride as isize, g.dilation as isize);
-    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-        let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
-        debug_assert!(c < g.in_channels / g.groups);
-        let xin = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
-        // output columns whose input column ox·s + off lies inside the row: lo..hi
-        let off = j as isize * d - g.pad_left as isize;
-        let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize }.min(g.out_w);
-        let hi = ((g.in_w as isize - 1 - off).div_euclid(s) + 1).clamp(lo as isize, g.out_w as isize) as usize;
-        // walk the output rows this column window touches
-        let mut col = col0;
-        while col < col0 + cols {
-            let (oy, ox0) = (col / g.out_w, col % g.out_w);
-            let ox1 = g.out_w.min(ox0 + col0 + cols - col);
-            let dst = &mut row[col - col0..][..ox1 - ox0];
-            col += ox1 - ox0;
-            let iy = oy as isize * s + i as isize * d - g.pad_top as isize;
-            if iy < 0 || iy >= g.in_h as isize {
-                dst.fill(0.0);
-                continue;
-            }
-            let xrow = &xin[iy as usize * g.in_w..][..g.in_w];
-            // the valid part of this window: a..b (in output columns)
-            let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
-            dst[..a - ox0].fill(0.0);
-            dst[b - ox0..].fill(0.0);
-            if a == b {
-                continue;
-            }
-            let dst = &mut dst[a - ox0..b - ox0];
-            if s == 1 {
-                let start = (a as isize + off) as usize;
-                dst.copy_from_slice(&xrow[start..start + (b - a)]);
-            } else {
-                let start = (a as isize * s + off) as usize;
-                for (v, x) in dst.iter_mut().zip(xrow[start..].iter().step_by(s as usize)) {
-                    *v = *x;
-                }
+    let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
+    debug_assert!(c < g.in_channels / g.groups);
+    let xin = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+    // output columns whose input column ox·s + off lies inside the row: lo..hi
+    let off = j as isize * d - g.pad_left as isize;
+    let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize }.min(g.out_w);
+    let hi = ((g.in_w as isize - 1 - off).div_euclid(s) + 1).clamp(lo as isize, g.out_w as isize) as usize;
+    // walk the output rows this column window touches
+    let mut col = col0;
+    while col < col0 + cols {
+        let (oy, ox0) = (col / g.out_w, col % g.out_w);
+        let ox1 = g.out_w.min(ox0 + col0 + cols - col);
+        let dst = &mut row[col - col0..][..ox1 - ox0];
+        col += ox1 - ox0;
+        let iy = oy as isize * s + i as isize * d - g.pad_top as isize;
+        if iy < 0 || iy >= g.in_h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let xrow = &xin[iy as usize * g.in_w..][..g.in_w];
+        // the valid part of this window: a..b (in output columns)
+        let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+        dst[..a - ox0].fill(0.0);
+        dst[b - ox0..].fill(0.0);
+        if a == b {
+            continue;
+        }
+        let dst = &mut dst[a - ox0..b - ox0];
+        if s == 1 {
+            let start = (a as isize + off) as usize;
+            dst.copy_from_slice(&xrow[start..start + (b - a)]);
+        } else {
+            let start = (a as isize * s + off) as usize;
+            for (v, x) in dst.iter_mut().zip(xrow[start..].iter().step_by(s as usize)) {
+                *v = *x;
             }
         }
     }

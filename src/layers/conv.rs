@@ -164,7 +164,7 @@ impl Conv2d {
             Some(Box::new(if spec.use_winograd() && f32_storage {
                 PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias)
             } else {
-                PackedConv::new(w, packed_bias, weight.dtype())
+                PackedConv::new(w, packed_bias, weight.dtype(), spec.out_channels, spec.groups)
             }))
         } else {
             None

@@ -1,0 +1,307 @@
+//! Our own f32 GEMM for convolutions, `C (M×N) = A (M×K) · B (K×N)` with the weights as `A`,
+//! in the GotoBLAS/BLIS scheme (Goto & van de Geijn 2008; Van Zee & van de Geijn 2015):
+//!
+//! - `A` is packed **once at load** ([`PanelsA`]): K in blocks of [`KC`], each block in panels of
+//!   [`MR`] rows stored k-major, so the micro-kernel reads it with one broadcast per row and k.
+//!   (The `gemm` crate packs both operands on every call; for the many small GEMMs of a CNN,
+//!   1×1 convolutions on 14×14 maps, that packing is a large share of the work.)
+//! - `B` (the activations) is packed per tile into strips of [`NR`] columns by the caller, from
+//!   wherever its rows live: [`pack_b`] takes one row at a time, so im2col writes straight into
+//!   the packed layout (no im2col matrix in between).
+//! - The MR×NR micro-kernel keeps its 12 accumulators in registers over a K block, and its
+//!   store does the epilogue ([`Epilogue`]): add the previous K blocks' partial sums, then on
+//!   the last block the bias, the residual and the activation, one pass while the tile is in
+//!   registers.
+//!
+//! The micro-kernel is written for AVX2 + FMA (6×16: 12 ymm accumulators, as BLIS's Haswell
+//! kernel). [`available`] says whether it runs on this CPU; where it does not, or where the CPU
+//! has AVX-512 (the `gemm` crate's AVX-512 kernels are twice as wide), the convolution keeps
+//! the `gemm` crate path. [`reference_gemm`]-style naive loops check it in the tests.
+
+use crate::layers::Activation;
+
+/// Rows of `A` per micro-panel (and of `C` per micro-tile).
+pub const MR: usize = 6;
+/// Columns of `B` per packed strip (and of `C` per micro-tile): two 8-lane vectors.
+pub const NR: usize = 16;
+/// Depth of one K block: a 6×256 A micro-panel (6 KB) stays in L1 while a 256×NR B strip
+/// (16 KB) streams from L2.
+pub const KC: usize = 256;
+
+/// True when this CPU runs the micro-kernel and it is the better choice: AVX2 and FMA present,
+/// AVX-512 absent.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("FERROVISION_NO_SGEMM").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && !is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `A` (M×K, row-major) packed once: K blocks of [`KC`], each holding ⌈M/MR⌉ micro-panels of
+/// `MR × kc` values stored k-major (`panel[k·MR + r] = A[p·MR + r][k0 + k]`), rows past M zero.
+#[derive(Debug, Clone)]
+pub struct PanelsA {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PanelsA {
+    /// Packs row-major `a` (M×K).
+    pub fn pack(a: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(a.len(), m * k, "A size");
+        let mp = m.next_multiple_of(MR);
+        let mut data = vec![0f32; mp * k];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for p in 0..mp / MR {
+                let panel = &mut data[k0 * mp + p * MR * kc..][..MR * kc];
+                for r in 0..MR.min(m - p * MR) {
+                    let row = &a[(p * MR + r) * k + k0..][..kc];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * MR + r] = v;
+                    }
+                }
+            }
+        }
+        Self { m, k, data }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Number of stored values (M rounded up to MR, times K).
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The micro-panel of rows `p·MR..` for the K block starting at `k0` (`MR × kc`).
+    fn panel(&self, k0: usize, p: usize) -> &[f32] {
+        let kc = KC.min(self.k - k0);
+        &self.data[k0 * self.m.next_multiple_of(MR) + p * MR * kc..][..MR * kc]
+    }
+}
+
+/// Packs `kc` rows of B, `cols` columns each, into `out` (⌈cols/NR⌉·kc·NR long) as strips of
+/// `kc × NR` (`strip[k·NR + j] = B[k][s·NR + j]`); the lanes past `cols` keep whatever they
+/// held (the micro-kernel computes them and drops them). `row(k, buf)` gives
+/// row k: `Some(slice)` when the row exists as it is, or `None` after writing it into `buf`
+/// (`cols` long; im2col rows are built there).
+pub fn pack_b<'x>(
+    kc: usize,
+    cols: usize,
+    out: &mut [f32],
+    mut row: impl FnMut(usize, &mut [f32]) -> Option<&'x [f32]>,
+) {
+    assert_eq!(out.len(), cols.div_ceil(NR) * kc * NR, "packed B size");
+    ROW.with(|cell| {
+        let mut buf = cell.take();
+        buf.resize(cols, 0.0);
+        for k in 0..kc {
+            let r = match row(k, &mut buf[..cols]) {
+                Some(r) => r,
+                None => &buf[..cols],
+            };
+            debug_assert_eq!(r.len(), cols);
+            for (s, chunk) in r.chunks(NR).enumerate() {
+                out[s * kc * NR + k * NR..][..chunk.len()].copy_from_slice(chunk);
+            }
+        }
+        cell.set(buf);
+    });
+}
+
+thread_local! {
+    /// One im2col row for [`pack_b`], reused.
+    static ROW: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// What the micro-kernel's store does with an `MR × NR` tile of sums `acc`:
+/// `C = acc (+ C if not first block)`, and on the last K block
+/// `C = act(C + bias[row] (+ residual))`.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// One value per row of C (from the tile's first row).
+    pub bias: Option<&'a [f32]>,
+    /// Added on the last block: same layout as C (`ldc` apart), from the tile's origin.
+    pub residual: Option<*const f32>,
+    pub act: Activation,
+    /// First K block: C is not read.
+    pub first: bool,
+    /// Last K block: bias, residual and activation are applied.
+    pub last: bool,
+}
+
+/// Runs the micro-kernel over an A panel block and a packed B block:
+/// C[rows × cols] (row stride `ldc`) from `a_panels` (⌈rows/MR⌉ consecutive micro-panels of
+/// `MR × kc`) and `b` (⌈cols/NR⌉ strips of `kc × NR`).
+///
+/// # Safety
+/// `c` (and the epilogue's residual) must cover `rows` rows of `cols` values, `ldc` apart;
+/// [`available`] must be true.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_block(
+    kc: usize,
+    rows: usize,
+    cols: usize,
+    a: &PanelsA,
+    k0: usize,
+    p0: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    ep: Epilogue,
+) {
+    debug_assert!(b.len() >= cols.div_ceil(NR) * kc * NR);
+    for p in 0..rows.div_ceil(MR) {
+        let ap = a.panel(k0, p0 + p);
+        let r = MR.min(rows - p * MR);
+        let ep_p = Epilogue {
+            bias: ep.bias.map(|bias| &bias[p * MR..]),
+            residual: ep.residual.map(|res| res.add(p * MR * ldc)),
+            ..ep
+        };
+        for s in 0..cols.div_ceil(NR) {
+            let n = NR.min(cols - s * NR);
+            let ep_s = Epilogue {
+                residual: ep_p.residual.map(|res| res.add(s * NR)),
+                ..ep_p
+            };
+            #[cfg(target_arch = "x86_64")]
+            avx2::kernel(
+                kc,
+                ap.as_ptr(),
+                b[s * kc * NR..].as_ptr(),
+                c.add(p * MR * ldc + s * NR),
+                ldc,
+                r,
+                n,
+                &ep_s,
+            );
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = (ap, r, n, ep_s);
+                unreachable!("sgemm::available() is false off x86-64")
+            }
+        }
+    }
+}
+
+/// The scalar epilogue for one value: `v` is the block's sum.
+#[inline(always)]
+fn finish(v: f32, c: *mut f32, res: Option<*const f32>, bias: f32, ep: &Epilogue) {
+    // SAFETY: the caller passes in-bounds pointers.
+    unsafe {
+        let mut v = if ep.first { v } else { v + *c };
+        if ep.last {
+            v += bias;
+            if let Some(r) = res {
+                v += *r;
+            }
+            v = ep.act.of(v);
+        }
+        *c = v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{finish, Epilogue, MR, NR};
+    use crate::layers::Activation;
+    use std::arch::x86_64::*;
+
+    /// One MR×NR tile: `acc = Σ_k a[k·MR + i] · b[k·NR + j]`, then the epilogue into `c`
+    /// (`rows ≤ MR`, `cols ≤ NR` of it valid).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        ep: &Epilogue,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(k * NR));
+            let b1 = _mm256_loadu_ps(b.add(k * NR + 8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(k * MR + i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        if rows == MR && cols == NR {
+            let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+            for (i, row) in acc.iter().enumerate() {
+                let ci = c.add(i * ldc);
+                let mut v = *row;
+                if !ep.first {
+                    v[0] = _mm256_add_ps(v[0], _mm256_loadu_ps(ci));
+                    v[1] = _mm256_add_ps(v[1], _mm256_loadu_ps(ci.add(8)));
+                }
+                if ep.last {
+                    if let Some(bias) = ep.bias {
+                        let bi = _mm256_set1_ps(bias[i]);
+                        v[0] = _mm256_add_ps(v[0], bi);
+                        v[1] = _mm256_add_ps(v[1], bi);
+                    }
+                    if let Some(r) = ep.residual {
+                        let ri = r.add(i * ldc);
+                        v[0] = _mm256_add_ps(v[0], _mm256_loadu_ps(ri));
+                        v[1] = _mm256_add_ps(v[1], _mm256_loadu_ps(ri.add(8)));
+                    }
+                    match ep.act {
+                        Activation::None => {}
+                        Activation::Relu => {
+                            v[0] = _mm256_max_ps(v[0], zero);
+                            v[1] = _mm256_max_ps(v[1], zero);
+                        }
+                        Activation::Relu6 => {
+                            v[0] = _mm256_min_ps(_mm256_max_ps(v[0], zero), six);
+                            v[1] = _mm256_min_ps(_mm256_max_ps(v[1], zero), six);
+                        }
+                    }
+                }
+                _mm256_storeu_ps(ci, v[0]);
+                _mm256_storeu_ps(ci.add(8), v[1]);
+            }
+        } else {
+            let mut tile = [[0f32; NR]; MR];
+            for (t, a) in tile.iter_mut().zip(acc.iter()) {
+                _mm256_storeu_ps(t.as_mut_ptr(), a[0]);
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), a[1]);
+            }
+            for (i, t) in tile.iter().enumerate().take(rows) {
+                let bias = if ep.last { ep.bias.map_or(0.0, |b| b[i]) } else { 0.0 };
+                for (j, &v) in t.iter().enumerate().take(cols) {
+                    let res = ep.residual.map(|r| r.add(i * ldc + j));
+                    finish(v, c.add(i * ldc + j), res, bias, ep);
+                }
+            }
+        }
+    }
+}

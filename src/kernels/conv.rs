@@ -87,7 +87,7 @@ pub enum Packed {
     /// 3×3 stride 1, one group, f32 only: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
     /// [`super::winograd`]. (Half precision would round the transformed filters a second
     /// time, so half storage stays on im2col.)
-    Winograd2x2(Vec<f32>),
+    Winograd2x2(super::winograd::Filters),
 }
 
 impl PackedConv {
@@ -113,7 +113,7 @@ impl PackedConv {
 
     /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3), f32 weights.
     pub fn winograd(weight: &[f32], out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
-        let u = super::winograd::transform_weights(weight, out_channels, in_channels);
+        let u = super::winograd::Filters::new(weight, out_channels, in_channels);
         Self {
             weights: Packed::Winograd2x2(u),
             bias,

@@ -18,8 +18,35 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
+use super::sgemm::{self, PanelsA};
 use super::{gemm_f32, Mat, SyncPtr};
 use crate::layers::Activation;
+
+/// The transformed filters `U[ξ]` (ξ = 4i + j), 16 matrices O×C, as the GEMM wants them.
+#[derive(Debug, Clone)]
+pub enum Filters {
+    /// Row-major, one after another, for the `gemm` crate.
+    Plain(Vec<f32>),
+    /// Packed once for our own GEMM ([`sgemm`]), where it runs on this CPU.
+    Panels(Vec<PanelsA>),
+}
+
+impl Filters {
+    /// Transforms 3×3 filters `weight` (O×C×3×3) and packs them for the GEMM this CPU runs.
+    pub fn new(weight: &[f32], out_channels: usize, in_channels: usize) -> Self {
+        let u = transform_weights(weight, out_channels, in_channels);
+        if sgemm::available() {
+            let oc = out_channels * in_channels;
+            Filters::Panels(
+                u.chunks_exact(oc)
+                    .map(|u| PanelsA::pack(u, out_channels, in_channels))
+                    .collect(),
+            )
+        } else {
+            Filters::Plain(u)
+        }
+    }
+}
 
 /// `U[ξ][o][c]` (ξ = 4i + j) from 3×3 filters `weight` (O×C×3×3).
 pub fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize) -> Vec<f32> {
@@ -51,13 +78,15 @@ pub fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize
 thread_local! {
     /// Per-thread scratch: transformed inputs, GEMM outputs, row phases and temporaries.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// One K block of one V[ξ], packed for our own GEMM.
+    static PACKED_V: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `y = act(conv3×3(x, w) + b [+ residual])`, stride 1, dilation 1, one group; `u` from
 /// [`transform_weights`]. Same contract as [`super::conv::conv2d_f32`].
 pub fn winograd_f32(
     x: &[f32],
-    u: &[f32],
+    u: &Filters,
     bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
@@ -69,7 +98,10 @@ pub fn winograd_f32(
     );
     let (c, o) = (g.in_channels, g.out_channels);
     assert_eq!(x.len(), g.batch * c * g.in_h * g.in_w, "winograd input size");
-    assert_eq!(u.len(), 16 * o * c, "winograd weight size");
+    match u {
+        Filters::Plain(u) => assert_eq!(u.len(), 16 * o * c, "winograd weight size"),
+        Filters::Panels(u) => assert!(u.len() == 16 && u.iter().all(|u| u.rows() == o && u.depth() == c)),
+    }
     let plane_out = g.out_h * g.out_w;
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * o * plane_out, "residual size");
@@ -141,7 +173,7 @@ impl Task<'_> {
     ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &[f32], scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
+    unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
         // V: 16×C×nt, M: 16×O×nt
@@ -150,10 +182,10 @@ impl Task<'_> {
         let (v, m) = scratch.split_at_mut(v_len);
         let (v, m) = (SyncPtr(v.as_mut_ptr()), SyncPtr(m.as_mut_ptr()));
         let temporaries = || vec![0f32; 8 * (self.tiles_w + 1) + 16 * self.tiles_w];
-        let gemm = |xi: usize| {
+        let gemm = |xi: usize| match u {
             // SAFETY: M[ξ] is O×nt, U[ξ] is O×C, V[ξ] is C×nt, all row-major and in bounds;
             // each ξ writes its own M[ξ].
-            gemm_f32(
+            Filters::Plain(u) => gemm_f32(
                 o,
                 nt,
                 c,
@@ -162,7 +194,28 @@ impl Task<'_> {
                 false,
                 Mat::rows(u[xi * o * c..].as_ptr(), c),
                 Mat::rows(v.add(xi * c * nt).0, nt),
-            );
+            ),
+            Filters::Panels(u) => {
+                // V[ξ] packed block by block, then the panels of U[ξ] over it
+                let vx = std::slice::from_raw_parts(v.add(xi * c * nt).0, c * nt);
+                PACKED_V.with(|cell| {
+                    let mut buf = cell.take();
+                    for k0 in (0..c).step_by(sgemm::KC) {
+                        let kc = sgemm::KC.min(c - k0);
+                        buf.resize(kc * nt.next_multiple_of(sgemm::NR), 0.0);
+                        sgemm::pack_b(kc, nt, &mut buf, |k, _| Some(&vx[(k0 + k) * nt..][..nt]));
+                        let ep = sgemm::Epilogue {
+                            bias: None,
+                            residual: None,
+                            act: Activation::None,
+                            first: k0 == 0,
+                            last: k0 + kc == c,
+                        };
+                        sgemm::gemm_block(kc, o, nt, &u[xi], k0, 0, &buf, m.add(xi * o * nt).0, nt, ep);
+                    }
+                    cell.set(buf);
+                })
+            }
         };
         if wide {
             let chunks = |len: usize| len.div_ceil(4 * rayon::current_num_threads()).max(1);

@@ -24,7 +24,7 @@ use candle_core::DType;
 
 use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
-use super::{gemm_f32, Mat, SyncPtr};
+use super::{assume_init, gemm_f32, uninit_output, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -153,7 +153,7 @@ pub fn conv2d_f32(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
-    let mut y = vec![0f32; g.batch * g.out_channels * plane_out];
+    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
     let images = g.batch * g.groups;
     let og = g.out_channels / g.groups;
     let Tiling {
@@ -162,7 +162,7 @@ pub fn conv2d_f32(
         m_split,
         m_block,
     } = Tiling::new(g, 1);
-    let out = SyncPtr(y.as_mut_ptr());
+    let out = SyncPtr(y.as_mut_ptr().cast());
     let bias = packed.bias.as_deref();
     // SAFETY: each call below writes its own (rows, cols) block of one image of `y`, which
     // outlives them all; a shared im2col matrix outlives the calls that read it.
@@ -184,7 +184,8 @@ pub fn conv2d_f32(
                 tile(image, rows, cols.clone(), Some(rhs)) // disjoint row blocks
             });
         }
-        return y;
+        // SAFETY: the tiles cover every element of `y`, and each wrote all of its own.
+        return unsafe { assume_init(y) };
     }
     (0..images * per_image * m_split).into_par_iter().for_each(|task| {
         let (image, t, mb) = (task / (per_image * m_split), task / m_split % per_image, task % m_split);
@@ -192,7 +193,8 @@ pub fn conv2d_f32(
         let rows = (mb * m_block)..og.min((mb + 1) * m_block);
         tile(image, rows, cols, None) // disjoint (rows, columns) blocks
     });
-    y
+    // SAFETY: as above.
+    unsafe { assume_init(y) }
 }
 
 /// [`conv2d_f32`] on weights packed for our own GEMM: the input is packed in chunks of [`NC`]
@@ -369,21 +371,6 @@ unsafe fn panels_tile(
         );
     }
     PACKED_B.set(buf);
-}
-
-/// An output buffer of `n` values, left uninitialised: the kernels write every element.
-fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: MaybeUninit needs no initialisation.
-    unsafe { v.set_len(n) };
-    v
-}
-
-/// # Safety
-/// Every element of `v` must have been written.
-unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
-    let mut v = std::mem::ManuallyDrop::new(v);
-    Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity())
 }
 
 /// How one convolution's output is split into rayon tasks: `per_image` column tiles of

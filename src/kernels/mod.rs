@@ -28,6 +28,21 @@ impl SyncPtr {
     }
 }
 
+/// An output buffer of `n` values, left uninitialised: the kernels write every element.
+pub(crate) fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: MaybeUninit needs no initialisation.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// # Safety
+/// Every element of `v` must have been written.
+pub(crate) unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity())
+}
+
 /// A strided f32 matrix for [`gemm_f32`]: element (i, j) at `ptr + i·row_stride + j·col_stride`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {

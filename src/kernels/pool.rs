@@ -94,9 +94,41 @@ fn plane(
     init: f32,
     f: impl Fn(f32, f32) -> f32 + Copy,
 ) {
+    // output columns whose window lies inside the row: lo..hi, one unit-stride (s = 1) or
+    // strided pass per kernel tap; the clipped windows at the borders fold on their own
+    let (s, k, pad) = (g.stride, g.kernel, g.pad);
+    let lo = pad.div_ceil(s).min(g.out_w);
+    let hi = if g.in_w + pad >= k {
+        ((g.in_w + pad - k) / s + 1).clamp(lo, g.out_w)
+    } else {
+        lo
+    };
     for (xrow, hrow) in x.chunks_exact(g.in_w).zip(h.chunks_exact_mut(g.out_w)) {
-        for (v, &(a, b, _)) in hrow.iter_mut().zip(cols) {
-            *v = xrow[a..b].iter().fold(init, |m, &e| f(m, e));
+        for o in (0..lo).chain(hi..g.out_w) {
+            let (a, b, _) = cols[o];
+            hrow[o] = xrow[a..b].iter().fold(init, |m, &e| f(m, e));
+        }
+        if lo == hi {
+            continue;
+        }
+        let inner = &mut hrow[lo..hi];
+        for j in 0..k {
+            let start = lo * s + j - pad;
+            if s == 1 {
+                let taps = &xrow[start..start + inner.len()];
+                if j == 0 {
+                    inner.copy_from_slice(taps);
+                } else {
+                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = f(*v, e));
+                }
+            } else {
+                let taps = xrow[start..].iter().step_by(s);
+                if j == 0 {
+                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = e);
+                } else {
+                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = f(*v, e));
+                }
+            }
         }
     }
     for (yrow, &(a, b, _)) in y.chunks_exact_mut(g.out_w).zip(rows) {

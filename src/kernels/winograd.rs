@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
 use super::sgemm::{self, PanelsA};
-use super::{gemm_f32, Mat, SyncPtr};
+use super::{assume_init, gemm_f32, uninit_output, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// The transformed filters `U[ξ]` (ξ = 4i + j), 16 matrices O×C, as the GEMM wants them.
@@ -106,14 +106,14 @@ pub fn winograd_f32(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * o * plane_out, "residual size");
     }
-    let mut y = vec![0f32; g.batch * o * plane_out];
+    let mut y = uninit_output(g.batch * o * plane_out);
     let tiles_w = g.out_w.div_ceil(2);
     let tiles = g.out_h.div_ceil(2) * tiles_w;
     let threads = rayon::current_num_threads();
     let per_image = (4 * threads).div_ceil(g.batch);
     let block = tiles.div_ceil(per_image).clamp(32, 192).min(tiles);
     let blocks = tiles.div_ceil(block);
-    let out = SyncPtr(y.as_mut_ptr());
+    let out = SyncPtr(y.as_mut_ptr().cast());
     let arch = pulp::Arch::new();
     let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
@@ -138,7 +138,8 @@ pub fn winograd_f32(
     } else {
         (0..g.batch * blocks).for_each(|t| run(t, true));
     }
-    y
+    // SAFETY: the tasks cover every output tile, and each wrote every pixel of its own.
+    unsafe { assume_init(y) }
 }
 
 /// Tiles `t0..t0 + nt` (row-major over the ⌈Ho/2⌉×⌈Wo/2⌉ tile grid) of one image.

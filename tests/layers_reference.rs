@@ -428,7 +428,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Our GEMM alone (`kernels::sgemm`): weights packed in MR-row panels, B packed in NR-column
-    /// strips, K in blocks of KC (partial sums through C), every epilogue, against a naive
+    /// strips (row by row or strided), K in blocks of KC (partial sums through C), every epilogue, against a naive
     /// triple loop; sizes off the MR/NR/KC multiples on purpose.
     #[test]
     fn sgemm_matches_naive(m in 1usize..40, n in 1usize..80, k in 1usize..700, seed in any::<u64>()) {
@@ -447,7 +447,11 @@ proptest! {
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             packed.resize(n.div_ceil(NR) * NR * kc, f32::NAN);
-            sgemm::pack_b(kc, n, &mut packed, |kk, _| Some(&b[(k0 + kk) * n..][..n]));
+            if seed & 32 != 0 {
+                sgemm::pack_b(kc, n, &mut packed, |kk, _| Some(&b[(k0 + kk) * n..][..n]));
+            } else {
+                sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
+            }
             let ep = Epilogue {
                 bias: with_bias.then_some(&bias[..]),
                 residual: with_res.then_some(res.as_ptr()),

@@ -287,7 +287,7 @@ fn pack_rows(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, 
     let kc = out.len() / (cols.div_ceil(sgemm::NR) * sgemm::NR);
     if g.is_pointwise() {
         let plane = g.in_h * g.in_w;
-        sgemm::pack_b(kc, cols, out, |k, _| Some(&xg[(k0 + k) * plane + col0..][..cols]))
+        sgemm::pack_b_strided(kc, cols, out, &xg[k0 * plane + col0..], plane)
     } else {
         sgemm::pack_b(kc, cols, out, |k, row| {
             im2col_row(xg, g, k0 + k, col0, cols, row);

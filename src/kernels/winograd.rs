@@ -204,7 +204,7 @@ impl Task<'_> {
                     for k0 in (0..c).step_by(sgemm::KC) {
                         let kc = sgemm::KC.min(c - k0);
                         buf.resize(kc * nt.next_multiple_of(sgemm::NR), 0.0);
-                        sgemm::pack_b(kc, nt, &mut buf, |k, _| Some(&vx[(k0 + k) * nt..][..nt]));
+                        sgemm::pack_b_strided(kc, nt, &mut buf, &vx[k0 * nt..], nt);
                         let ep = sgemm::Epilogue {
                             bias: None,
                             residual: None,

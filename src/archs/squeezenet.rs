@@ -111,6 +111,7 @@ impl Network for SqueezeNet {
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = POOL.forward(&self.stem.forward(x)?)?;
+        crate::trace::record_lazy(|| "features.2".to_string(), "MaxPool2d", &h, 0);
         for (i, l) in self.features.iter().enumerate() {
             h = match l {
                 Layer::Fire(f) => f.forward(&h)?,

@@ -5,7 +5,7 @@
 //! phases (column `q` of the padded row goes to phase `q % s`, index `q / s`), so that every
 //! kernel tap reads a contiguous run of its phase: the inner loop is a unit-stride
 //! multiply-add over one output row, with no bounds checks, for any stride and dilation. The
-//! loops are compiled for the best SIMD level the CPU has (AVX-512, AVX2+FMA, …) via `pulp`.
+//! loops have a copy compiled for AVX2 + FMA, picked at run time.
 
 use std::cell::Cell;
 
@@ -28,17 +28,40 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "depthwise input size");
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
     let mut out = vec![0f32; g.batch * g.in_channels * plane_out];
-    let arch = pulp::Arch::new();
+    let avx2 = super::has_avx2_fma();
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let c = p % g.in_channels;
         let xin = &x[p * plane_in..][..plane_in];
         let w = &weight[c * kh * kw..][..kh * kw];
         let b = bias.map_or(0.0, |b| b[c]);
         let mut scratch = SCRATCH.take();
-        arch.dispatch(|| plane(xin, w, b, act, g, &mut scratch, y));
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { plane_avx2(xin, w, b, act, g, &mut scratch, y) }
+        } else {
+            plane(xin, w, b, act, g, &mut scratch, y)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        plane(xin, w, b, act, g, &mut scratch, y);
         SCRATCH.set(scratch);
     });
     out
+}
+
+/// [`plane`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane_avx2(
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    g: &ConvGeometry,
+    scratch: &mut Vec<f32>,
+    y: &mut [f32],
+) {
+    plane(x, w, bias, act, g, scratch, y)
 }
 
 /// One plane: `x` H×W in, `y` Ho×Wo out.

@@ -12,6 +12,24 @@ pub mod sgemm;
 pub mod storage;
 pub mod winograd;
 
+/// Whether this CPU has AVX2 and FMA (checked once). The element-wise kernels (pooling,
+/// depthwise taps, Winograd transforms) have a copy compiled for them behind
+/// `#[target_feature(enable = "avx2,fma")]`; without it they run the baseline x86-64 (SSE2)
+/// build. (A closure handed to a runtime dispatcher is compiled apart from the dispatcher's
+/// target features, so the wrappers are plain functions into which the kernels inline.)
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A raw pointer into one output buffer, handed to rayon tasks that each write their own
 /// disjoint part of it.
 #[derive(Clone, Copy)]

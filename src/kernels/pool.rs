@@ -58,15 +58,20 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
     let mut out = vec![0f32; g.planes * plane_out];
     let cols: Vec<_> = (0..g.out_w).map(|o| window(o, g, g.in_w)).collect();
     let rows: Vec<_> = (0..g.out_h).map(|o| window(o, g, g.in_h)).collect();
-    let arch = pulp::Arch::new();
+    let avx2 = super::has_avx2_fma();
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let xin = &x[p * plane_in..][..plane_in];
         let mut h = ROWS.take();
         h.resize(g.in_h * g.out_w, 0.0);
-        arch.dispatch(|| match op {
-            PoolOp::Max => plane(xin, g, &cols, &rows, &mut h, y, f32::NEG_INFINITY, f32::max),
-            PoolOp::Avg { .. } => plane(xin, g, &cols, &rows, &mut h, y, 0.0, |a, b| a + b),
-        });
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { plane_avx2(xin, g, &cols, &rows, &mut h, y, op) }
+        } else {
+            plane_op(xin, g, &cols, &rows, &mut h, y, op)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        plane_op(xin, g, &cols, &rows, &mut h, y, op);
         if let PoolOp::Avg { count_include_pad } = op {
             for (yrow, &(ra, rb, rn)) in y.chunks_exact_mut(g.out_w).zip(&rows) {
                 let rn = if count_include_pad { rn } else { rb - ra };
@@ -79,6 +84,32 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
         ROWS.set(h);
     });
     out
+}
+
+type Windows = [(usize, usize, usize)];
+
+/// [`plane_op`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane_avx2(
+    x: &[f32],
+    g: &PoolGeometry,
+    cols: &Windows,
+    rows: &Windows,
+    h: &mut [f32],
+    y: &mut [f32],
+    op: PoolOp,
+) {
+    plane_op(x, g, cols, rows, h, y, op)
+}
+
+/// One plane, max or sum (the average's divisor comes after).
+#[inline(always)]
+fn plane_op(x: &[f32], g: &PoolGeometry, cols: &Windows, rows: &Windows, h: &mut [f32], y: &mut [f32], op: PoolOp) {
+    match op {
+        PoolOp::Max => plane(x, g, cols, rows, h, y, f32::NEG_INFINITY, f32::max),
+        PoolOp::Avg { .. } => plane(x, g, cols, rows, h, y, 0.0, |a, b| a + b),
+    }
 }
 
 /// Reduces one plane with `f` (identity `init`): rows first into `h`, then columns into `y`.
@@ -94,8 +125,8 @@ fn plane(
     init: f32,
     f: impl Fn(f32, f32) -> f32 + Copy,
 ) {
-    // output columns whose window lies inside the row: lo..hi, one unit-stride (s = 1) or
-    // strided pass per kernel tap; the clipped windows at the borders fold on their own
+    // output columns whose window lies inside the row: lo..hi, from unit-stride passes over
+    // the row; the clipped windows at the borders fold on their own
     let (s, k, pad) = (g.stride, g.kernel, g.pad);
     let lo = pad.div_ceil(s).min(g.out_w);
     let hi = if g.in_w + pad >= k {
@@ -103,6 +134,7 @@ fn plane(
     } else {
         lo
     };
+    let mut wide = vec![0f32; g.in_w];
     for (xrow, hrow) in x.chunks_exact(g.in_w).zip(h.chunks_exact_mut(g.out_w)) {
         for o in (0..lo).chain(hi..g.out_w) {
             let (a, b, _) = cols[o];
@@ -112,23 +144,21 @@ fn plane(
             continue;
         }
         let inner = &mut hrow[lo..hi];
-        for j in 0..k {
-            let start = lo * s + j - pad;
-            if s == 1 {
-                let taps = &xrow[start..start + inner.len()];
-                if j == 0 {
-                    inner.copy_from_slice(taps);
-                } else {
-                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = f(*v, e));
-                }
-            } else {
-                let taps = xrow[start..].iter().step_by(s);
-                if j == 0 {
-                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = e);
-                } else {
-                    inner.iter_mut().zip(taps).for_each(|(v, &e)| *v = f(*v, e));
-                }
-            }
+        // the window at every input position from lo·s − pad on (unit stride, vectorised),
+        // then every s-th of them
+        let span = (hi - lo - 1) * s + 1;
+        let full = &mut wide[..span];
+        let x0 = lo * s - pad;
+        full.copy_from_slice(&xrow[x0..x0 + span]);
+        for j in 1..k {
+            full.iter_mut()
+                .zip(&xrow[x0 + j..x0 + j + span])
+                .for_each(|(v, &e)| *v = f(*v, e));
+        }
+        if s == 1 {
+            inner.copy_from_slice(full);
+        } else {
+            inner.iter_mut().zip(full.iter().step_by(s)).for_each(|(v, &e)| *v = e);
         }
     }
     for (yrow, &(a, b, _)) in y.chunks_exact_mut(g.out_w).zip(rows) {

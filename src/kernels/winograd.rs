@@ -114,7 +114,7 @@ pub fn winograd_f32(
     let block = tiles.div_ceil(per_image).clamp(32, 192).min(tiles);
     let blocks = tiles.div_ceil(block);
     let out = SyncPtr(y.as_mut_ptr().cast());
-    let arch = pulp::Arch::new();
+    let avx2 = super::has_avx2_fma();
     let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
         let t0 = b * block;
@@ -130,7 +130,7 @@ pub fn winograd_f32(
         };
         let mut scratch = SCRATCH.take();
         // SAFETY: tasks write the disjoint output tiles t0..t0+nt of image n.
-        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), wide, arch) };
+        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), wide, avx2) };
         SCRATCH.set(scratch);
     };
     if g.batch * blocks >= 2 * threads || threads == 1 {
@@ -174,7 +174,7 @@ impl Task<'_> {
     ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, arch: pulp::Arch) {
+    unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, avx2: bool) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
         // V: 16×C×nt, M: 16×O×nt
@@ -223,19 +223,53 @@ impl Task<'_> {
             let (cc, oc) = (chunks(c), chunks(o));
             (0..c.div_ceil(cc)).into_par_iter().for_each(|k| {
                 let mut tmp = temporaries();
-                arch.dispatch(|| self.input_transform(k * cc..c.min((k + 1) * cc), v, &mut tmp));
+                self.input_transform_on(avx2, k * cc..c.min((k + 1) * cc), v, &mut tmp);
             });
             (0..16).into_par_iter().for_each(gemm);
             (0..o.div_ceil(oc)).into_par_iter().for_each(|k| {
                 let mut tmp = temporaries();
-                arch.dispatch(|| self.output_transform(k * oc..o.min((k + 1) * oc), m, &mut tmp, y));
+                self.output_transform_on(avx2, k * oc..o.min((k + 1) * oc), m, &mut tmp, y);
             });
         } else {
             let mut tmp = temporaries();
-            arch.dispatch(|| self.input_transform(0..c, v, &mut tmp));
+            self.input_transform_on(avx2, 0..c, v, &mut tmp);
             (0..16).for_each(gemm);
-            arch.dispatch(|| self.output_transform(0..o, m, &mut tmp, y));
+            self.output_transform_on(avx2, 0..o, m, &mut tmp, y);
         }
+    }
+
+    /// [`Task::input_transform`], compiled for AVX2 + FMA when `avx2` (the CPU has them).
+    fn input_transform_on(&self, avx2: bool, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.input_transform_avx2(chs, v, scratch) };
+        }
+        let _ = avx2;
+        self.input_transform(chs, v, scratch)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn input_transform_avx2(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
+        self.input_transform(chs, v, scratch)
+    }
+
+    /// [`Task::output_transform`], compiled for AVX2 + FMA when `avx2`.
+    fn output_transform_on(&self, avx2: bool, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.output_transform_avx2(ocs, m, tmp, y) };
+        }
+        let _ = avx2;
+        self.output_transform(ocs, m, tmp, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn output_transform_avx2(&self, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
+        self.output_transform(ocs, m, tmp, y)
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for channels `chs` and every tile of the block; `v` points

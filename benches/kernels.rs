@@ -1,6 +1,6 @@
-//! Kernels alone: the f32 GEMM peak on this machine and the hot convolution layers of ResNet-50,
-//! VGG-16 and MobileNetV2, each at its real shape. Throughput is in FLOP (2 per multiply-add), so
-//! criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
+//! Kernels alone: the f32 GEMM peak on this machine, our GEMM against the `gemm` crate, and the
+//! hot convolution layers of ResNet-50, VGG-16 and MobileNetV2, each at its real shape.
+//! Throughput is in FLOP (2 per multiply-add), so criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
 use candle_core::DType;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};
@@ -50,6 +50,72 @@ fn gemm_peak(c: &mut Criterion) {
                     false,
                     false,
                     gemm::Parallelism::Rayon(threads),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+/// One thread, `C (M×N) = A (M×K) · B (K×N)` with A packed beforehand (the weights): our
+/// `sgemm` (B packed per K block, as the convolution does) against the `gemm` crate (which packs
+/// both operands per call), at 1×1-convolution shapes. Skipped where `sgemm` does not run.
+fn sgemm_vs_gemm_crate(c: &mut Criterion) {
+    use ferrovision::kernels::sgemm::{self, Epilogue, PanelsA, KC, NR};
+    if !sgemm::available() {
+        eprintln!("sgemm bench skipped: this CPU runs the gemm crate path (no AVX2+FMA, or AVX-512)");
+        return;
+    }
+    let mut g = c.benchmark_group("sgemm");
+    g.sample_size(20);
+    // (M, K, N): ResNet-50 layer1 1×1 (one 128-column chunk), layer3 1×1 (a 14×14 map),
+    // MobileNetV2 expand, GoogLeNet 3a 1×1 (one chunk)
+    for (m, k, n) in [(64, 256, 128), (256, 1024, 196), (144, 24, 128), (64, 192, 128)] {
+        let (a, b) = (random(m * k, 1), random(k * n, 2));
+        let panels = PanelsA::pack(&a, m, k);
+        let mut dst = vec![0f32; m * n];
+        let mut packed = Vec::new();
+        g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        g.bench_function(BenchmarkId::new("ours", format!("{m}x{k}x{n}")), |bench| {
+            bench.iter(|| {
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    packed.resize(kc * n.next_multiple_of(NR), 0.0);
+                    sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
+                    let ep = Epilogue {
+                        bias: None,
+                        residual: None,
+                        act: Activation::None,
+                        first: k0 == 0,
+                        last: k0 + kc == k,
+                    };
+                    // SAFETY: dst is m×n; available() checked above.
+                    unsafe { sgemm::gemm_block(kc, m, n, &panels, k0, 0, &packed, dst.as_mut_ptr(), n, ep) };
+                }
+            })
+        });
+        g.bench_function(BenchmarkId::new("gemm_crate", format!("{m}x{k}x{n}")), |bench| {
+            bench.iter(|| unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 )
             })
         });
@@ -148,5 +214,5 @@ fn depthwise_layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, conv_layers, depthwise_layers);
+criterion_group!(benches, gemm_peak, sgemm_vs_gemm_crate, conv_layers, depthwise_layers);
 criterion_main!(benches);

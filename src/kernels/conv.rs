@@ -226,8 +226,12 @@ fn conv2d_panels(
     let mut y = uninit_output(g.batch * g.out_channels * plane_out);
     let out = SyncPtr(y.as_mut_ptr().cast());
     let (images, og, depth) = (g.batch * g.groups, g.out_channels / g.groups, g.depth());
-    let chunks = plane_out.div_ceil(NC);
-    let chunk_cols = |c: usize| (c * NC)..plane_out.min((c + 1) * NC);
+    // chunks of at most NC columns, as even as whole NR-column strips allow
+    let strips = plane_out.div_ceil(NR);
+    let chunks = strips.div_ceil(NC / NR);
+    let width = strips.div_ceil(chunks) * NR;
+    let chunks = plane_out.div_ceil(width);
+    let chunk_cols = |c: usize| (c * width)..plane_out.min((c + 1) * width);
     // SAFETY (both calls below): each task writes its own (rows, cols) block of one image of
     // `y`, which outlives them all; row blocks start at multiples of MR.
     let tile = |image: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, packed: Option<&[f32]>| unsafe {
@@ -258,12 +262,12 @@ fn conv2d_panels(
         let mut shared = Vec::new();
         for image in 0..images {
             let xg = g.group_input(x, image);
-            // chunk c holds its K blocks one after another, `depth × NC` values from c·depth·NC
+            // chunk c holds its K blocks one after another, `depth × width` values from c·depth·width
             shared.resize(
-                depth * (chunks - 1) * NC + depth * chunk_cols(chunks - 1).len().next_multiple_of(NR),
+                depth * (chunks - 1) * width + depth * chunk_cols(chunks - 1).len().next_multiple_of(NR),
                 0.0,
             );
-            shared.par_chunks_mut(depth * NC).enumerate().for_each(|(c, packed)| {
+            shared.par_chunks_mut(depth * width).enumerate().for_each(|(c, packed)| {
                 let cols = chunk_cols(c);
                 let block = cols.len().next_multiple_of(NR);
                 packed
@@ -273,7 +277,7 @@ fn conv2d_panels(
             });
             (0..chunks * m_split).into_par_iter().for_each(|t| {
                 let (c, b) = (t / m_split, t % m_split);
-                tile(image, block_rows(b), chunk_cols(c), Some(&shared[c * depth * NC..]))
+                tile(image, block_rows(b), chunk_cols(c), Some(&shared[c * depth * width..]))
             });
         }
     }

@@ -267,14 +267,17 @@ fn conv2d_panels(
                 depth * (chunks - 1) * width + depth * chunk_cols(chunks - 1).len().next_multiple_of(NR),
                 0.0,
             );
-            shared.par_chunks_mut(depth * width).enumerate().for_each(|(c, packed)| {
-                let cols = chunk_cols(c);
-                let block = cols.len().next_multiple_of(NR);
-                packed
-                    .par_chunks_mut(KC * block)
-                    .enumerate()
-                    .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
-            });
+            shared
+                .par_chunks_mut(depth * width)
+                .enumerate()
+                .for_each(|(c, packed)| {
+                    let cols = chunk_cols(c);
+                    let block = cols.len().next_multiple_of(NR);
+                    packed
+                        .par_chunks_mut(KC * block)
+                        .enumerate()
+                        .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
+                });
             (0..chunks * m_split).into_par_iter().for_each(|t| {
                 let (c, b) = (t / m_split, t % m_split);
                 tile(image, block_rows(b), chunk_cols(c), Some(&shared[c * depth * width..]))
@@ -285,9 +288,27 @@ fn conv2d_panels(
     unsafe { assume_init(y) }
 }
 
+/// [`pack_rows_plain`], compiled for AVX2 + FMA where the CPU has them (the strided im2col
+/// copies vectorise there).
+fn pack_rows(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { pack_rows_avx2(xg, g, k0, col0, cols, out) };
+    }
+    pack_rows_plain(xg, g, k0, col0, cols, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_rows_avx2(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
+    pack_rows_plain(xg, g, k0, col0, cols, out)
+}
+
 /// Packs K rows `k0..k0 + out.len() / (⌈cols/NR⌉·NR)` of one image group's B matrix (its
 /// input planes for a pointwise convolution, else its im2col rows), columns `col0..col0 + cols`.
-fn pack_rows(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
+#[inline(always)]
+fn pack_rows_plain(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
     let kc = out.len() / (cols.div_ceil(sgemm::NR) * sgemm::NR);
     if g.is_pointwise() {
         let plane = g.in_h * g.in_w;
@@ -511,6 +532,7 @@ fn im2col(x: &[f32], g: &ConvGeometry, col0: usize, cols: usize, out: &mut [f32]
 }
 
 /// Row `r` of [`im2col`]'s matrix, columns `col0..col0 + cols`, into `row`.
+#[inline(always)]
 fn im2col_row(x: &[f32], g: &ConvGeometry, r: usize, col0: usize, cols: usize, row: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride as isize, g.dilation as isize);

@@ -107,6 +107,7 @@ impl PanelsA {
 /// held (the micro-kernel computes them and drops them). `row(k, buf)` gives
 /// row k: `Some(slice)` when the row exists as it is, or `None` after writing it into `buf`
 /// (`cols` long; im2col rows are built there).
+#[inline(always)]
 pub fn pack_b<'x>(
     kc: usize,
     cols: usize,
@@ -134,6 +135,7 @@ pub fn pack_b<'x>(
 /// [`pack_b`] for rows that lie in memory `ld` apart (a 1×1 convolution's input planes):
 /// strip by strip, so the writes run sequentially (measured 5-40% faster than row by row,
 /// whose writes jump between strips).
+#[inline(always)]
 pub fn pack_b_strided(kc: usize, cols: usize, out: &mut [f32], src: &[f32], ld: usize) {
     assert_eq!(out.len(), cols.div_ceil(NR) * kc * NR, "packed B size");
     assert!(kc == 0 || src.len() >= (kc - 1) * ld + cols, "B rows");

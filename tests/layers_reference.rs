@@ -275,6 +275,16 @@ proptest! {
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
 
+    /// Winograd with more input channels than one K block of our GEMM (256): the transformed
+    /// input is written straight into the packed layout, block by block.
+    #[test]
+    fn winograd_deep_conv_matches_naive(
+        cpg in 257usize..300, opg in 16usize..24, h in 3usize..10, w in 3usize..10, seed in any::<u64>()
+    ) {
+        check_conv(&ConvCase { n: 1, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad: Some((1, 1)),
+            bias: true, seed, act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
     /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and
     /// even sizes (partial edge tiles), every padding (incl. TF "SAME"), residual, batches.
     #[test]

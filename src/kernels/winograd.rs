@@ -78,8 +78,6 @@ pub fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize
 thread_local! {
     /// Per-thread scratch: transformed inputs, GEMM outputs, row phases and temporaries.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// One K block of one V[ξ], packed for our own GEMM.
-    static PACKED_V: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `y = act(conv3×3(x, w) + b [+ residual])`, stride 1, dilation 1, one group; `u` from
@@ -127,6 +125,7 @@ pub fn winograd_f32(
             tiles_w,
             t0,
             nt: block.min(tiles - t0),
+            packed_v: matches!(u, Filters::Panels(_)),
         };
         let mut scratch = SCRATCH.take();
         // SAFETY: tasks write the disjoint output tiles t0..t0+nt of image n.
@@ -152,6 +151,9 @@ struct Task<'a> {
     tiles_w: usize,
     t0: usize,
     nt: usize,
+    /// V laid out as our GEMM's packed B (strips of NR tiles per K block of channels), written
+    /// so by the input transform; else row-major C×nt per ξ.
+    packed_v: bool,
 }
 
 impl Task<'_> {
@@ -177,8 +179,8 @@ impl Task<'_> {
     unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, avx2: bool) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
-        // V: 16×C×nt, M: 16×O×nt
-        let (v_len, m_len) = (16 * c * nt, 16 * o * nt);
+        // V: 16×C×nt (tiles rounded up to whole strips when packed), M: 16×O×nt
+        let (v_len, m_len) = (16 * c * self.v_cols(), 16 * o * nt);
         scratch.resize(v_len + m_len, 0.0);
         let (v, m) = scratch.split_at_mut(v_len);
         let (v, m) = (SyncPtr(v.as_mut_ptr()), SyncPtr(m.as_mut_ptr()));
@@ -197,25 +199,21 @@ impl Task<'_> {
                 Mat::rows(v.add(xi * c * nt).0, nt),
             ),
             Filters::Panels(u) => {
-                // V[ξ] packed block by block, then the panels of U[ξ] over it
-                let vx = std::slice::from_raw_parts(v.add(xi * c * nt).0, c * nt);
-                PACKED_V.with(|cell| {
-                    let mut buf = cell.take();
-                    for k0 in (0..c).step_by(sgemm::KC) {
-                        let kc = sgemm::KC.min(c - k0);
-                        buf.resize(kc * nt.next_multiple_of(sgemm::NR), 0.0);
-                        sgemm::pack_b_strided(kc, nt, &mut buf, &vx[k0 * nt..], nt);
-                        let ep = sgemm::Epilogue {
-                            bias: None,
-                            residual: None,
-                            act: Activation::None,
-                            first: k0 == 0,
-                            last: k0 + kc == c,
-                        };
-                        sgemm::gemm_block(kc, o, nt, &u[xi], k0, 0, &buf, m.add(xi * o * nt).0, nt, ep);
-                    }
-                    cell.set(buf);
-                })
+                // V[ξ] is already packed, K block after K block
+                let ntp = self.v_cols();
+                let vx = std::slice::from_raw_parts(v.add(xi * c * ntp).0, c * ntp);
+                for k0 in (0..c).step_by(sgemm::KC) {
+                    let kc = sgemm::KC.min(c - k0);
+                    let ep = sgemm::Epilogue {
+                        bias: None,
+                        residual: None,
+                        act: Activation::None,
+                        first: k0 == 0,
+                        last: k0 + kc == c,
+                    };
+                    let b = &vx[k0 * ntp..][..kc * ntp];
+                    sgemm::gemm_block(kc, o, nt, &u[xi], k0, 0, b, m.add(xi * o * nt).0, nt, ep);
+                }
             }
         };
         if wide {
@@ -235,6 +233,48 @@ impl Task<'_> {
             self.input_transform_on(avx2, 0..c, v, &mut tmp);
             (0..16).for_each(gemm);
             self.output_transform_on(avx2, 0..o, m, &mut tmp, y);
+        }
+    }
+
+    /// Columns of one V[ξ] row as stored: nt, or nt rounded up to whole strips when packed.
+    fn v_cols(&self) -> usize {
+        if self.packed_v {
+            self.nt.next_multiple_of(sgemm::NR)
+        } else {
+            self.nt
+        }
+    }
+
+    /// Writes `V[ξ][ch][off..off + len] = a + sign·b` (V at `v`), in V's layout: one run when
+    /// row-major, else one piece per strip of NR tiles (`strip[k·NR + t % NR]` within the K
+    /// block holding `ch`, as [`sgemm::pack_b`] lays it out).
+    ///
+    /// # Safety
+    /// `v` points to V; row (ξ, ch) belongs to the caller; off + len ≤ nt.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn write_v(&self, v: SyncPtr, xi: usize, ch: usize, off: usize, a: &[f32], b: &[f32], sign: f32) {
+        let c = self.g.in_channels;
+        let (len, ntp) = (a.len(), self.v_cols());
+        let store = |dst: *mut f32, a: &[f32], b: &[f32]| {
+            let dst = std::slice::from_raw_parts_mut(dst, a.len());
+            for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
+                *d = a + sign * b;
+            }
+        };
+        if !self.packed_v {
+            return store(v.add((xi * c + ch) * ntp + off).0, a, &b[..len]);
+        }
+        use sgemm::{KC, NR};
+        let (k0, base) = (ch / KC * KC, xi * c * ntp);
+        let kc = KC.min(c - k0);
+        let mut done = 0;
+        while done < len {
+            let t = off + done;
+            let piece = (NR - t % NR).min(len - done);
+            let at = base + k0 * ntp + t / NR * kc * NR + (ch - k0) * NR + t % NR;
+            store(v.add(at).0, &a[done..done + piece], &b[done..done + piece]);
+            done += piece;
         }
     }
 
@@ -277,7 +317,7 @@ impl Task<'_> {
     #[inline(always)]
     fn input_transform(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
         let g = self.g;
-        let (nt, row_len) = (self.nt, self.tiles_w + 1);
+        let row_len = self.tiles_w + 1;
         let plane = g.in_h * g.in_w;
         let (phases, tmp) = scratch.split_at_mut(8 * row_len);
         for ch in chs {
@@ -294,19 +334,26 @@ impl Task<'_> {
                     }
                     let xrow = &xin[iy as usize * g.in_w..][..g.in_w];
                     let col0 = (2 * tx) as isize - g.pad_left as isize;
-                    for k in 0..=len {
+                    let w = g.in_w as isize;
+                    let at = |ix: isize| if ix >= 0 && ix < w { xrow[ix as usize] } else { 0.0 };
+                    // pairs (col0 + 2k, col0 + 2k + 1) wholly inside the row: k in lo..hi
+                    let lo = ((-col0).max(0) as usize).div_ceil(2).min(len + 1);
+                    let hi = if w - 2 - col0 >= 0 {
+                        ((w - 2 - col0) / 2 + 1) as usize
+                    } else {
+                        0
+                    }
+                    .clamp(lo, len + 1);
+                    if lo < hi {
+                        let start = (col0 + 2 * lo as isize) as usize;
+                        let pairs = xrow[start..start + 2 * (hi - lo)].chunks_exact(2);
+                        for ((e, o), p) in even[lo..hi].iter_mut().zip(&mut odd[lo..hi]).zip(pairs) {
+                            (*e, *o) = (p[0], p[1]);
+                        }
+                    }
+                    for k in (0..lo).chain(hi..=len) {
                         let ix = col0 + 2 * k as isize;
-                        even[k] = if ix >= 0 && ix < g.in_w as isize {
-                            xrow[ix as usize]
-                        } else {
-                            0.0
-                        };
-                        let ix = ix + 1;
-                        odd[k] = if ix >= 0 && ix < g.in_w as isize {
-                            xrow[ix as usize]
-                        } else {
-                            0.0
-                        };
+                        (even[k], odd[k]) = (at(ix), at(ix + 1));
                     }
                 }
                 // d B per row i into tmp[4i + j]: d_i0 − d_i2, d_i1 + d_i2, d_i2 − d_i1, d_i1 − d_i3
@@ -330,15 +377,11 @@ impl Task<'_> {
                 for j in 0..4 {
                     let r = |i: usize| &tmp[(4 * i + j) * tw..][..len];
                     let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-                    let dst = |xi: usize| (xi * g.in_channels + ch) * nt + off;
                     let rows: [(&[f32], &[f32], f32); 4] =
                         [(r0, r2, -1.0), (r1, r2, 1.0), (r2, r1, -1.0), (r1, r3, -1.0)];
                     for (i, (a, b, sign)) in rows.into_iter().enumerate() {
                         // SAFETY: row (ξ, ch) of V belongs to this call; off + len ≤ nt.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(v.add(dst(4 * i + j)).0, len) };
-                        for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
-                            *d = a + sign * b;
-                        }
+                        unsafe { self.write_v(v, 4 * i + j, ch, off, a, b, sign) };
                     }
                 }
             }

@@ -19,6 +19,35 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `dst (m×n) = a (m×k) · b (k×n)`, all row-major, by the `gemm` crate.
+fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &mut [f32], par: gemm::Parallelism) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    // SAFETY: the three matrices are in bounds (checked above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 fn gemm_peak(c: &mut Criterion) {
     ferrovision::kernels::reuse_freed_memory();
     let mut g = c.benchmark_group("gemm");
@@ -29,29 +58,7 @@ fn gemm_peak(c: &mut Criterion) {
         let mut dst = vec![0f32; m * n];
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         g.bench_function(BenchmarkId::from_parameter(format!("{m}x{n}x{k}")), |bench| {
-            bench.iter(|| unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    k as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(threads),
-                )
-            })
+            bench.iter(|| gemm_crate(m, n, k, &a, &b, &mut dst, gemm::Parallelism::Rayon(threads)))
         });
     }
     g.finish();
@@ -95,29 +102,7 @@ fn sgemm_vs_gemm_crate(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("gemm_crate", format!("{m}x{k}x{n}")), |bench| {
-            bench.iter(|| unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    k as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            })
+            bench.iter(|| gemm_crate(m, n, k, &a, &b, &mut dst, gemm::Parallelism::None))
         });
     }
     g.finish();

@@ -1,6 +1,7 @@
 //! Kernels alone: the f32 GEMM peak on this machine, our GEMM against the `gemm` crate, and the
 //! hot convolution layers of ResNet-50, VGG-16 and MobileNetV2, each at its real shape.
-//! Throughput is in FLOP (2 per multiply-add), so criterion's "elem/s" reads as FLOP/s. `cargo bench --bench kernels -- gemm` runs the GEMMs only.
+//! Throughput is in FLOP (2 per multiply-add), so criterion's "elem/s" reads as FLOP/s.
+//! `cargo bench --bench kernels -- gemm` runs the GEMMs only.
 use candle_core::DType;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};

@@ -156,12 +156,19 @@ pub fn conv2d_f32(
     let mut y = uninit_output(g.batch * g.out_channels * plane_out);
     let images = g.batch * g.groups;
     let og = g.out_channels / g.groups;
-    let Tiling {
-        per_image,
-        tile_w,
-        m_split,
-        m_block,
-    } = Tiling::new(g, 1);
+    let threads = rayon::current_num_threads();
+    // About TASKS_PER_THREAD tasks per thread: column tiles of at least MIN_TILE pixels per
+    // image and group, and when those are too few (small maps at batch 1), blocks of output
+    // channels too, so that each thread streams only its share of the weights.
+    const MIN_TILE: usize = 64;
+    const TASKS_PER_THREAD: usize = 4;
+    let target = threads * TASKS_PER_THREAD;
+    let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
+    let tile_w = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
+    let per_image = plane_out.div_ceil(tile_w);
+    let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
+    let m_block = og.div_ceil(m_split);
+    let m_split = og.div_ceil(m_block);
     let out = SyncPtr(y.as_mut_ptr().cast());
     let bias = packed.bias.as_deref();
     // SAFETY: each call below writes its own (rows, cols) block of one image of `y`, which
@@ -396,40 +403,6 @@ unsafe fn panels_tile(
         );
     }
     PACKED_B.set(buf);
-}
-
-/// How one convolution's output is split into rayon tasks: `per_image` column tiles of
-/// `tile_w` pixels per image and group, times `m_split` blocks of `m_block` output channels.
-struct Tiling {
-    per_image: usize,
-    tile_w: usize,
-    m_split: usize,
-    m_block: usize,
-}
-
-impl Tiling {
-    /// About TASKS_PER_THREAD tasks per thread: column tiles of at least MIN_TILE pixels per
-    /// image and group, and when those are too few (small maps at batch 1), blocks of output
-    /// channels (a multiple of `m_align`) too, so that each thread streams only its share of
-    /// the weights.
-    fn new(g: &ConvGeometry, m_align: usize) -> Self {
-        const MIN_TILE: usize = 64;
-        const TASKS_PER_THREAD: usize = 4;
-        let target = rayon::current_num_threads() * TASKS_PER_THREAD;
-        let (images, og, plane_out) = (g.batch * g.groups, g.out_channels / g.groups, g.out_h * g.out_w);
-        let per_image = target.div_ceil(images).min(plane_out / MIN_TILE).max(1);
-        let tile_w = plane_out.div_ceil(per_image).next_multiple_of(16).min(plane_out);
-        let per_image = plane_out.div_ceil(tile_w);
-        let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
-        let m_block = og.div_ceil(m_split).next_multiple_of(m_align);
-        let m_split = og.div_ceil(m_block);
-        Self {
-            per_image,
-            tile_w,
-            m_split,
-            m_block,
-        }
-    }
 }
 
 /// A shared read-only im2col matrix (`depth × columns` of the tile).

@@ -28,28 +28,28 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "depthwise input size");
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
     let mut out = vec![0f32; g.batch * g.in_channels * plane_out];
-    let avx2 = super::has_avx2_fma();
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let c = p % g.in_channels;
         let xin = &x[p * plane_in..][..plane_in];
         let w = &weight[c * kh * kw..][..kh * kw];
         let b = bias.map_or(0.0, |b| b[c]);
         let mut scratch = SCRATCH.take();
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 and FMA.
-            unsafe { plane_avx2(xin, w, b, act, g, &mut scratch, y) }
-        } else {
-            plane(xin, w, b, act, g, &mut scratch, y)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
         plane(xin, w, b, act, g, &mut scratch, y);
         SCRATCH.set(scratch);
     });
     out
 }
 
-/// [`plane`] compiled for AVX2 + FMA.
+/// [`plane_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
+fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scratch: &mut Vec<f32>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { plane_avx2(x, w, bias, act, g, scratch, y) };
+    }
+    plane_plain(x, w, bias, act, g, scratch, y)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(
@@ -61,7 +61,7 @@ unsafe fn plane_avx2(
     scratch: &mut Vec<f32>,
     y: &mut [f32],
 ) {
-    plane(x, w, bias, act, g, scratch, y)
+    plane_plain(x, w, bias, act, g, scratch, y)
 }
 
 /// One plane: `x` H×W in, `y` Ho×Wo out.
@@ -72,7 +72,15 @@ unsafe fn plane_avx2(
 /// whole plane (the `ws − Wo` columns past each row are computed and dropped), which keeps the
 /// vectors full even for 7×7 maps.
 #[inline(always)]
-fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scratch: &mut Vec<f32>, y: &mut [f32]) {
+fn plane_plain(
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    g: &ConvGeometry,
+    scratch: &mut Vec<f32>,
+    y: &mut [f32],
+) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride, g.dilation);
     // phase-plane size: enough rows and columns for the last output plus the largest tap offset
@@ -141,13 +149,13 @@ fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scr
             }
         }
     }
-    if (kh, kw) == (3, 3) && super::sgemm::available() {
+    if (kh, kw) == (3, 3) && super::has_avx2_fma() {
         let taps: [&[f32]; 9] = std::array::from_fn(|t| {
             let (i, j) = (t / 3, t % 3);
             let (ai, ri, bj, cj) = ((i * d) % s, (i * d) / s, (j * d) % s, (j * d) / s);
             &phases[(ai * s + bj) * phase + ri * ws + cj..][..n]
         });
-        // SAFETY: `available()` checked AVX2 and FMA; every tap is as long as `acc`.
+        // SAFETY: the CPU has AVX2 and FMA; every tap is as long as `acc`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             taps3x3_fma(acc, &taps, w.try_into().expect("3×3 weights"), bias)
@@ -163,7 +171,7 @@ fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scr
 }
 
 /// `acc = bias + Σ_t w[t] · taps[t]` in one pass, 8 lanes and 9 fused multiply-adds per
-/// store (3×3 kernels where our AVX2 kernels run).
+/// store (3×3 kernels, where the CPU has AVX2 and FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn taps3x3_fma(acc: &mut [f32], taps: &[&[f32]; 9], w: &[f32; 9], bias: f32) {

@@ -1,8 +1,8 @@
 //! Hand-written CPU kernels, apart from the model code: convolution (im2col + GEMM, Winograd,
 //! depthwise), our own packed f32 GEMM (`sgemm`), pooling, half-precision weight storage and
-//! the linear layer. Each one has a plain reference in the tests (`tests/layers_reference.rs` checks every path of `Conv2d`,
-//! the pools and `Linear` against naive loops over random shapes, strides, paddings,
-//! dilations, groups, storage types and batch sizes).
+//! the linear layer. Each one has a plain reference in the tests (`tests/layers_reference.rs`
+//! checks every path of `Conv2d`, the pools and `Linear` against naive loops over random
+//! shapes, strides, paddings, dilations, groups, storage types and batch sizes).
 
 pub mod conv;
 pub mod depthwise;

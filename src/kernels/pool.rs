@@ -37,7 +37,8 @@ pub enum PoolOp {
 }
 
 thread_local! {
-    /// The horizontally reduced rows of one plane (H × Wo), reused.
+    /// The horizontally reduced rows of one plane (H × Wo) and one full-resolution row (W),
+    /// reused.
     static ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -58,19 +59,10 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
     let mut out = vec![0f32; g.planes * plane_out];
     let cols: Vec<_> = (0..g.out_w).map(|o| window(o, g, g.in_w)).collect();
     let rows: Vec<_> = (0..g.out_h).map(|o| window(o, g, g.in_h)).collect();
-    let avx2 = super::has_avx2_fma();
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let xin = &x[p * plane_in..][..plane_in];
         let mut h = ROWS.take();
-        h.resize(g.in_h * g.out_w, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 and FMA.
-            unsafe { plane_avx2(xin, g, &cols, &rows, &mut h, y, op) }
-        } else {
-            plane_op(xin, g, &cols, &rows, &mut h, y, op)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
+        h.resize(g.in_h * g.out_w + g.in_w, 0.0);
         plane_op(xin, g, &cols, &rows, &mut h, y, op);
         if let PoolOp::Avg { count_include_pad } = op {
             for (yrow, &(ra, rb, rn)) in y.chunks_exact_mut(g.out_w).zip(&rows) {
@@ -88,10 +80,20 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
 
 type Windows = [(usize, usize, usize)];
 
-/// [`plane_op`] compiled for AVX2 + FMA.
+/// One plane, max or sum (the average's divisor comes after), in the copy compiled for AVX2 +
+/// FMA where the CPU has them.
+fn plane_op(x: &[f32], g: &PoolGeometry, cols: &Windows, rows: &Windows, h: &mut [f32], y: &mut [f32], op: PoolOp) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { plane_op_avx2(x, g, cols, rows, h, y, op) };
+    }
+    plane_op_plain(x, g, cols, rows, h, y, op)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(
+unsafe fn plane_op_avx2(
     x: &[f32],
     g: &PoolGeometry,
     cols: &Windows,
@@ -100,19 +102,27 @@ unsafe fn plane_avx2(
     y: &mut [f32],
     op: PoolOp,
 ) {
-    plane_op(x, g, cols, rows, h, y, op)
+    plane_op_plain(x, g, cols, rows, h, y, op)
 }
 
-/// One plane, max or sum (the average's divisor comes after).
 #[inline(always)]
-fn plane_op(x: &[f32], g: &PoolGeometry, cols: &Windows, rows: &Windows, h: &mut [f32], y: &mut [f32], op: PoolOp) {
+fn plane_op_plain(
+    x: &[f32],
+    g: &PoolGeometry,
+    cols: &Windows,
+    rows: &Windows,
+    h: &mut [f32],
+    y: &mut [f32],
+    op: PoolOp,
+) {
     match op {
         PoolOp::Max => plane(x, g, cols, rows, h, y, f32::NEG_INFINITY, f32::max),
         PoolOp::Avg { .. } => plane(x, g, cols, rows, h, y, 0.0, |a, b| a + b),
     }
 }
 
-/// Reduces one plane with `f` (identity `init`): rows first into `h`, then columns into `y`.
+/// Reduces one plane with `f` (identity `init`): rows first into `h` (H × Wo, then one
+/// W-long row of scratch), then columns into `y`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn plane(
@@ -134,7 +144,7 @@ fn plane(
     } else {
         lo
     };
-    let mut wide = vec![0f32; g.in_w];
+    let (h, wide) = h.split_at_mut(g.in_h * g.out_w);
     for (xrow, hrow) in x.chunks_exact(g.in_w).zip(h.chunks_exact_mut(g.out_w)) {
         for o in (0..lo).chain(hi..g.out_w) {
             let (a, b, _) = cols[o];

@@ -16,7 +16,8 @@
 //! The micro-kernel is written for AVX2 + FMA (6×16: 12 ymm accumulators, as BLIS's Haswell
 //! kernel). [`available`] says whether it runs on this CPU; where it does not, or where the CPU
 //! has AVX-512 (the `gemm` crate's AVX-512 kernels are twice as wide), the convolution keeps
-//! the `gemm` crate path. [`reference_gemm`]-style naive loops check it in the tests.
+//! the `gemm` crate path. `sgemm_matches_naive` in `tests/layers_reference.rs` checks it against a
+//! triple loop.
 
 use crate::layers::Activation;
 
@@ -84,15 +85,6 @@ impl PanelsA {
 
     pub fn depth(&self) -> usize {
         self.k
-    }
-
-    /// Number of stored values (M rounded up to MR, times K).
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
     }
 
     /// The micro-panel of rows `p·MR..` for the K block starting at `k0` (`MR × kc`).

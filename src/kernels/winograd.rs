@@ -112,7 +112,6 @@ pub fn winograd_f32(
     let block = tiles.div_ceil(per_image).clamp(32, 192).min(tiles);
     let blocks = tiles.div_ceil(block);
     let out = SyncPtr(y.as_mut_ptr().cast());
-    let avx2 = super::has_avx2_fma();
     let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
         let t0 = b * block;
@@ -129,7 +128,7 @@ pub fn winograd_f32(
         };
         let mut scratch = SCRATCH.take();
         // SAFETY: tasks write the disjoint output tiles t0..t0+nt of image n.
-        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), wide, avx2) };
+        unsafe { task.run(u, &mut scratch, out.add(n * o * plane_out), wide) };
         SCRATCH.set(scratch);
     };
     if g.batch * blocks >= 2 * threads || threads == 1 {
@@ -176,7 +175,7 @@ impl Task<'_> {
     ///
     /// # Safety
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
-    unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool, avx2: bool) {
+    unsafe fn run(&self, u: &Filters, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool) {
         let g = self.g;
         let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
         // V: 16×C×nt (tiles rounded up to whole strips when packed), M: 16×O×nt
@@ -221,18 +220,18 @@ impl Task<'_> {
             let (cc, oc) = (chunks(c), chunks(o));
             (0..c.div_ceil(cc)).into_par_iter().for_each(|k| {
                 let mut tmp = temporaries();
-                self.input_transform_on(avx2, k * cc..c.min((k + 1) * cc), v, &mut tmp);
+                self.input_transform_on(k * cc..c.min((k + 1) * cc), v, &mut tmp);
             });
             (0..16).into_par_iter().for_each(gemm);
             (0..o.div_ceil(oc)).into_par_iter().for_each(|k| {
                 let mut tmp = temporaries();
-                self.output_transform_on(avx2, k * oc..o.min((k + 1) * oc), m, &mut tmp, y);
+                self.output_transform_on(k * oc..o.min((k + 1) * oc), m, &mut tmp, y);
             });
         } else {
             let mut tmp = temporaries();
-            self.input_transform_on(avx2, 0..c, v, &mut tmp);
+            self.input_transform_on(0..c, v, &mut tmp);
             (0..16).for_each(gemm);
-            self.output_transform_on(avx2, 0..o, m, &mut tmp, y);
+            self.output_transform_on(0..o, m, &mut tmp, y);
         }
     }
 
@@ -278,14 +277,13 @@ impl Task<'_> {
         }
     }
 
-    /// [`Task::input_transform`], compiled for AVX2 + FMA when `avx2` (the CPU has them).
-    fn input_transform_on(&self, avx2: bool, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
+    /// [`Task::input_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
+    fn input_transform_on(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
+        if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { self.input_transform_avx2(chs, v, scratch) };
         }
-        let _ = avx2;
         self.input_transform(chs, v, scratch)
     }
 
@@ -295,14 +293,13 @@ impl Task<'_> {
         self.input_transform(chs, v, scratch)
     }
 
-    /// [`Task::output_transform`], compiled for AVX2 + FMA when `avx2`.
-    fn output_transform_on(&self, avx2: bool, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
+    /// [`Task::output_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
+    fn output_transform_on(&self, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
+        if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { self.output_transform_avx2(ocs, m, tmp, y) };
         }
-        let _ = avx2;
         self.output_transform(ocs, m, tmp, y)
     }
 

@@ -8,15 +8,22 @@
 //! loops have a copy compiled for AVX2 + FMA, picked at run time.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
 use crate::layers::Activation;
 
+/// The geometry a thread's scratch was last laid out for: (stride, phase rows, phase width,
+/// top pad, left pad, input height, input width). Copying a plane in writes the same elements
+/// for the same geometry, so the zero padding around them is written once, not per plane.
+type Layout = (usize, usize, usize, usize, usize, usize, usize);
+
 thread_local! {
-    /// The padded, phase-split input plane, reused across planes, layers and calls.
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The padded, phase-split input plane, reused across planes, layers and calls, with the
+    /// geometry its padding was zeroed for.
+    static SCRATCH: Cell<(Vec<f32>, Layout)> = const { Cell::new((Vec::new(), (0, 0, 0, 0, 0, 0, 0))) };
 }
 
 /// `y[n,c,oy,ox] = act(b[c] + Σ_ij w[c,i,j] · x[n, c, oy·s − pt + i·d, ox·s − pl + j·d])`, zero
@@ -27,7 +34,7 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "depthwise input size");
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
-    let mut out = vec![0f32; g.batch * g.in_channels * plane_out];
+    let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let c = p % g.in_channels;
         let xin = &x[p * plane_in..][..plane_in];
@@ -37,11 +44,20 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
         plane(xin, w, b, act, g, &mut scratch, y);
         SCRATCH.set(scratch);
     });
-    out
+    // SAFETY: `plane` writes every element of its output plane.
+    unsafe { super::assume_init(out) }
 }
 
 /// [`plane_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
-fn plane(x: &[f32], w: &[f32], bias: f32, act: Activation, g: &ConvGeometry, scratch: &mut Vec<f32>, y: &mut [f32]) {
+fn plane(
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    g: &ConvGeometry,
+    scratch: &mut (Vec<f32>, Layout),
+    y: &mut [MaybeUninit<f32>],
+) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
@@ -58,8 +74,8 @@ unsafe fn plane_avx2(
     bias: f32,
     act: Activation,
     g: &ConvGeometry,
-    scratch: &mut Vec<f32>,
-    y: &mut [f32],
+    scratch: &mut (Vec<f32>, Layout),
+    y: &mut [MaybeUninit<f32>],
 ) {
     plane_plain(x, w, bias, act, g, scratch, y)
 }
@@ -78,8 +94,8 @@ fn plane_plain(
     bias: f32,
     act: Activation,
     g: &ConvGeometry,
-    scratch: &mut Vec<f32>,
-    y: &mut [f32],
+    scratch: &mut (Vec<f32>, Layout),
+    y: &mut [MaybeUninit<f32>],
 ) {
     let (kh, kw) = g.kernel;
     let (s, d) = (g.stride, g.dilation);
@@ -88,9 +104,18 @@ fn plane_plain(
     let hs = g.out_h + ((kh - 1) * d) / s + 1;
     let phase = hs * ws;
     let n = g.out_h * ws;
-    scratch.clear();
-    scratch.resize(s * s * phase + n, 0.0);
-    let (phases, acc) = scratch.split_at_mut(s * s * phase);
+    // the phase planes, then 8 floats of slack for the last row's vector tail (3×3 path) or
+    // the accumulator (generic path)
+    let layout = (s, hs, ws, g.pad_top, g.pad_left, g.in_h, g.in_w);
+    let fast3x3 = (kh, kw) == (3, 3) && super::has_avx2_fma();
+    let len = s * s * phase + if fast3x3 { 8 } else { n };
+    let (scratch, laid_out) = scratch;
+    if scratch.len() != len {
+        scratch.clear();
+        scratch.resize(len, 0.0);
+        *laid_out = layout;
+    }
+    let phases = &mut scratch[..s * s * phase];
     for iy in 0..g.in_h {
         let r = iy + g.pad_top; // padded row
         let (a, rr) = (r % s, r / s);
@@ -149,47 +174,75 @@ fn plane_plain(
             }
         }
     }
-    if (kh, kw) == (3, 3) && super::has_avx2_fma() {
+    if fast3x3 {
+        let all = &scratch[..];
         let taps: [&[f32]; 9] = std::array::from_fn(|t| {
             let (i, j) = (t / 3, t % 3);
             let (ai, ri, bj, cj) = ((i * d) % s, (i * d) / s, (j * d) % s, (j * d) / s);
-            &phases[(ai * s + bj) * phase + ri * ws + cj..][..n]
+            &all[(ai * s + bj) * phase + ri * ws + cj..][..n + 8]
         });
-        // SAFETY: the CPU has AVX2 and FMA; every tap is as long as `acc`.
+        // SAFETY: the CPU has AVX2 and FMA; every tap covers the last row's 8-wide tail.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            taps3x3_fma(acc, &taps, w.try_into().expect("3×3 weights"), bias)
+            taps3x3_fma(y, g.out_w, ws, &taps, w.try_into().expect("3×3 weights"), bias, act)
         };
-    } else {
-        taps_generic(acc, phases, w, bias, g, phase, ws, n);
+        return;
     }
+    let (phases, acc) = scratch.split_at_mut(s * s * phase);
+    taps_generic(acc, phases, w, bias, g, phase, ws, n);
     for (yrow, arow) in y.chunks_exact_mut(g.out_w).zip(acc.chunks_exact(ws)) {
         for (o, &v) in yrow.iter_mut().zip(arow) {
-            *o = act.of(v);
+            o.write(act.of(v));
         }
     }
 }
 
-/// `acc = bias + Σ_t w[t] · taps[t]` in one pass, 8 lanes and 9 fused multiply-adds per
-/// store (3×3 kernels, where the CPU has AVX2 and FMA).
+/// `y = act(bias + Σ_t w[t] · taps[t])` in one pass, row by row: 8 lanes and 9 fused
+/// multiply-adds per store, straight into the output (3×3 kernels, where the CPU has AVX2 and
+/// FMA). Row `r` of the output reads the taps at `r·ws`; each tap holds 8 values past its last
+/// row's start + `out_w`, so a row's last vector may be partial.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn taps3x3_fma(acc: &mut [f32], taps: &[&[f32]; 9], w: &[f32; 9], bias: f32) {
+unsafe fn taps3x3_fma(
+    y: &mut [MaybeUninit<f32>],
+    out_w: usize,
+    ws: usize,
+    taps: &[&[f32]; 9],
+    w: &[f32; 9],
+    bias: f32,
+    act: Activation,
+) {
     use std::arch::x86_64::*;
-    let n = acc.len();
-    assert!(taps.iter().all(|t| t.len() >= n));
+    let rows = y.len() / out_w;
+    assert!(taps
+        .iter()
+        .all(|t| t.len() >= (rows - 1) * ws + out_w.next_multiple_of(8)));
     let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(w[t]));
-    let mut i = 0;
-    while i + 8 <= n {
-        let mut v = _mm256_set1_ps(bias);
-        for (wt, tap) in wv.iter().zip(taps) {
-            v = _mm256_fmadd_ps(*wt, _mm256_loadu_ps(tap.as_ptr().add(i)), v);
+    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+    for (r, yrow) in y.chunks_exact_mut(out_w).enumerate() {
+        let mut ox = 0;
+        while ox < out_w {
+            let at = r * ws + ox;
+            let mut v = _mm256_set1_ps(bias);
+            for (wt, tap) in wv.iter().zip(taps) {
+                v = _mm256_fmadd_ps(*wt, _mm256_loadu_ps(tap.as_ptr().add(at)), v);
+            }
+            v = match act {
+                Activation::None => v,
+                Activation::Relu => _mm256_max_ps(v, zero),
+                Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+            };
+            if ox + 8 <= out_w {
+                _mm256_storeu_ps(yrow.as_mut_ptr().add(ox).cast(), v);
+            } else {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                for (o, &l) in yrow[ox..].iter_mut().zip(&lanes) {
+                    o.write(l);
+                }
+            }
+            ox += 8;
         }
-        _mm256_storeu_ps(acc.as_mut_ptr().add(i), v);
-        i += 8;
-    }
-    for (k, a) in acc.iter_mut().enumerate().skip(i) {
-        *a = taps.iter().zip(w).fold(bias, |v, (tap, &wt)| v + wt * tap[k]);
     }
 }
 

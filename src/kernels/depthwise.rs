@@ -110,7 +110,7 @@ fn plane_plain(
     let fast3x3 = (kh, kw) == (3, 3) && super::has_avx2_fma();
     let len = s * s * phase + if fast3x3 { 8 } else { n };
     let (scratch, laid_out) = scratch;
-    if scratch.len() != len {
+    if *laid_out != layout || scratch.len() != len {
         scratch.clear();
         scratch.resize(len, 0.0);
         *laid_out = layout;

@@ -541,10 +541,20 @@ fn im2col_row(x: &[f32], g: &ConvGeometry, r: usize, col0: usize, cols: usize, r
             let start = (a as isize + off) as usize;
             dst.copy_from_slice(&xrow[start..start + (b - a)]);
         } else {
-            let start = (a as isize * s + off) as usize;
-            for (v, x) in dst.iter_mut().zip(xrow[start..].iter().step_by(s as usize)) {
-                *v = *x;
+            let (start, s) = ((a as isize * s + off) as usize, s as usize);
+            let (last, n) = (dst.len() - 1, dst.len());
+            let src = &xrow[start..=start + last * s];
+            if s == 2 {
+                // pairs, so the even elements come out of 16-float loads by shuffles
+                for (v, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *v = pair[0];
+                }
+            } else {
+                for (k, v) in dst[..last].iter_mut().enumerate() {
+                    *v = src[k * s];
+                }
             }
+            dst[n - 1] = src[last * s];
         }
     }
 }

@@ -107,21 +107,20 @@ pub fn pack_b<'x>(
     mut row: impl FnMut(usize, &mut [f32]) -> Option<&'x [f32]>,
 ) {
     assert_eq!(out.len(), cols.div_ceil(NR) * kc * NR, "packed B size");
-    ROW.with(|cell| {
-        let mut buf = cell.take();
-        buf.resize(cols, 0.0);
-        for k in 0..kc {
-            let r = match row(k, &mut buf[..cols]) {
-                Some(r) => r,
-                None => &buf[..cols],
-            };
-            debug_assert_eq!(r.len(), cols);
-            for (s, chunk) in r.chunks(NR).enumerate() {
-                out[s * kc * NR + k * NR..][..chunk.len()].copy_from_slice(chunk);
-            }
+    // take/set rather than `with`: a closure would be compiled without the caller's AVX2
+    let mut buf = ROW.take();
+    buf.resize(cols, 0.0);
+    for k in 0..kc {
+        let r = match row(k, &mut buf[..cols]) {
+            Some(r) => r,
+            None => &buf[..cols],
+        };
+        debug_assert_eq!(r.len(), cols);
+        for (s, chunk) in r.chunks(NR).enumerate() {
+            out[s * kc * NR + k * NR..][..chunk.len()].copy_from_slice(chunk);
         }
-        cell.set(buf);
-    });
+    }
+    ROW.set(buf);
 }
 
 /// [`pack_b`] for rows that lie in memory `ld` apart (a 1×1 convolution's input planes):

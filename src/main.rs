@@ -67,15 +67,6 @@ fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--threads N`: candle's kernels and our decoding both use rayon's global pool; set it before
-/// any work starts.
-fn set_threads(n: Option<usize>) {
-    if let Some(n) = n {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
-    }
-}
-
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -86,9 +77,13 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors
     ferrovision::kernels::reuse_freed_memory();
+    ferrovision::kernels::init_thread_pool(match &cli.command {
+        Command::Classify(a) => a.threads,
+        Command::Bench(a) => a.threads,
+        _ => None,
+    });
     let result = match cli.command {
         Command::Classify(args) => {
-            set_threads(args.threads);
             let setup = commands::classify::load_model(&args)
                 .and_then(|m| Ok((m, commands::classify::load_rules(args.rules.as_deref())?)));
             match setup {
@@ -104,10 +99,7 @@ fn main() -> ExitCode {
         Command::Index(a) => commands::features::index(&a),
         Command::Similar(a) => commands::features::similar(&a),
         Command::Summary(a) => commands::study::summary(&a),
-        Command::Bench(a) => {
-            set_threads(a.threads);
-            commands::bench::bench(&a)
-        }
+        Command::Bench(a) => commands::bench::bench(&a),
         Command::Inspect(a) => commands::study::inspect(&a),
         Command::Cam(a) => commands::study::cam(&a),
         Command::Archs { width, num_classes } => archs(width, num_classes).map(|()| true),

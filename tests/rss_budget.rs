@@ -27,7 +27,9 @@ fn main() {
     )
     .unwrap();
     let weights_mb = 4.0 * params as f64 / (1024.0 * 1024.0);
-    // as the binary runs: freed activations are reused, load-time garbage handed back
+    // as the binary runs: this thread in the pool, freed activations reused, load-time
+    // garbage handed back
+    ferrovision::kernels::init_thread_pool(None);
     ferrovision::kernels::reuse_freed_memory();
     let vb = VarBuilder::from_backend(Box::new(Synthetic::new("rss")), DType::F32, Device::Cpu);
     let net = build("resnet50", &ModelOptions::default(), vb).unwrap();

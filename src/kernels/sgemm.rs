@@ -117,7 +117,7 @@ pub fn pack_b<'x>(
         };
         debug_assert_eq!(r.len(), cols);
         for (s, chunk) in r.chunks(NR).enumerate() {
-            out[s * kc * NR + k * NR..][..chunk.len()].copy_from_slice(chunk);
+            copy_strip_row(&mut out[s * kc * NR + k * NR..][..chunk.len()], chunk);
         }
     }
     ROW.set(buf);
@@ -133,8 +133,18 @@ pub fn pack_b_strided(kc: usize, cols: usize, out: &mut [f32], src: &[f32], ld: 
     for (s, strip) in out.chunks_exact_mut(kc * NR).enumerate() {
         let w = NR.min(cols - s * NR);
         for (k, dst) in strip.chunks_exact_mut(NR).enumerate() {
-            dst[..w].copy_from_slice(&src[k * ld + s * NR..][..w]);
+            copy_strip_row(&mut dst[..w], &src[k * ld + s * NR..][..w]);
         }
+    }
+}
+
+/// One row of a strip: a fixed-size copy when the strip is full (two vector moves; a copy of
+/// run-time length is a `memmove` call, 10% of a 1×1 convolution's time on one thread).
+#[inline(always)]
+fn copy_strip_row(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 

@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Also print where the time goes: per layer type and the slowest layers (traced runs).
     #[arg(long)]
     pub profile: bool,
+    /// How many of the slowest layers `--profile` prints.
+    #[arg(long, default_value_t = 12)]
+    pub top: usize,
 }
 
 /// Peak resident memory (`VmHWM`), or the current one (`VmRSS`), in MB (Linux).
@@ -119,7 +122,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             rss_now.unwrap_or(f64::NAN)
         )?;
         if let Some(p) = &profile {
-            p.print(&mut o, args.batch)?;
+            p.print(&mut o, args.batch, args.top)?;
         }
     }
     Ok(true)
@@ -186,7 +189,7 @@ impl Profile {
         )
     }
 
-    fn print(&self, o: &mut impl Write, batch: usize) -> std::io::Result<()> {
+    fn print(&self, o: &mut impl Write, batch: usize, top: usize) -> std::io::Result<()> {
         let total: f64 = self.kinds.iter().map(|k| k.2).sum();
         writeln!(
             o,
@@ -213,7 +216,7 @@ impl Profile {
             )?;
         }
         writeln!(o, "\nslowest layers:")?;
-        for (name, kind, s) in self.layers.iter().take(12) {
+        for (name, kind, s) in self.layers.iter().take(top) {
             writeln!(
                 o,
                 "{name:<36} {kind:<28} {:>8.2} ms/image",

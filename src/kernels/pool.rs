@@ -1,13 +1,17 @@
 //! Max and average pooling on f32 NCHW data with PyTorch's semantics (symmetric padding,
 //! windows that `ceil_mode` lets hang past the end clipped), parallel over planes.
 //!
-//! Both are separable: a horizontal pass reduces each input row to the output columns, then a
-//! vertical pass reduces those rows to the output rows (k + k instead of k² steps per output,
-//! and the vertical pass is a unit-stride loop over whole rows). Padding is never
-//! materialised: windows are clipped to the input, which for max pooling equals padding with
-//! −∞, and for average pooling the divisor says what the padding counts.
+//! Both are separable: k + k instead of k² steps per output. Padding is the reduction's
+//! identity (−∞ for max, which equals clipping the window; 0 for the average's sum, whose
+//! divisor says what the padding counts). At stride 1 each plane is copied into a padded
+//! scratch plane and both passes run flat over it, one long unit-stride loop per kernel tap
+//! (no per-row loop overhead, which dominated on 14×14 and 17×17 maps; the columns past each
+//! row's last window are computed and dropped). Strided pools go one output row at a time:
+//! the k input rows under it reduced into a padded row, then its horizontal pass at full
+//! resolution, then every s-th column.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -37,9 +41,8 @@ pub enum PoolOp {
 }
 
 thread_local! {
-    /// The horizontally reduced rows of one plane (H × Wo) and one full-resolution row (W),
-    /// reused.
-    static ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The padded plane and its two passes, reused.
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// The input range `a..b` under output position `o` along a dimension of length `len`, and the
@@ -56,39 +59,39 @@ fn window(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize, usize) {
 pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
     let (plane_in, plane_out) = (g.in_h * g.in_w, g.out_h * g.out_w);
     assert_eq!(x.len(), g.planes * plane_in, "pool input size");
-    let mut out = vec![0f32; g.planes * plane_out];
-    let cols: Vec<_> = (0..g.out_w).map(|o| window(o, g, g.in_w)).collect();
-    let rows: Vec<_> = (0..g.out_h).map(|o| window(o, g, g.in_h)).collect();
+    let mut out = super::uninit_output(g.planes * plane_out);
+    // the average's divisor per output position, once for all planes
+    let divisors: Vec<f32> = match op {
+        PoolOp::Max => Vec::new(),
+        PoolOp::Avg { count_include_pad } => {
+            let count = |(a, b, n): (usize, usize, usize)| if count_include_pad { n } else { b - a };
+            let cols: Vec<_> = (0..g.out_w).map(|o| count(window(o, g, g.in_w))).collect();
+            (0..g.out_h)
+                .flat_map(|oy| {
+                    let rn = count(window(oy, g, g.in_h));
+                    cols.iter().map(move |&cn| (rn * cn) as f32)
+                })
+                .collect()
+        }
+    };
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let xin = &x[p * plane_in..][..plane_in];
-        let mut h = ROWS.take();
-        h.resize(g.in_h * g.out_w + g.in_w, 0.0);
-        plane_op(xin, g, &cols, &rows, &mut h, y, op);
-        if let PoolOp::Avg { count_include_pad } = op {
-            for (yrow, &(ra, rb, rn)) in y.chunks_exact_mut(g.out_w).zip(&rows) {
-                let rn = if count_include_pad { rn } else { rb - ra };
-                for (v, &(ca, cb, cn)) in yrow.iter_mut().zip(&cols) {
-                    let cn = if count_include_pad { cn } else { cb - ca };
-                    *v /= (rn * cn) as f32;
-                }
-            }
-        }
-        ROWS.set(h);
+        let mut scratch = SCRATCH.take();
+        plane_op(xin, g, &mut scratch, y, op, &divisors);
+        SCRATCH.set(scratch);
     });
-    out
+    // SAFETY: `plane_op` writes every element of its output plane.
+    unsafe { super::assume_init(out) }
 }
 
-type Windows = [(usize, usize, usize)];
-
-/// One plane, max or sum (the average's divisor comes after), in the copy compiled for AVX2 +
-/// FMA where the CPU has them.
-fn plane_op(x: &[f32], g: &PoolGeometry, cols: &Windows, rows: &Windows, h: &mut [f32], y: &mut [f32], op: PoolOp) {
+/// One plane, max or average, in the copy compiled for AVX2 + FMA where the CPU has them.
+fn plane_op(x: &[f32], g: &PoolGeometry, scratch: &mut Vec<f32>, y: &mut [MaybeUninit<f32>], op: PoolOp, div: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { plane_op_avx2(x, g, cols, rows, h, y, op) };
+        return unsafe { plane_op_avx2(x, g, scratch, y, op, div) };
     }
-    plane_op_plain(x, g, cols, rows, h, y, op)
+    plane_op_plain(x, g, scratch, y, op, div)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -96,87 +99,102 @@ fn plane_op(x: &[f32], g: &PoolGeometry, cols: &Windows, rows: &Windows, h: &mut
 unsafe fn plane_op_avx2(
     x: &[f32],
     g: &PoolGeometry,
-    cols: &Windows,
-    rows: &Windows,
-    h: &mut [f32],
-    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+    y: &mut [MaybeUninit<f32>],
     op: PoolOp,
+    div: &[f32],
 ) {
-    plane_op_plain(x, g, cols, rows, h, y, op)
+    plane_op_plain(x, g, scratch, y, op, div)
 }
 
 #[inline(always)]
 fn plane_op_plain(
     x: &[f32],
     g: &PoolGeometry,
-    cols: &Windows,
-    rows: &Windows,
-    h: &mut [f32],
-    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+    y: &mut [MaybeUninit<f32>],
     op: PoolOp,
+    div: &[f32],
 ) {
     match op {
-        PoolOp::Max => plane(x, g, cols, rows, h, y, f32::NEG_INFINITY, f32::max),
-        PoolOp::Avg { .. } => plane(x, g, cols, rows, h, y, 0.0, |a, b| a + b),
+        PoolOp::Max => plane(x, g, scratch, y, f32::NEG_INFINITY, f32::max, |v, _| v),
+        PoolOp::Avg { .. } => plane(x, g, scratch, y, 0.0, |a, b| a + b, |v, i| v / div[i]),
     }
 }
 
-/// Reduces one plane with `f` (identity `init`): rows first into `h` (H × Wo, then one
-/// W-long row of scratch), then columns into `y`.
+/// Reduces one plane with `f` (identity `init`) into `y`, `finish(value, index)` applied on
+/// the way out.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn plane(
     x: &[f32],
     g: &PoolGeometry,
-    cols: &[(usize, usize, usize)],
-    rows: &[(usize, usize, usize)],
-    h: &mut [f32],
-    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+    y: &mut [MaybeUninit<f32>],
     init: f32,
     f: impl Fn(f32, f32) -> f32 + Copy,
+    finish: impl Fn(f32, usize) -> f32,
 ) {
-    // output columns whose window lies inside the row: lo..hi, from unit-stride passes over
-    // the row; the clipped windows at the borders fold on their own
     let (s, k, pad) = (g.stride, g.kernel, g.pad);
-    let lo = pad.div_ceil(s).min(g.out_w);
-    let hi = if g.in_w + pad >= k {
-        ((g.in_w + pad - k) / s + 1).clamp(lo, g.out_w)
-    } else {
-        lo
-    };
-    let (h, wide) = h.split_at_mut(g.in_h * g.out_w);
-    for (xrow, hrow) in x.chunks_exact(g.in_w).zip(h.chunks_exact_mut(g.out_w)) {
-        for o in (0..lo).chain(hi..g.out_w) {
-            let (a, b, _) = cols[o];
-            hrow[o] = xrow[a..b].iter().fold(init, |m, &e| f(m, e));
+    // padded width and height: every window of every output inside them (ceil_mode's overhang
+    // included)
+    let wp = ((g.out_w - 1) * s + k).max(g.in_w + pad);
+    let hp = ((g.out_h - 1) * s + k).max(g.in_h + pad);
+    scratch.clear();
+    if s == 1 {
+        // the padded plane (k − 1 values of slack past its end), its horizontal pass, and the
+        // vertical pass over the rows that start a window, each flat over the plane
+        let (n, nv) = (hp * wp, g.out_h * wp);
+        scratch.resize(2 * n + k - 1 + nv, init);
+        let (padded, rest) = scratch.split_at_mut(n + k - 1);
+        let (horiz, vert) = rest.split_at_mut(n);
+        for (iy, xrow) in x.chunks_exact(g.in_w).enumerate() {
+            padded[(iy + pad) * wp + pad..][..g.in_w].copy_from_slice(xrow);
         }
-        if lo == hi {
-            continue;
-        }
-        let inner = &mut hrow[lo..hi];
-        // the window at every input position from lo·s − pad on (unit stride, vectorised),
-        // then every s-th of them
-        let span = (hi - lo - 1) * s + 1;
-        let full = &mut wide[..span];
-        let x0 = lo * s - pad;
-        full.copy_from_slice(&xrow[x0..x0 + span]);
+        // horiz[i] = f over padded[i..i + k]
+        horiz.copy_from_slice(&padded[..n]);
         for j in 1..k {
-            full.iter_mut()
-                .zip(&xrow[x0 + j..x0 + j + span])
+            horiz
+                .iter_mut()
+                .zip(&padded[j..j + n])
                 .for_each(|(v, &e)| *v = f(*v, e));
         }
-        if s == 1 {
-            inner.copy_from_slice(full);
-        } else {
-            inner.iter_mut().zip(full.iter().step_by(s)).for_each(|(v, &e)| *v = e);
+        // vert[i] = f over horiz[i + r·wp], r < k
+        vert.copy_from_slice(&horiz[..nv]);
+        for r in 1..k {
+            vert.iter_mut()
+                .zip(&horiz[r * wp..r * wp + nv])
+                .for_each(|(v, &e)| *v = f(*v, e));
         }
-    }
-    for (yrow, &(a, b, _)) in y.chunks_exact_mut(g.out_w).zip(rows) {
-        yrow.fill(init);
-        for hrow in h[a * g.out_w..b * g.out_w].chunks_exact(g.out_w) {
-            for (v, &e) in yrow.iter_mut().zip(hrow) {
-                *v = f(*v, e);
+        for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
+            for (ox, (o, &v)) in yrow.iter_mut().zip(&vert[oy * wp..]).enumerate() {
+                o.write(finish(v, oy * g.out_w + ox));
             }
+        }
+        return;
+    }
+    // strided: one output row at a time, vertical first (only the rows under this output row's
+    // windows, straight from `x`, into a padded row), then horizontal at full resolution, then
+    // every s-th column
+    let nh = (g.out_w - 1) * s + 1;
+    scratch.resize(wp + nh, init);
+    let (row, horiz) = scratch.split_at_mut(wp);
+    for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
+        let top = oy * s;
+        let rows = top.saturating_sub(pad)..(top + k).saturating_sub(pad).min(g.in_h);
+        let inner = &mut row[pad..pad + g.in_w];
+        inner.fill(init);
+        for iy in rows {
+            inner
+                .iter_mut()
+                .zip(&x[iy * g.in_w..][..g.in_w])
+                .for_each(|(v, &e)| *v = f(*v, e));
+        }
+        horiz.copy_from_slice(&row[..nh]);
+        for j in 1..k {
+            horiz.iter_mut().zip(&row[j..j + nh]).for_each(|(v, &e)| *v = f(*v, e));
+        }
+        for (ox, o) in yrow.iter_mut().enumerate() {
+            o.write(finish(horiz[ox * s], oy * g.out_w + ox));
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Fully connected layer `y = x·Wᵀ + b` with weights stored in half precision ([`WeightsView`]),
-//! computed in f32: blocks of weight rows are widened into a per-thread buffer and multiplied
-//! there, in parallel over the blocks. At batch 1 a classifier is bound by the bytes of
-//! weights it streams, which half storage halves.
+//! Fully connected layer `y = x·Wᵀ + b` with weights stored in f32 or half precision
+//! ([`WeightsView`]), computed in f32: blocks of weight rows (half ones widened into a
+//! per-thread buffer) multiplied in parallel over the blocks. At batch 1 a classifier is bound
+//! by the bytes of weights it streams, which half storage halves.
 
 use rayon::prelude::*;
 

@@ -1,5 +1,8 @@
-//! `nn.Linear` with the weights stored in the `VarBuilder`'s dtype: f32 runs candle's matmul;
-//! f16/bf16 on the CPU runs [`crate::kernels::linear`] (computed in f32, half the memory).
+//! `nn.Linear` with the weights stored in the `VarBuilder`'s dtype. On the CPU with f32 input,
+//! every storage dtype runs [`crate::kernels::linear`] (computed in f32; f16/bf16 halve the
+//! memory): alone, on 2 threads, it took half of candle's matmul time or less for VGG-16's
+//! 25088→4096 and ResNet-50's and MobileNetV2's classifiers at batch 1 and 8. Elsewhere,
+//! candle's matmul.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -38,10 +41,10 @@ impl Linear {
         self.inner.bias()
     }
 
-    /// Half-precision weights on the CPU with f32 input: our kernel.
-    fn half_on_cpu(&self, x: &Tensor) -> bool {
+    /// Weights on the CPU with f32 input: our kernel.
+    fn ours_on_cpu(&self, x: &Tensor) -> bool {
         let w = self.weight();
-        matches!(w.dtype(), DType::F16 | DType::BF16)
+        matches!(w.dtype(), DType::F32 | DType::F16 | DType::BF16)
             && w.device().is_cpu()
             && x.dtype() == DType::F32
             && x.device().is_cpu()
@@ -51,7 +54,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.half_on_cpu(x) {
+        if !self.ours_on_cpu(x) {
             let w = self.weight();
             if w.dtype() != x.dtype() {
                 let cast = candle_nn::Linear::new(w.to_dtype(x.dtype())?, self.inner.bias().cloned());

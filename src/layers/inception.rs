@@ -32,6 +32,8 @@ pub struct InceptionV1 {
     branch2: [Conv2d; 2],
     branch3: [Conv2d; 2],
     branch4: Conv2d,
+    /// Module path of branch 4's max pool (`…branch4.0`), for the trace.
+    pool_name: String,
 }
 
 /// One row of GoogLeNet's Table 1: (#1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj).
@@ -53,6 +55,7 @@ impl InceptionV1 {
                 bc(&b3.pp(1), ConvSpec::new(c5r, c5, 3).pad(1))?,
             ],
             branch4: bc(&vb.pp("branch4").pp(1), ConvSpec::new(cin, pool, 1))?,
+            pool_name: vb.pp("branch4").pp(0).prefix(),
         })
     }
 
@@ -64,6 +67,8 @@ impl InceptionV1 {
 impl Module for InceptionV1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = MaxPool2d(PoolSpec::new(3, 1).pad(1).ceil()).forward(x)?;
+        // traced on its own, or its time would be counted in the next traced layer (branch 1)
+        crate::trace::record_lazy(|| self.pool_name.clone(), "MaxPool2d", &pooled, 0);
         Tensor::cat(
             &[
                 self.branch1.forward(x)?,

@@ -102,14 +102,25 @@ impl Network for GoogLeNet {
         } else {
             x.clone()
         };
+        use crate::trace::record;
+        // the max pools are traced under torchvision's names, or their time would be counted in
+        // the next traced layer
         let h = pool3.forward(&self.conv1.forward(&x)?)?; // N×64×56×56 at 224
+        record("maxpool1", "MaxPool2d", &h, 0);
         let mut h = pool3.forward(&self.conv3.forward(&self.conv2.forward(&h)?)?)?; // N×192×28×28
+        record("maxpool2", "MaxPool2d", &h, 0);
         for (i, m) in self.inception.iter().enumerate() {
             h = m.forward(&h)?;
-            crate::trace::record(GOOGLENET[i].0, "Inception", &h, 0);
+            record(GOOGLENET[i].0, "Inception", &h, 0);
             match GOOGLENET[i].0 {
-                "inception3b" => h = pool3.forward(&h)?, // N×480×14×14
-                "inception4e" => h = MaxPool2d(PoolSpec::new(2, 2).ceil()).forward(&h)?, // N×832×7×7
+                "inception3b" => {
+                    h = pool3.forward(&h)?; // N×480×14×14
+                    record("maxpool3", "MaxPool2d", &h, 0);
+                }
+                "inception4e" => {
+                    h = MaxPool2d(PoolSpec::new(2, 2).ceil()).forward(&h)?; // N×832×7×7
+                    record("maxpool4", "MaxPool2d", &h, 0);
+                }
                 _ => {}
             }
         }
@@ -206,9 +217,11 @@ impl Network for InceptionV3 {
         };
         let [c1a, c2a, c2b, c3b, c4a] = &self.stem;
         let h = c2b.forward(&c2a.forward(&c1a.forward(&x)?)?)?; // N×64×147×147 at 299
-        let h = pool.forward(&h)?; // N×64×73×73
-        let mut h = pool.forward(&c4a.forward(&c3b.forward(&h)?)?)?; // N×192×35×35
         use crate::trace::record;
+        let h = pool.forward(&h)?; // N×64×73×73
+        record("maxpool1", "MaxPool2d", &h, 0); // traced, or counted in the next layer
+        let mut h = pool.forward(&c4a.forward(&c3b.forward(&h)?)?)?; // N×192×35×35
+        record("maxpool2", "MaxPool2d", &h, 0);
         for (m, name) in self.mixed_5.iter().zip(["Mixed_5b", "Mixed_5c", "Mixed_5d"]) {
             h = m.forward(&h)?; // N×288×35×35
             record(name, "InceptionA", &h, 0);

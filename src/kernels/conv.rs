@@ -295,21 +295,17 @@ fn conv2d_panels(
     unsafe { assume_init(y) }
 }
 
-/// [`pack_rows_plain`], compiled for AVX2 + FMA where the CPU has them (the strided im2col
-/// copies vectorise there).
-fn pack_rows(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { pack_rows_avx2(xg, g, k0, col0, cols, out) };
-    }
-    pack_rows_plain(xg, g, k0, col0, cols, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pack_rows_avx2(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
-    pack_rows_plain(xg, g, k0, col0, cols, out)
+with_avx2_copy! {
+    /// [`pack_rows_plain`], compiled for AVX2 + FMA where the CPU has them (the strided im2col
+    /// copies vectorise there).
+    fn pack_rows(
+        xg: &[f32],
+        g: &ConvGeometry,
+        k0: usize,
+        col0: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) => pack_rows_plain
 }
 
 /// Packs K rows `k0..k0 + out.len() / (⌈cols/NR⌉·NR)` of one image group's B matrix (its

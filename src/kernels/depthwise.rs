@@ -48,36 +48,17 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     unsafe { super::assume_init(out) }
 }
 
-/// [`plane_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
-fn plane(
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    act: Activation,
-    g: &ConvGeometry,
-    scratch: &mut (Vec<f32>, Layout),
-    y: &mut [MaybeUninit<f32>],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { plane_avx2(x, w, bias, act, g, scratch, y) };
-    }
-    plane_plain(x, w, bias, act, g, scratch, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    act: Activation,
-    g: &ConvGeometry,
-    scratch: &mut (Vec<f32>, Layout),
-    y: &mut [MaybeUninit<f32>],
-) {
-    plane_plain(x, w, bias, act, g, scratch, y)
+with_avx2_copy! {
+    /// [`plane_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
+    fn plane(
+        x: &[f32],
+        w: &[f32],
+        bias: f32,
+        act: Activation,
+        g: &ConvGeometry,
+        scratch: &mut (Vec<f32>, Layout),
+        y: &mut [MaybeUninit<f32>],
+    ) => plane_plain
 }
 
 /// One plane: `x` H×W in, `y` Ho×Wo out.

@@ -4,6 +4,46 @@
 //! checks every path of `Conv2d`, the pools and `Linear` against naive loops over random
 //! shapes, strides, paddings, dilations, groups, storage types and batch sizes).
 
+/// `fn $name(args) => $plain`: defines `$name`, which runs the `#[inline(always)]` function
+/// `$plain` in a copy compiled for AVX2 + FMA where the CPU has them ([`has_avx2_fma`]), else
+/// in the baseline build. `fn $name(&self: Type, args) => $plain` does the same for a method.
+/// (A closure handed to a runtime dispatcher is compiled apart from the dispatcher's target
+/// features, so the copy is a plain function into which the kernel inlines.)
+macro_rules! with_avx2_copy {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $plain:ident) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                $plain($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { avx2($($arg),*) };
+            }
+            $plain($($arg),*)
+        }
+    };
+    ($(#[$m:meta])* fn $name:ident(&self: $self_ty:ty, $($arg:ident: $ty:ty),* $(,)?) => $plain:ident) => {
+        $(#[$m])*
+        fn $name(&self, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(this: &$self_ty, $($arg: $ty),*) {
+                this.$plain($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { avx2(self, $($arg),*) };
+            }
+            self.$plain($($arg),*)
+        }
+    };
+}
+
 pub mod conv;
 pub mod depthwise;
 pub mod linear;
@@ -13,10 +53,8 @@ pub mod storage;
 pub mod winograd;
 
 /// Whether this CPU has AVX2 and FMA (checked once). The element-wise kernels (pooling,
-/// depthwise taps, Winograd transforms) have a copy compiled for them behind
-/// `#[target_feature(enable = "avx2,fma")]`; without it they run the baseline x86-64 (SSE2)
-/// build. (A closure handed to a runtime dispatcher is compiled apart from the dispatcher's
-/// target features, so the wrappers are plain functions into which the kernels inline.)
+/// depthwise taps, Winograd transforms, im2col packing) have a copy compiled for them
+/// ([`with_avx2_copy`]); without it they run the baseline x86-64 (SSE2) build.
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

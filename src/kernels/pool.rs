@@ -84,29 +84,19 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
     unsafe { super::assume_init(out) }
 }
 
-/// One plane, max or average, in the copy compiled for AVX2 + FMA where the CPU has them.
-fn plane_op(x: &[f32], g: &PoolGeometry, scratch: &mut Vec<f32>, y: &mut [MaybeUninit<f32>], op: PoolOp, div: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { plane_op_avx2(x, g, scratch, y, op, div) };
-    }
-    plane_op_plain(x, g, scratch, y, op, div)
+with_avx2_copy! {
+    /// [`plane_op_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
+    fn plane_op(
+        x: &[f32],
+        g: &PoolGeometry,
+        scratch: &mut Vec<f32>,
+        y: &mut [MaybeUninit<f32>],
+        op: PoolOp,
+        div: &[f32],
+    ) => plane_op_plain
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn plane_op_avx2(
-    x: &[f32],
-    g: &PoolGeometry,
-    scratch: &mut Vec<f32>,
-    y: &mut [MaybeUninit<f32>],
-    op: PoolOp,
-    div: &[f32],
-) {
-    plane_op_plain(x, g, scratch, y, op, div)
-}
-
+/// One plane, max or average.
 #[inline(always)]
 fn plane_op_plain(
     x: &[f32],

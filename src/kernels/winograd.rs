@@ -277,36 +277,25 @@ impl Task<'_> {
         }
     }
 
-    /// [`Task::input_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
-    fn input_transform_on(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.input_transform_avx2(chs, v, scratch) };
-        }
-        self.input_transform(chs, v, scratch)
+    with_avx2_copy! {
+        /// [`Task::input_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
+        fn input_transform_on(
+            &self: Task<'_>,
+            chs: std::ops::Range<usize>,
+            v: SyncPtr,
+            scratch: &mut [f32],
+        ) => input_transform
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn input_transform_avx2(&self, chs: std::ops::Range<usize>, v: SyncPtr, scratch: &mut [f32]) {
-        self.input_transform(chs, v, scratch)
-    }
-
-    /// [`Task::output_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
-    fn output_transform_on(&self, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.output_transform_avx2(ocs, m, tmp, y) };
-        }
-        self.output_transform(ocs, m, tmp, y)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn output_transform_avx2(&self, ocs: std::ops::Range<usize>, m: SyncPtr, tmp: &mut [f32], y: SyncPtr) {
-        self.output_transform(ocs, m, tmp, y)
+    with_avx2_copy! {
+        /// [`Task::output_transform`], in the copy compiled for AVX2 + FMA where the CPU has them.
+        fn output_transform_on(
+            &self: Task<'_>,
+            ocs: std::ops::Range<usize>,
+            m: SyncPtr,
+            tmp: &mut [f32],
+            y: SyncPtr,
+        ) => output_transform
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for channels `chs` and every tile of the block; `v` points

@@ -146,10 +146,12 @@ fn conv_layers(c: &mut Criterion) {
                 out_h: out,
                 out_w: out,
             };
-            // as the model packs it: Winograd F(2×2, 3×3) for 3×3 stride 1, else im2col + GEMM
+            // as the model packs it: Winograd F(m×m, 3×3) for 3×3 stride 1, else im2col + GEMM
             let (w, b) = (random(co * ci * k * k, 3), Some(random(co, 4)));
             let packed = if k == 3 && s == 1 {
-                PackedConv::winograd(&w, co, ci, b)
+                let packed = PackedConv::winograd(co, ci, b);
+                packed.prepare(&geom, || Ok::<_, ()>(w)).unwrap();
+                packed
             } else {
                 PackedConv::new(w, b, DType::F32, co, 1)
             };

@@ -133,14 +133,26 @@ fn naive_pool(x: &Arr, k: usize, s: usize, p: usize, ceil: bool, max: bool, incl
     Arr { d: [n, c, ho, wo], v }
 }
 
+/// Max |diff| ≤ 1e-5 × max(1, max |want|).
 fn assert_close(got: &Tensor, want: &Arr, what: &str) {
+    assert_close_scaled(got, want, what, 1e-5, scale_of(want))
+}
+
+fn scale_of(want: &Arr) -> f32 {
+    want.v.iter().fold(1f32, |m, v| m.max(v.abs()))
+}
+
+/// Max |diff| ≤ `tol` × `scale`, printed when `FERROVISION_PRINT_DIFF` is set.
+fn assert_close_scaled(got: &Tensor, want: &Arr, what: &str, tol: f32, scale: f32) {
     assert_eq!(got.dims(), &want.d, "{what}: shape");
     let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = want.v.iter().fold(1f32, |m, v| m.max(v.abs()));
     let max_diff = g.iter().zip(&want.v).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    if std::env::var_os("FERROVISION_PRINT_DIFF").is_some() {
+        eprintln!("{what}: max |diff| {max_diff:.3e} = {:.3e} × scale", max_diff / scale);
+    }
     assert!(
-        max_diff <= 1e-5 * scale,
-        "{what}: max |diff| {max_diff} (scale {scale})"
+        max_diff <= tol * scale,
+        "{what}: max |diff| {max_diff} (scale {scale}, tolerance {tol})"
     );
 }
 
@@ -252,12 +264,22 @@ fn check_conv(c: &ConvCase) {
         let conv = Conv2d::from_tensors(w.tensor().to_dtype(dtype).unwrap(), bias_t, spec.act(act), "test").unwrap();
         conv.forward(&x.tensor()).unwrap()
     };
+    let pre_activation_scale = scale_of(&want);
     match act {
         Activation::None => {}
         Activation::Relu => want.v.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Relu6 => want.v.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
     }
-    assert_close(&got, &want, &format!("{c:?}"));
+    // Winograd F(4×4, 3×3) (3×3 stride-1 maps from 12×12) has coefficients up to 8 and 1/24:
+    // up to ~1e-5 of the convolution's own scale in f32 (before a ReLU6 clamps it), so those
+    // cases get 3e-5 of it (see `kernels::winograd`)
+    let winograd = c.kh == 3 && c.kw == 3 && c.stride == 1 && c.dil == 1 && c.groups == 1;
+    let (tol, scale) = if winograd {
+        (3e-5, pre_activation_scale)
+    } else {
+        (1e-5, scale_of(&want))
+    };
+    assert_close_scaled(&got, &want, &format!("{c:?}"), tol, scale);
 }
 
 proptest! {
@@ -285,14 +307,31 @@ proptest! {
             bias: true, seed, act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
 
-    /// 3×3 stride-1 convolutions with ≥ 16 channels each way run Winograd F(2×2, 3×3): odd and
-    /// even sizes (partial edge tiles), every padding (incl. TF "SAME"), residual, batches.
+    /// 3×3 stride-1 convolutions with ≥ 32 channels each way run Winograd, F(2×2, 3×3) on maps
+    /// under 12×12 (F(4×4) from there): odd and even sizes (partial edge tiles), every padding
+    /// (incl. TF "SAME"), residual, batches; 16–31 channels check the im2col path next to it.
     #[test]
     fn winograd_conv_matches_naive(
         n in 1usize..4, cpg in 16usize..40, opg in 16usize..40, h in 1usize..20, w in 1usize..20,
         pad in prop::option::of((0usize..3, 0usize..3)), bias in any::<bool>(), seed in any::<u64>()
     ) {
         prop_assume!(pad.is_none_or(|(ph, pw)| h + 2 * ph >= 3 && w + 2 * pw >= 3));
+        check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad, bias, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Maps from 12×12 run Winograd F(4×4, 3×3) (4×4 output tiles): partial edge tiles in both
+    /// directions, every padding (incl. TF "SAME"), residual, batches, and a K split past 256.
+    #[test]
+    fn winograd_f4x4_conv_matches_naive(
+        n in 1usize..3, cpg in prop::sample::select(vec![32usize, 37, 48, 260]), opg in 32usize..44,
+        h in 12usize..38, w in 12usize..38, pad in prop::option::of((0usize..3, 0usize..3)), bias in any::<bool>(),
+        seed in any::<u64>()
+    ) {
         check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh: 3, kw: 3, stride: 1, dil: 1, pad, bias, seed,
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }

@@ -24,6 +24,7 @@ use candle_core::DType;
 
 use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
+use super::winograd::Tile;
 use super::{assume_init, gemm_f32, uninit_output, Mat, SyncPtr};
 use crate::layers::Activation;
 
@@ -84,10 +85,11 @@ pub enum Packed {
     /// f32 weights packed for our own GEMM ([`super::sgemm`]), one [`PanelsA`] per group:
     /// im2col fused into the packing of the activations (where [`sgemm::available`]).
     Panels(Vec<PanelsA>),
-    /// 3×3 stride 1, one group, f32 only: the 16 Winograd-domain matrices `U[ξ]` (O×C), see
+    /// 3×3 stride 1, one group, f32 only: the Winograd-domain matrices `U[ξ]` (O×C) for the
+    /// tile size each map size wants, transformed on first use ([`PackedConv::prepare`]), see
     /// [`super::winograd`]. (Half precision would round the transformed filters a second
     /// time, so half storage stays on im2col.)
-    Winograd2x2(super::winograd::Filters),
+    Winograd(super::winograd::LazyFilters),
 }
 
 impl PackedConv {
@@ -111,13 +113,28 @@ impl PackedConv {
         Self { weights, bias }
     }
 
-    /// A 3×3 stride-1 single-group convolution by Winograd F(2×2, 3×3), f32 weights.
-    pub fn winograd(weight: &[f32], out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
-        let u = super::winograd::Filters::new(weight, out_channels, in_channels);
+    /// A 3×3 stride-1 single-group convolution by Winograd F(m×m, 3×3), f32 weights; the
+    /// filters are transformed by [`PackedConv::prepare`].
+    pub fn winograd(out_channels: usize, in_channels: usize, bias: Option<Vec<f32>>) -> Self {
         Self {
-            weights: Packed::Winograd2x2(u),
+            weights: Packed::Winograd(super::winograd::LazyFilters::new(out_channels, in_channels)),
             bias,
         }
+    }
+
+    /// Readies the weights for a call with geometry `g`: a Winograd layer transforms its
+    /// filters (`weight()`: O×C×3×3 f32) for the tile that `g`'s output map wants, unless done
+    /// before ([`Tile::for_output`]); the other layouts are ready at load. Call before
+    /// [`conv2d_f32`].
+    pub fn prepare<E>(&self, g: &ConvGeometry, weight: impl FnOnce() -> Result<Vec<f32>, E>) -> Result<(), E> {
+        if let Packed::Winograd(w) = &self.weights {
+            let tile = Tile::for_output(g.out_h, g.out_w);
+            if w.get(tile).is_none() {
+                let weight = weight()?;
+                w.get_or_init(tile, || weight);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -142,7 +159,10 @@ pub fn conv2d_f32(
 ) -> Vec<f32> {
     let weight = match &packed.weights {
         Packed::Im2col(w) => w,
-        Packed::Winograd2x2(u) => {
+        Packed::Winograd(w) => {
+            let u = w
+                .get(Tile::for_output(g.out_h, g.out_w))
+                .expect("Winograd filters transformed for this map size (PackedConv::prepare)");
             return super::winograd::winograd_f32(x, u, packed.bias.as_deref(), act, residual, g);
         }
         Packed::Panels(panels) => return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g),

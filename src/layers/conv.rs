@@ -71,7 +71,7 @@ impl ConvSpec {
         (self.out_channels, self.in_channels / self.groups, kh, kw)
     }
     /// 3×3, stride 1, no dilation, one group, and enough channels for the transforms to pay:
-    /// Winograd F(2×2, 3×3) on the CPU.
+    /// Winograd F(m×m, 3×3) on the CPU (the tile size picked per map size at run time).
     fn use_winograd(&self) -> bool {
         self.kernel == (3, 3)
             && self.stride == 1
@@ -162,10 +162,10 @@ impl Conv2d {
         };
         let packed = if !spec.is_depthwise() && on_cpu {
             let w = to_f32_vec(&weight)?;
-            // Winograd for f32 storage only (see `Packed::Winograd2x2`)
+            // Winograd for f32 storage only (see `Packed::Winograd`)
             let f32_storage = weight.dtype() == candle_core::DType::F32;
             Some(Box::new(if spec.use_winograd() && f32_storage {
-                PackedConv::winograd(&w, spec.out_channels, spec.in_channels, packed_bias)
+                PackedConv::winograd(spec.out_channels, spec.in_channels, packed_bias)
             } else {
                 PackedConv::new(w, packed_bias, weight.dtype(), spec.out_channels, spec.groups)
             }))
@@ -387,6 +387,7 @@ impl Conv2d {
             && residual.is_none_or(|r| r.dtype() == candle_core::DType::F32);
         let y = match (&self.packed, &self.packed_dw) {
             (Some(packed), _) if f32_cpu => {
+                packed.prepare(&geometry, || to_f32_vec(&self.weight))?;
                 let out = super::with_cpu_f32(x, &self.name, |xs| match residual {
                     Some(r) => super::with_cpu_f32(r, &self.name, |rs| {
                         crate::kernels::conv::conv2d_f32(xs, packed, act, Some(rs), &geometry)

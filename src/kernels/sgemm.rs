@@ -204,8 +204,11 @@ pub unsafe fn gemm_block(
                 residual: ep_p.residual.map(|res| res.add(s * NR)),
                 ..ep_p
             };
+            // a tail strip of at most 8 columns computes one vector per row, not two
             #[cfg(target_arch = "x86_64")]
-            avx2::kernel(
+            let kernel = if n <= 8 { avx2::kernel::<1> } else { avx2::kernel::<2> };
+            #[cfg(target_arch = "x86_64")]
+            kernel(
                 kc,
                 ap.as_ptr(),
                 b[s * kc * NR..].as_ptr(),
@@ -247,11 +250,12 @@ mod avx2 {
     use crate::layers::Activation;
     use std::arch::x86_64::*;
 
-    /// One MR×NR tile: `acc = Σ_k a[k·MR + i] · b[k·NR + j]`, then the epilogue into `c`
-    /// (`rows ≤ MR`, `cols ≤ NR` of it valid).
+    /// One MR×(8·NV) tile: `acc = Σ_k a[k·MR + i] · b[k·NR + j]` for the first 8·NV columns
+    /// of the strip (NV = 2: all NR), then the epilogue into `c` (`rows ≤ MR`,
+    /// `cols ≤ 8·NV` of it valid).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn kernel(
+    pub(super) unsafe fn kernel<const NV: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -261,56 +265,60 @@ mod avx2 {
         cols: usize,
         ep: &Epilogue,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm256_setzero_ps(); NV]; MR];
         for k in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(k * NR));
-            let b1 = _mm256_loadu_ps(b.add(k * NR + 8));
+            let mut bv = [_mm256_setzero_ps(); NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm256_loadu_ps(b.add(k * NR + 8 * v));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm256_broadcast_ss(&*a.add(k * MR + i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                for (r, bv) in row.iter_mut().zip(bv) {
+                    *r = _mm256_fmadd_ps(ai, bv, *r);
+                }
             }
         }
-        if rows == MR && cols == NR {
+        if rows == MR && cols == 8 * NV {
             let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
             for (i, row) in acc.iter().enumerate() {
                 let ci = c.add(i * ldc);
                 let mut v = *row;
                 if !ep.first {
-                    v[0] = _mm256_add_ps(v[0], _mm256_loadu_ps(ci));
-                    v[1] = _mm256_add_ps(v[1], _mm256_loadu_ps(ci.add(8)));
+                    for (j, v) in v.iter_mut().enumerate() {
+                        *v = _mm256_add_ps(*v, _mm256_loadu_ps(ci.add(8 * j)));
+                    }
                 }
                 if ep.last {
                     if let Some(bias) = ep.bias {
                         let bi = _mm256_set1_ps(bias[i]);
-                        v[0] = _mm256_add_ps(v[0], bi);
-                        v[1] = _mm256_add_ps(v[1], bi);
+                        for v in v.iter_mut() {
+                            *v = _mm256_add_ps(*v, bi);
+                        }
                     }
                     if let Some(r) = ep.residual {
                         let ri = r.add(i * ldc);
-                        v[0] = _mm256_add_ps(v[0], _mm256_loadu_ps(ri));
-                        v[1] = _mm256_add_ps(v[1], _mm256_loadu_ps(ri.add(8)));
+                        for (j, v) in v.iter_mut().enumerate() {
+                            *v = _mm256_add_ps(*v, _mm256_loadu_ps(ri.add(8 * j)));
+                        }
                     }
-                    match ep.act {
-                        Activation::None => {}
-                        Activation::Relu => {
-                            v[0] = _mm256_max_ps(v[0], zero);
-                            v[1] = _mm256_max_ps(v[1], zero);
-                        }
-                        Activation::Relu6 => {
-                            v[0] = _mm256_min_ps(_mm256_max_ps(v[0], zero), six);
-                            v[1] = _mm256_min_ps(_mm256_max_ps(v[1], zero), six);
-                        }
+                    for v in v.iter_mut() {
+                        *v = match ep.act {
+                            Activation::None => *v,
+                            Activation::Relu => _mm256_max_ps(*v, zero),
+                            Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(*v, zero), six),
+                        };
                     }
                 }
-                _mm256_storeu_ps(ci, v[0]);
-                _mm256_storeu_ps(ci.add(8), v[1]);
+                for (j, v) in v.iter().enumerate() {
+                    _mm256_storeu_ps(ci.add(8 * j), *v);
+                }
             }
         } else {
             let mut tile = [[0f32; NR]; MR];
             for (t, a) in tile.iter_mut().zip(acc.iter()) {
-                _mm256_storeu_ps(t.as_mut_ptr(), a[0]);
-                _mm256_storeu_ps(t.as_mut_ptr().add(8), a[1]);
+                for (j, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(t.as_mut_ptr().add(8 * j), *a);
+                }
             }
             for (i, t) in tile.iter().enumerate().take(rows) {
                 let bias = if ep.last { ep.bias.map_or(0.0, |b| b[i]) } else { 0.0 };

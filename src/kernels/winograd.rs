@@ -52,10 +52,9 @@ impl Tile {
     }
 
     /// F(4×4) where the output map is at least 12×12. Measured one layer at a time against
-    /// F(2×2) (2 threads, AVX2, batch 1 and 8, alternating calls, median time): 1.1× faster
-    /// at 12×12, 1.2–1.35× at 13×13 to 28×28 and 1.35–1.5× on VGG's 56×56 and 112×112 maps,
-    /// but 2× slower on 7×7 and 8×8 maps, where its 4 tiles per image leave the GEMMs
-    /// mostly empty columns.
+    /// F(2×2) (2 threads, AVX2, batch 1 and 8, alternating calls, median time): 1.2–1.45×
+    /// faster on 12×12 to 56×56 maps and 1.2–1.7× on VGG's, but 2× slower on 7×7 and 8×8
+    /// maps, where its 4 tiles per image leave the GEMMs mostly empty columns.
     pub fn for_output(out_h: usize, out_w: usize) -> Tile {
         if out_h >= 12 && out_w >= 12 {
             Tile::F4x4

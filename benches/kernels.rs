@@ -1,11 +1,13 @@
 //! Kernels alone: the f32 GEMM peak on this machine, our GEMM against the `gemm` crate, and the
-//! hot convolution layers of ResNet-50, VGG-16 and MobileNetV2, each at its real shape.
+//! hot convolution layers of ResNet-50, VGG-16 and MobileNetV2, each at its real shape, and
+//! Winograd's two tile sizes side by side (what [`Tile::for_output`] chooses between).
 //! Throughput is in FLOP (2 per multiply-add), so criterion's "elem/s" reads as FLOP/s.
 //! `cargo bench --bench kernels -- gemm` runs the GEMMs only.
 use candle_core::DType;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrovision::kernels::conv::{conv2d_f32, ConvGeometry, PackedConv};
 use ferrovision::kernels::depthwise::depthwise_f32;
+use ferrovision::kernels::winograd::{winograd_f32, Filters, Tile};
 use ferrovision::layers::Activation;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -204,5 +206,60 @@ fn depthwise_layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, sgemm_vs_gemm_crate, conv_layers, depthwise_layers);
+/// (name, channels in, channels out, map size): 3×3 stride-1 layers around the map size where
+/// F(4×4) stops paying (7×7, 8×8) and where it starts (12×12 and up).
+#[rustfmt::skip]
+const WINOGRAD: &[(&str, usize, usize, usize)] = &[
+    ("resnet18.layer4", 512, 512, 7),
+    ("inception_v3.mixed_7", 448, 384, 8),
+    ("squeezenet1_1.fire9", 64, 256, 13),
+    ("resnet50.layer3", 256, 256, 14),
+    ("resnet18.layer2", 128, 128, 28),
+    ("vgg16.features.12", 256, 256, 56),
+];
+
+/// Each layer by F(2×2, 3×3) and by F(4×4, 3×3), batch 1 and 8. `Tile::for_output` picks
+/// F(4×4) from 12×12 on these measurements.
+fn winograd_tiles(c: &mut Criterion) {
+    let mut g = c.benchmark_group("winograd");
+    g.sample_size(10);
+    for &(name, ci, co, hw) in WINOGRAD {
+        let (w, b) = (random(co * ci * 9, 9), random(co, 10));
+        for batch in [1, 8] {
+            let geom = ConvGeometry {
+                batch,
+                in_channels: ci,
+                out_channels: co,
+                groups: 1,
+                in_h: hw,
+                in_w: hw,
+                kernel: (3, 3),
+                stride: 1,
+                dilation: 1,
+                pad_top: 1,
+                pad_left: 1,
+                out_h: hw,
+                out_w: hw,
+            };
+            let x = random(batch * ci * hw * hw, 11);
+            g.throughput(Throughput::Elements(2 * (batch * co * hw * hw * ci * 9) as u64));
+            for (label, tile) in [("f2x2", Tile::F2x2), ("f4x4", Tile::F4x4)] {
+                let u = Filters::new(&w, co, ci, tile);
+                g.bench_function(BenchmarkId::new(format!("{name}/{label}"), batch), |bench| {
+                    bench.iter(|| winograd_f32(&x, &u, Some(&b), Activation::Relu, None, &geom))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    gemm_peak,
+    sgemm_vs_gemm_crate,
+    conv_layers,
+    depthwise_layers,
+    winograd_tiles
+);
 criterion_main!(benches);

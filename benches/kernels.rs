@@ -22,6 +22,26 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A k×k convolution over `hw`×`hw` maps, "same" padding k/2, dilation 1.
+fn square_geometry(batch: usize, ci: usize, co: usize, groups: usize, hw: usize, k: usize, s: usize) -> ConvGeometry {
+    let (pad, out) = (k / 2, (hw + 2 * (k / 2) - k) / s + 1);
+    ConvGeometry {
+        batch,
+        in_channels: ci,
+        out_channels: co,
+        groups,
+        in_h: hw,
+        in_w: hw,
+        kernel: (k, k),
+        stride: s,
+        dilation: 1,
+        pad_top: pad,
+        pad_left: pad,
+        out_h: out,
+        out_w: out,
+    }
+}
+
 /// `dst (m×n) = a (m×k) · b (k×n)`, all row-major, by the `gemm` crate.
 fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &mut [f32], par: gemm::Parallelism) {
     assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
@@ -131,23 +151,8 @@ fn conv_layers(c: &mut Criterion) {
     g.sample_size(10);
     for &(name, ci, co, hw, k, s) in LAYERS {
         for batch in [1, 8] {
-            let pad = k / 2;
-            let out = (hw + 2 * pad - k) / s + 1;
-            let geom = ConvGeometry {
-                batch,
-                in_channels: ci,
-                out_channels: co,
-                groups: 1,
-                in_h: hw,
-                in_w: hw,
-                kernel: (k, k),
-                stride: s,
-                dilation: 1,
-                pad_top: pad,
-                pad_left: pad,
-                out_h: out,
-                out_w: out,
-            };
+            let geom = square_geometry(batch, ci, co, 1, hw, k, s);
+            let out = geom.out_h;
             // as the model packs it: Winograd F(m×m, 3×3) for 3×3 stride 1, else im2col + GEMM
             let (w, b) = (random(co * ci * k * k, 3), Some(random(co, 4)));
             let packed = if k == 3 && s == 1 {
@@ -180,22 +185,8 @@ fn depthwise_layers(c: &mut Criterion) {
     g.sample_size(10);
     for &(name, ch, hw, s) in DEPTHWISE {
         for batch in [1, 8] {
-            let out = (hw + 2 - 3) / s + 1;
-            let geom = ConvGeometry {
-                batch,
-                in_channels: ch,
-                out_channels: ch,
-                groups: ch,
-                in_h: hw,
-                in_w: hw,
-                kernel: (3, 3),
-                stride: s,
-                dilation: 1,
-                pad_top: 1,
-                pad_left: 1,
-                out_h: out,
-                out_w: out,
-            };
+            let geom = square_geometry(batch, ch, ch, ch, hw, 3, s);
+            let out = geom.out_h;
             let (w, b, x) = (random(ch * 9, 6), random(ch, 7), random(batch * ch * hw * hw, 8));
             g.throughput(Throughput::Elements(2 * (batch * ch * out * out * 9) as u64));
             g.bench_function(BenchmarkId::new(name, batch), |bench| {
@@ -226,21 +217,7 @@ fn winograd_tiles(c: &mut Criterion) {
     for &(name, ci, co, hw) in WINOGRAD {
         let (w, b) = (random(co * ci * 9, 9), random(co, 10));
         for batch in [1, 8] {
-            let geom = ConvGeometry {
-                batch,
-                in_channels: ci,
-                out_channels: co,
-                groups: 1,
-                in_h: hw,
-                in_w: hw,
-                kernel: (3, 3),
-                stride: 1,
-                dilation: 1,
-                pad_top: 1,
-                pad_left: 1,
-                out_h: hw,
-                out_w: hw,
-            };
+            let geom = square_geometry(batch, ci, co, 1, hw, 3, 1);
             let x = random(batch * ci * hw * hw, 11);
             g.throughput(Throughput::Elements(2 * (batch * co * hw * hw * ci * 9) as u64));
             for (label, tile) in [("f2x2", Tile::F2x2), ("f4x4", Tile::F4x4)] {

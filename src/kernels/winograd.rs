@@ -96,10 +96,6 @@ impl Filters {
         };
         Self { tile, mats }
     }
-
-    pub fn tile(&self) -> Tile {
-        self.tile
-    }
 }
 
 /// A layer's Winograd filters, transformed for a tile size the first time a map that wants it
@@ -290,9 +286,9 @@ pub fn winograd_f32(
     // with every thread on it (`wide`)
     let tasks = g.batch * blocks;
     if tasks >= 2 * threads || tasks.is_multiple_of(threads) {
-        (0..g.batch * blocks).into_par_iter().for_each(|t| run(t, false));
+        (0..tasks).into_par_iter().for_each(|t| run(t, false));
     } else {
-        (0..g.batch * blocks).for_each(|t| run(t, true));
+        (0..tasks).for_each(|t| run(t, true));
     }
     // SAFETY: the tasks cover every output tile, and each wrote every pixel of its own.
     unsafe { assume_init(y) }
@@ -532,7 +528,7 @@ impl Task<'_> {
                     });
                     let mut dst: [&mut [f32]; A] = split_rows(cols, row_cap, width);
                     for x in 0..width {
-                        let d = bt(gather(|i| src[i][x]));
+                        let d = bt(array_init(|i| src[i][x]));
                         for (r, dst) in dst.iter_mut().enumerate() {
                             dst[x] = d[r];
                         }
@@ -555,7 +551,7 @@ impl Task<'_> {
                             std::slice::from_raw_parts_mut(v.add((A * r + j) * v_len + at).0, n)
                         });
                         for k in 0..n {
-                            let d = bt(gather(|j| ph[j % M][k0 + k + j / M]));
+                            let d = bt(array_init(|j| ph[j % M][k0 + k + j / M]));
                             for (j, dst) in dst.iter_mut().enumerate() {
                                 dst[k] = d[j];
                             }
@@ -592,7 +588,7 @@ impl Task<'_> {
                 let src: [&[f32]; A] = array_init(|i| &m[((A * i + j) * g.out_channels + oc) * nt..][..nt]);
                 let mut dst: [&mut [f32]; M] = split_rows(&mut rows[j * nt..], A * nt, nt);
                 for t in 0..nt {
-                    let r = at(gather(|i| src[i][t]));
+                    let r = at(array_init(|i| src[i][t]));
                     for (a, dst) in dst.iter_mut().enumerate() {
                         dst[t] = r[a];
                     }
@@ -610,7 +606,7 @@ impl Task<'_> {
                     {
                         let mut dst: [&mut [f32]; M] = split_rows(cols, tw, len);
                         for k in 0..len {
-                            let y = at(gather(|j| src[j][k]));
+                            let y = at(array_init(|j| src[j][k]));
                             for (b, dst) in dst.iter_mut().enumerate() {
                                 dst[k] = y[b];
                             }
@@ -744,16 +740,6 @@ fn array_init<T, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
     }
     // SAFETY: every element was written; [MaybeUninit<T>; N] has the layout of [T; N].
     unsafe { (&out as *const [std::mem::MaybeUninit<T>; N]).cast::<[T; N]>().read() }
-}
-
-/// `[f(0), .., f(N − 1)]`, unrolled in place (`std::array::from_fn` is not always inlined).
-#[inline(always)]
-fn gather<const N: usize>(f: impl Fn(usize) -> f32) -> [f32; N] {
-    let mut a = [0f32; N];
-    for (i, a) in a.iter_mut().enumerate() {
-        *a = f(i);
-    }
-    a
 }
 
 /// The first `len` values of `N` consecutive rows `stride` apart in `buf`, as separate slices.

@@ -161,12 +161,13 @@ impl Conv2d {
             None
         };
         let packed = if !spec.is_depthwise() && on_cpu {
-            let w = to_f32_vec(&weight)?;
-            // Winograd for f32 storage only (see `Packed::Winograd`)
+            // Winograd for f32 storage only (see `Packed::Winograd`); its filters are
+            // transformed from `weight` on first use
             let f32_storage = weight.dtype() == candle_core::DType::F32;
             Some(Box::new(if spec.use_winograd() && f32_storage {
                 PackedConv::winograd(spec.out_channels, spec.in_channels, packed_bias)
             } else {
+                let w = to_f32_vec(&weight)?;
                 PackedConv::new(w, packed_bias, weight.dtype(), spec.out_channels, spec.groups)
             }))
         } else {

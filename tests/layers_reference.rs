@@ -481,44 +481,46 @@ proptest! {
     /// triple loop; sizes off the MR/NR/KC multiples on purpose.
     #[test]
     fn sgemm_matches_naive(m in 1usize..40, n in 1usize..80, k in 1usize..700, seed in any::<u64>()) {
-        use ferrovision::kernels::sgemm::{self, Epilogue, PanelsA, KC, NR};
-        if !sgemm::available() {
-            eprintln!("sgemm_matches_naive: skipped, this CPU runs the `gemm` crate path (no AVX2+FMA, or AVX-512)");
+        use ferrovision::kernels::sgemm::{self, Epilogue, Isa, PanelsA, KC, NR};
+        if Isa::supported().is_empty() {
+            eprintln!("sgemm_matches_naive: skipped, this CPU has no AVX2+FMA (it runs the `gemm` crate path)");
             return Ok(());
         }
-        let (a, b) = (lcg_values(seed, m * k), lcg_values(seed ^ 1, k * n));
-        let (bias, res) = (lcg_values(seed ^ 2, m), lcg_values(seed ^ 3, m * n));
-        let act = [Activation::None, Activation::Relu, Activation::Relu6][(seed % 3) as usize];
-        let (with_bias, with_res) = (seed & 8 != 0, seed & 16 != 0);
-        let panels = PanelsA::pack(&a, m, k);
-        let mut c = vec![f32::NAN; m * n]; // every element must be written
-        let mut packed = vec![0f32; 0];
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            packed.resize(n.div_ceil(NR) * NR * kc, f32::NAN);
-            if seed & 32 != 0 {
-                sgemm::pack_b(kc, n, &mut packed, |kk, _| Some(&b[(k0 + kk) * n..][..n]));
-            } else {
-                sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
+        for isa in Isa::supported() {
+            let (a, b) = (lcg_values(seed, m * k), lcg_values(seed ^ 1, k * n));
+            let (bias, res) = (lcg_values(seed ^ 2, m), lcg_values(seed ^ 3, m * n));
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][(seed % 3) as usize];
+            let (with_bias, with_res) = (seed & 8 != 0, seed & 16 != 0);
+            let panels = PanelsA::pack(&a, m, k);
+            let mut c = vec![f32::NAN; m * n]; // every element must be written
+            let mut packed = vec![0f32; 0];
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                packed.resize(n.div_ceil(NR) * NR * kc, f32::NAN);
+                if seed & 32 != 0 {
+                    sgemm::pack_b(kc, n, &mut packed, |kk, _| Some(&b[(k0 + kk) * n..][..n]));
+                } else {
+                    sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
+                }
+                let ep = Epilogue {
+                    bias: with_bias.then_some(&bias[..]),
+                    residual: with_res.then_some(res.as_ptr()),
+                    act,
+                    first: k0 == 0,
+                    last: k0 + kc == k,
+                };
+                // SAFETY: c and res are m×n with row stride n; the CPU supports `isa`.
+                unsafe { sgemm::gemm_block_on(isa, kc, m, n, &panels, k0, 0, &packed, c.as_mut_ptr(), n, ep) };
             }
-            let ep = Epilogue {
-                bias: with_bias.then_some(&bias[..]),
-                residual: with_res.then_some(res.as_ptr()),
-                act,
-                first: k0 == 0,
-                last: k0 + kc == k,
-            };
-            // SAFETY: c and res are m×n with row stride n; available() checked above.
-            unsafe { sgemm::gemm_block(kc, m, n, &panels, k0, 0, &packed, c.as_mut_ptr(), n, ep) };
-        }
-        for i in 0..m {
-            for j in 0..n {
-                let mut want: f32 = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();
-                if with_bias { want += bias[i]; }
-                if with_res { want += res[i * n + j]; }
-                let want = act.of(want);
-                let diff = (c[i * n + j] - want).abs();
-                prop_assert!(diff <= 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt(), "({i}, {j}): {} vs {want}", c[i * n + j]);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want: f32 = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();
+                    if with_bias { want += bias[i]; }
+                    if with_res { want += res[i * n + j]; }
+                    let want = act.of(want);
+                    let diff = (c[i * n + j] - want).abs();
+                    prop_assert!(diff <= 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt(), "{isa:?} ({i}, {j}): {} vs {want}", c[i * n + j]);
+                }
             }
         }
     }

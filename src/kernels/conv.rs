@@ -13,7 +13,7 @@
 //!
 //! The product is our own GEMM ([`super::sgemm`]: weights packed into micro-panels at load,
 //! im2col fused into the packing of the input, the epilogue in the micro-kernel's store) where
-//! this CPU runs it (AVX2 + FMA without AVX-512), else the `gemm` crate's (the same one candle
+//! this CPU runs it (AVX2 + FMA, or AVX-512), else the `gemm` crate's (the same one candle
 //! uses), one single-threaded call per tile; the tiles run on rayon.
 
 use std::cell::Cell;

@@ -13,11 +13,11 @@
 //!   the last block the bias, the residual and the activation, one pass while the tile is in
 //!   registers.
 //!
-//! The micro-kernel is written for AVX2 + FMA (6×16: 12 ymm accumulators, as BLIS's Haswell
-//! kernel). [`available`] says whether it runs on this CPU; where it does not, or where the CPU
-//! has AVX-512 (the `gemm` crate's AVX-512 kernels are twice as wide), the convolution keeps
-//! the `gemm` crate path. `sgemm_matches_naive` in `tests/layers_reference.rs` checks it against a
-//! triple loop.
+//! Two micro-kernels share the packed layouts: AVX2 + FMA (6×16: 12 ymm accumulators, as
+//! BLIS's Haswell kernel) and AVX-512 (6×32 over two strips: 12 zmm accumulators, masked
+//! tails). [`kernel_isa`] picks one per CPU; [`available`] says whether either runs here; where
+//! neither does, the convolution keeps the `gemm` crate path. `sgemm_matches_naive` in
+//! `tests/layers_reference.rs` checks each kernel the CPU supports against a triple loop.
 
 use crate::layers::Activation;
 
@@ -29,23 +29,61 @@ pub const NR: usize = 16;
 /// (16 KB) streams from L2.
 pub const KC: usize = 256;
 
-/// True when this CPU runs the micro-kernel and it is the better choice: AVX2 and FMA present,
-/// AVX-512 absent.
+/// True when this CPU runs one of the micro-kernels (AVX2 + FMA at least) and
+/// `FERROVISION_NO_SGEMM` is unset; where it is false the convolutions take the `gemm` crate path.
 pub fn available() -> bool {
+    kernel_isa().is_some()
+}
+
+/// Which micro-kernel runs here: AVX-512 where the CPU has AVX-512F (unless
+/// `FERROVISION_SGEMM_AVX2` is set, which tests and benches use to check the AVX2 kernel on
+/// such a CPU), else AVX2 + FMA; `None` without them or with `FERROVISION_NO_SGEMM` set.
+pub fn kernel_isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::env::var_os("FERROVISION_NO_SGEMM").is_none()
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && !is_x86_feature_detected!("avx512f")
+        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let env = |name| std::env::var_os(name).is_some();
+            if env("FERROVISION_NO_SGEMM") || !is_x86_feature_detected!("avx2") || !is_x86_feature_detected!("fma") {
+                None
+            } else if is_x86_feature_detected!("avx512f") && !env("FERROVISION_SGEMM_AVX2") {
+                Some(Isa::Avx512)
+            } else {
+                Some(Isa::Avx2)
+            }
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
+    }
+}
+
+/// The instruction set of the micro-kernel ([`kernel_isa`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// MR×NR tiles in 12 ymm accumulators (BLIS's Haswell shape).
+    Avx2,
+    /// MR×2·NR tiles (two strips at once) in 12 zmm accumulators, tails by masked loads and
+    /// stores.
+    Avx512,
+}
+
+impl Isa {
+    /// Every micro-kernel this CPU can run, whichever [`kernel_isa`] picked (tests check each).
+    pub fn supported() -> Vec<Isa> {
+        let mut isas = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                isas.push(Isa::Avx2);
+                if is_x86_feature_detected!("avx512f") {
+                    isas.push(Isa::Avx512);
+                }
+            }
+        }
+        isas
     }
 }
 
@@ -189,7 +227,33 @@ pub unsafe fn gemm_block(
     ldc: usize,
     ep: Epilogue,
 ) {
+    let isa = kernel_isa().expect("sgemm::available()");
+    gemm_block_on(isa, kc, rows, cols, a, k0, p0, b, c, ldc, ep)
+}
+
+/// [`gemm_block`] on the micro-kernel `isa` (one of [`Isa::supported`]).
+///
+/// # Safety
+/// As [`gemm_block`], and this CPU must support `isa`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_block_on(
+    isa: Isa,
+    kc: usize,
+    rows: usize,
+    cols: usize,
+    a: &PanelsA,
+    k0: usize,
+    p0: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    ep: Epilogue,
+) {
     debug_assert!(b.len() >= cols.div_ceil(NR) * kc * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return avx512::gemm_block(kc, rows, cols, a, k0, p0, b, c, ldc, ep);
+    }
     for p in 0..rows.div_ceil(MR) {
         let ap = a.panel(k0, p0 + p);
         let r = MR.min(rows - p * MR);
@@ -326,6 +390,116 @@ mod avx2 {
                     let res = ep.residual.map(|r| r.add(i * ldc + j));
                     finish(v, c.add(i * ldc + j), res, bias, ep);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Epilogue, PanelsA, MR, NR};
+    use crate::layers::Activation;
+    use std::arch::x86_64::*;
+
+    /// [`super::gemm_block`] with the AVX-512 kernel: two strips (32 columns) per call; a
+    /// tail of 9 to 24 columns takes one strip (16) at a time, and one of at most 8 the AVX2
+    /// kernel's one-vector tile, so a 7×7 map's 49 columns cost 32 + 16 + 8 lanes, not 64.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_block(
+        kc: usize,
+        rows: usize,
+        cols: usize,
+        a: &PanelsA,
+        k0: usize,
+        p0: usize,
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        ep: Epilogue,
+    ) {
+        for p in 0..rows.div_ceil(MR) {
+            let ap = a.panel(k0, p0 + p).as_ptr();
+            let r = MR.min(rows - p * MR);
+            let bias = ep.bias.map(|bias| &bias[p * MR..]);
+            let mut j = 0; // first column of the next strip
+            while j < cols {
+                let (cp, bp) = (c.add(p * MR * ldc + j), b[j * kc..].as_ptr());
+                let res = ep.residual.map(|res| res.add(p * MR * ldc + j));
+                let left = cols - j;
+                if left > NR + NR / 2 {
+                    kernel::<2>(kc, ap, bp, cp, ldc, r, left.min(2 * NR), bias, res, &ep);
+                    j += 2 * NR;
+                } else if left > NR / 2 {
+                    kernel::<1>(kc, ap, bp, cp, ldc, r, left.min(NR), bias, res, &ep);
+                    j += NR;
+                } else {
+                    let ep = Epilogue {
+                        bias,
+                        residual: res,
+                        ..ep
+                    };
+                    super::avx2::kernel::<1>(kc, ap, bp, cp, ldc, r, left, &ep);
+                    j += NR;
+                }
+            }
+        }
+    }
+
+    /// One MR×(NR·NS) tile from NS consecutive strips (`kc·NR` apart):
+    /// `acc = Σ_k a[k·MR + i] · strip[k·NR + j]`, then the epilogue into the first `rows` rows
+    /// and `cols` columns of `c` (masked, so tails need no scalar path).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel<const NS: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        bias: Option<&[f32]>,
+        residual: Option<*const f32>,
+        ep: &Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NS]; MR];
+        for k in 0..kc {
+            let mut bv = [_mm512_setzero_ps(); NS];
+            for (s, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_loadu_ps(b.add(s * kc * NR + k * NR));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(k * MR + i));
+                for (r, bv) in row.iter_mut().zip(bv) {
+                    *r = _mm512_fmadd_ps(ai, bv, *r);
+                }
+            }
+        }
+        let masks: [__mmask16; NS] =
+            std::array::from_fn(|s| (((1u32 << (cols - (s * NR).min(cols)).min(NR)) - 1) & 0xFFFF) as __mmask16);
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        for (i, row) in acc.iter().enumerate().take(rows) {
+            let ci = c.add(i * ldc);
+            for (s, &v) in row.iter().enumerate() {
+                let (m, cs) = (masks[s], ci.add(s * NR));
+                let mut v = v;
+                if !ep.first {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, cs));
+                }
+                if ep.last {
+                    if let Some(bias) = bias {
+                        v = _mm512_add_ps(v, _mm512_set1_ps(bias[i]));
+                    }
+                    if let Some(r) = residual {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r.add(i * ldc + s * NR)));
+                    }
+                    v = match ep.act {
+                        Activation::None => v,
+                        Activation::Relu => _mm512_max_ps(v, zero),
+                        Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
+                    };
+                }
+                _mm512_mask_storeu_ps(cs, m, v);
             }
         }
     }

@@ -17,6 +17,7 @@
 //! uses), one single-threaded call per tile; the tiles run on rayon.
 
 use std::cell::Cell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -224,14 +225,18 @@ pub fn conv2d_f32(
     unsafe { assume_init(y) }
 }
 
-/// [`conv2d_f32`] on weights packed for our own GEMM: the input is packed in chunks of [`NC`]
-/// columns (im2col fused into the packing), multiplied by the pre-packed weight panels, with
-/// bias, residual and activation in the micro-kernel's store.
+/// [`conv2d_f32`] on weights packed for our own GEMM: the input is packed in chunks of about
+/// [`NC`] columns (im2col fused into the packing), multiplied by the pre-packed weight panels,
+/// with bias, residual and activation in the micro-kernel's store.
 ///
-/// Work split: with enough chunks (large maps, or batches), one rayon task per (image, chunk)
-/// over all output channels, each packing its own chunk; otherwise (small maps at batch 1) each
-/// image's chunks are packed once, in parallel, and shared by tasks over blocks of output
-/// channels, so no two threads pack the same columns.
+/// Work split, so that every thread gets the same work (a thread left with one chunk more than
+/// the other cost 10-20% on 2 threads, on 14×14 to 28×28 maps at batch 1):
+/// - with enough chunks (large maps, or batches), one rayon task per (image, chunk) over all
+///   output channels, each packing its own chunk; the chunks are as even as whole [`NR`]-column
+///   strips allow, and as many as make the task count a multiple of the thread count, or at
+///   least [`MANY_TASKS`] per thread;
+/// - otherwise (small maps at batch 1) each image's chunks are packed once, in parallel, and
+///   shared by tasks over blocks of output channels, so no two threads pack the same columns.
 fn conv2d_panels(
     x: &[f32],
     panels: &[PanelsA],
@@ -253,15 +258,22 @@ fn conv2d_panels(
     let mut y = uninit_output(g.batch * g.out_channels * plane_out);
     let out = SyncPtr(y.as_mut_ptr().cast());
     let (images, og, depth) = (g.batch * g.groups, g.out_channels / g.groups, g.depth());
-    // chunks of at most NC columns, as even as whole NR-column strips allow
+    let threads = rayon::current_num_threads();
     let strips = plane_out.div_ceil(NR);
-    let chunks = strips.div_ceil(NC / NR);
-    let width = strips.div_ceil(chunks) * NR;
-    let chunks = plane_out.div_ceil(width);
-    let chunk_cols = |c: usize| (c * width)..plane_out.min((c + 1) * width);
+    let mut chunks = strips.div_ceil(NC / NR);
+    let shared = images * chunks < 3 * threads;
+    if !shared {
+        // more chunks until the tasks divide evenly over the threads (or are many)
+        while !(images * chunks).is_multiple_of(threads) && images * chunks < MANY_TASKS * threads && chunks < strips {
+            chunks += 1;
+        }
+    }
+    // chunk c: strips first_strip(c)..first_strip(c + 1)
+    let first_strip = |c: usize| c * strips / chunks;
+    let chunk_cols = |c: usize| first_strip(c) * NR..plane_out.min(first_strip(c + 1) * NR);
     // SAFETY (both calls below): each task writes its own (rows, cols) block of one image of
     // `y`, which outlives them all; row blocks start at multiples of MR.
-    let tile = |image: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, packed: Option<&[f32]>| unsafe {
+    let tile = |image: usize, rows: Range<usize>, cols: Range<usize>, packed: Option<(&[f32], usize, usize)>| unsafe {
         panels_tile(
             x,
             &panels[image % g.groups],
@@ -276,8 +288,7 @@ fn conv2d_panels(
             packed,
         )
     };
-    let threads = rayon::current_num_threads();
-    if images * chunks >= 3 * threads {
+    if !shared {
         (0..images * chunks)
             .into_par_iter()
             .for_each(|t| tile(t / chunks, 0..og, chunk_cols(t % chunks), None));
@@ -286,34 +297,44 @@ fn conv2d_panels(
         let panels_m = og.div_ceil(MR);
         let m_split = (3 * threads).div_ceil(chunks).min(panels_m);
         let block_rows = |b: usize| (b * panels_m / m_split * MR)..og.min((b + 1) * panels_m / m_split * MR);
-        let mut shared = Vec::new();
+        let mut packed = Vec::new();
         for image in 0..images {
             let xg = g.group_input(x, image);
-            // chunk c holds its K blocks one after another, `depth × width` values from c·depth·width
-            shared.resize(
-                depth * (chunks - 1) * width + depth * chunk_cols(chunks - 1).len().next_multiple_of(NR),
-                0.0,
-            );
-            shared
-                .par_chunks_mut(depth * width)
-                .enumerate()
-                .for_each(|(c, packed)| {
-                    let cols = chunk_cols(c);
-                    let block = cols.len().next_multiple_of(NR);
-                    packed
-                        .par_chunks_mut(KC * block)
-                        .enumerate()
-                        .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
-                });
+            // chunk c holds its K blocks one after another, from depth·first_strip(c)·NR
+            packed.resize(depth * strips * NR, 0.0);
+            let mut parts = Vec::with_capacity(chunks);
+            let mut rest = &mut packed[..];
+            for c in 0..chunks {
+                let (part, tail) = rest.split_at_mut(depth * (first_strip(c + 1) - first_strip(c)) * NR);
+                parts.push((c, part));
+                rest = tail;
+            }
+            parts.into_par_iter().for_each(|(c, part)| {
+                let cols = chunk_cols(c);
+                let block = cols.len().next_multiple_of(NR);
+                part.par_chunks_mut(KC * block)
+                    .enumerate()
+                    .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
+            });
             (0..chunks * m_split).into_par_iter().for_each(|t| {
                 let (c, b) = (t / m_split, t % m_split);
-                tile(image, block_rows(b), chunk_cols(c), Some(&shared[c * depth * width..]))
+                let cols = chunk_cols(c);
+                let part = &packed[depth * first_strip(c) * NR..];
+                tile(
+                    image,
+                    block_rows(b),
+                    cols.clone(),
+                    Some((part, cols.len().next_multiple_of(NR), cols.start)),
+                )
             });
         }
     }
     // SAFETY: the tasks cover every element of `y`, and each wrote all of its own.
     unsafe { assume_init(y) }
 }
+
+/// Tasks per thread from which [`conv2d_panels`] stops adding chunks to even out the split.
+const MANY_TASKS: usize = 8;
 
 with_avx2_copy! {
     /// [`pack_rows_plain`], compiled for AVX2 + FMA where the CPU has them (the strided im2col
@@ -353,9 +374,10 @@ thread_local! {
 /// the A panels of the task's rows stream past it.
 const NC: usize = 128;
 
-/// One tile of [`conv2d_panels`]: output columns `cols` (at most [`NC`]) of output channels
-/// `rows` (within the group) of image group `image`; `packed`, when given, holds those columns
-/// already packed for every K block, one after another.
+/// One tile of [`conv2d_panels`]: output columns `cols` (whole strips but for the map's last,
+/// at most [`NC`] unless packed) of output channels `rows` (within the group) of image group
+/// `image`; `packed`, when given, holds B already packed, `(data, w, col0)`: K block after K
+/// block, each `kc × w`, its strips `kc·NR` apart, the first one at column `col0`.
 ///
 /// # Safety
 /// `y` points to the N×O×Ho×Wo output; no other task writes this tile; `rows.start` is a
@@ -369,10 +391,10 @@ unsafe fn panels_tile(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
     image: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+    rows: Range<usize>,
+    cols: Range<usize>,
     y: SyncPtr,
-    packed: Option<&[f32]>,
+    packed: Option<(&[f32], usize, usize)>,
 ) {
     use sgemm::{Epilogue, KC, MR, NR};
     debug_assert_eq!(rows.start % MR, 0);
@@ -391,7 +413,7 @@ unsafe fn panels_tile(
     for k0 in (0..depth).step_by(KC) {
         let kc = KC.min(depth - k0);
         let b = match packed {
-            Some(p) => &p[k0 * block..][..kc * block],
+            Some((p, w, col0)) => &p[k0 * w + (cols.start - col0) * kc..][..kc * block],
             None => {
                 buf.resize(kc * block, 0.0);
                 pack_rows(xg, g, k0, cols.start, nc, &mut buf[..kc * block]);
@@ -443,8 +465,8 @@ unsafe fn conv_tile(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
     image: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+    rows: Range<usize>,
+    cols: Range<usize>,
     y: SyncPtr,
     shared_cols: Option<SyncConstPtr>,
 ) {

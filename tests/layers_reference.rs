@@ -297,6 +297,20 @@ proptest! {
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
 
+    /// "Same" stride-1 convolutions (output the input's size), which im2col reads as shifted
+    /// flat planes: 1×k, k×1 and k×k kernels (Inception's 1×7 / 7×1, 5×5), dilation 1–2,
+    /// half-kernel and TF "SAME" padding, non-square maps, batches, residual.
+    #[test]
+    fn same_conv_matches_naive(
+        n in 1usize..3, cpg in 8usize..40, opg in 8usize..40, h in 1usize..20, w in 1usize..20,
+        kh in prop::sample::select(vec![1usize, 3, 5, 7]), kw in prop::sample::select(vec![1usize, 3, 5, 7]),
+        dil in 1usize..3, tf_same in any::<bool>(), bias in any::<bool>(), seed in any::<u64>()
+    ) {
+        let pad = (!tf_same).then_some(((kh - 1) / 2 * dil, (kw - 1) / 2 * dil));
+        check_conv(&ConvCase { n, groups: 1, cpg, opg, h, w, kh, kw, stride: 1, dil, pad, bias, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
     /// Winograd with more input channels than one K block of our GEMM (256): the transformed
     /// input is written straight into the packed layout, block by block.
     #[test]

@@ -182,7 +182,7 @@ pub fn pack_b_strided(kc: usize, cols: usize, out: &mut [f32], src: &[f32], ld: 
 fn copy_strip_row(dst: &mut [f32], src: &[f32]) {
     match (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
         (Ok(d), Ok(s)) => *d = *s,
-        _ => dst.copy_from_slice(src),
+        _ => super::conv::copy_short(dst, src),
     }
 }
 

@@ -297,6 +297,28 @@ proptest! {
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
     }
 
+    /// The channel concatenation of Fire and Inception modules against candle's `cat`: any
+    /// batch, part count and channel counts, and a strided (non-contiguous) part.
+    #[test]
+    fn cat_channels_matches_candle_cat(
+        n in 1usize..4, chans in prop::collection::vec(1usize..20, 1..5), h in 1usize..9, w in 1usize..9,
+        seed in any::<u64>()
+    ) {
+        let mut parts: Vec<Tensor> = chans.iter().enumerate().map(|(i, &c)| {
+            Tensor::from_vec(lcg_values(seed ^ i as u64, n * c * h * w), (n, c, h, w), &Device::Cpu).unwrap()
+        }).collect();
+        if seed & 1 == 1 {
+            // a transposed view: not contiguous
+            let c = chans[0];
+            let t = Tensor::from_vec(lcg_values(seed ^ 99, n * c * h * w), (n, c, w, h), &Device::Cpu).unwrap();
+            parts[0] = t.transpose(2, 3).unwrap();
+        }
+        let want = Tensor::cat(&parts, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = ferrovision::layers::cat_channels(&parts).unwrap();
+        prop_assert_eq!(got.dims(), &[n, chans.iter().sum::<usize>(), h, w][..]);
+        prop_assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    }
+
     /// "Same" stride-1 convolutions (output the input's size), which im2col reads as shifted
     /// flat planes: 1×k, k×1 and k×k kernels (Inception's 1×7 / 7×1, 5×5), dilation 1–2,
     /// half-kernel and TF "SAME" padding, non-square maps, batches, residual.

@@ -36,6 +36,6 @@ impl Fire {
 impl Module for Fire {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.squeeze.forward(x)?;
-        Tensor::cat(&[self.expand1x1.forward(&s)?, self.expand3x3.forward(&s)?], 1)
+        super::cat_channels(&[self.expand1x1.forward(&s)?, self.expand3x3.forward(&s)?])
     }
 }

@@ -69,15 +69,12 @@ impl Module for InceptionV1 {
         let pooled = MaxPool2d(PoolSpec::new(3, 1).pad(1).ceil()).forward(x)?;
         // traced on its own, or its time would be counted in the next traced layer (branch 1)
         crate::trace::record_lazy(|| self.pool_name.clone(), "MaxPool2d", &pooled, 0);
-        Tensor::cat(
-            &[
-                self.branch1.forward(x)?,
-                chain(&self.branch2, x)?,
-                chain(&self.branch3, x)?,
-                self.branch4.forward(&pooled)?,
-            ],
-            1,
-        )
+        super::cat_channels(&[
+            self.branch1.forward(x)?,
+            chain(&self.branch2, x)?,
+            chain(&self.branch3, x)?,
+            self.branch4.forward(&pooled)?,
+        ])
     }
 }
 
@@ -132,7 +129,7 @@ impl Module for InceptionA {
             chain(&self.branch3x3dbl, x)?,
             self.branch_pool.forward(&self.pool.forward(x)?)?,
         ];
-        Tensor::cat(&parts, 1)
+        super::cat_channels(&parts)
     }
 }
 
@@ -159,10 +156,7 @@ impl InceptionB {
 
 impl Module for InceptionB {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Tensor::cat(
-            &[self.branch3x3.forward(x)?, chain(&self.branch3x3dbl, x)?, max3s2(x)?],
-            1,
-        )
+        super::cat_channels(&[self.branch3x3.forward(x)?, chain(&self.branch3x3dbl, x)?, max3s2(x)?])
     }
 }
 
@@ -208,7 +202,7 @@ impl Module for InceptionC {
             chain(&self.branch7x7dbl, x)?,
             self.branch_pool.forward(&self.pool.forward(x)?)?,
         ];
-        Tensor::cat(&parts, 1)
+        super::cat_channels(&parts)
     }
 }
 
@@ -240,10 +234,7 @@ impl InceptionD {
 
 impl Module for InceptionD {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Tensor::cat(
-            &[chain(&self.branch3x3, x)?, chain(&self.branch7x7x3, x)?, max3s2(x)?],
-            1,
-        )
+        super::cat_channels(&[chain(&self.branch3x3, x)?, chain(&self.branch7x7x3, x)?, max3s2(x)?])
     }
 }
 
@@ -284,18 +275,15 @@ impl InceptionE {
 impl Module for InceptionE {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let b3 = self.branch3x3_1.forward(x)?;
-        let b3 = Tensor::cat(&[self.branch3x3_2a.forward(&b3)?, self.branch3x3_2b.forward(&b3)?], 1)?;
+        let b3 = super::cat_channels(&[self.branch3x3_2a.forward(&b3)?, self.branch3x3_2b.forward(&b3)?])?;
         let bd = self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)?)?;
-        let bd = Tensor::cat(
-            &[self.branch3x3dbl_3a.forward(&bd)?, self.branch3x3dbl_3b.forward(&bd)?],
-            1,
-        )?;
+        let bd = super::cat_channels(&[self.branch3x3dbl_3a.forward(&bd)?, self.branch3x3dbl_3b.forward(&bd)?])?;
         let parts = [
             self.branch1x1.forward(x)?,
             b3,
             bd,
             self.branch_pool.forward(&self.pool.forward(x)?)?,
         ];
-        Tensor::cat(&parts, 1)
+        super::cat_channels(&parts)
     }
 }

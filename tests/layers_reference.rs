@@ -534,7 +534,9 @@ proptest! {
                 let kc = KC.min(k - k0);
                 packed.resize(n.div_ceil(NR) * NR * kc, f32::NAN);
                 if seed & 32 != 0 {
-                    sgemm::pack_b(kc, n, &mut packed, |kk, _| Some(&b[(k0 + kk) * n..][..n]));
+                    for kk in 0..kc {
+                        sgemm::pack_b_row(kc, kk, &b[(k0 + kk) * n..][..n], &mut packed);
+                    }
                 } else {
                     sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
                 }

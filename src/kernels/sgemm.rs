@@ -6,8 +6,8 @@
 //!   (The `gemm` crate packs both operands on every call; for the many small GEMMs of a CNN,
 //!   1×1 convolutions on 14×14 maps, that packing is a large share of the work.)
 //! - `B` (the activations) is packed per tile into strips of [`NR`] columns by the caller, from
-//!   wherever its rows live: [`pack_b`] takes one row at a time, so im2col writes straight into
-//!   the packed layout (no im2col matrix in between).
+//!   wherever its rows live: [`pack_b_row`] takes one row at a time, so im2col builds one row
+//!   and packs it (no im2col matrix in between); [`pack_b_strided`] takes rows in place.
 //! - The MR×NR micro-kernel keeps its 12 accumulators in registers over a K block, and its
 //!   store does the epilogue ([`Epilogue`]): add the previous K blocks' partial sums, then on
 //!   the last block the bias, the residual and the activation, one pass while the tile is in
@@ -132,36 +132,19 @@ impl PanelsA {
     }
 }
 
-/// Packs `kc` rows of B, `cols` columns each, into `out` (⌈cols/NR⌉·kc·NR long) as strips of
-/// `kc × NR` (`strip[k·NR + j] = B[k][s·NR + j]`); the lanes past `cols` keep whatever they
-/// held (the micro-kernel computes them and drops them). `row(k, buf)` gives
-/// row k: `Some(slice)` when the row exists as it is, or `None` after writing it into `buf`
-/// (`cols` long; im2col rows are built there).
+/// Packs row `k` of a K block of `kc` rows of B (`row`: its `cols` columns) into `out`
+/// (⌈cols/NR⌉·kc·NR long), which holds the block as strips of `kc × NR`
+/// (`strip[k·NR + j] = B[k][s·NR + j]`); the lanes past `cols` keep whatever they held (the
+/// micro-kernel computes them and drops them). im2col builds each row in a buffer first.
 #[inline(always)]
-pub fn pack_b<'x>(
-    kc: usize,
-    cols: usize,
-    out: &mut [f32],
-    mut row: impl FnMut(usize, &mut [f32]) -> Option<&'x [f32]>,
-) {
-    assert_eq!(out.len(), cols.div_ceil(NR) * kc * NR, "packed B size");
-    // take/set rather than `with`: a closure would be compiled without the caller's AVX2
-    let mut buf = ROW.take();
-    buf.resize(cols, 0.0);
-    for k in 0..kc {
-        let r = match row(k, &mut buf[..cols]) {
-            Some(r) => r,
-            None => &buf[..cols],
-        };
-        debug_assert_eq!(r.len(), cols);
-        for (s, chunk) in r.chunks(NR).enumerate() {
-            copy_strip_row(&mut out[s * kc * NR + k * NR..][..chunk.len()], chunk);
-        }
+pub fn pack_b_row(kc: usize, k: usize, row: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(out.len(), row.len().div_ceil(NR) * kc * NR, "packed B size");
+    for (s, chunk) in row.chunks(NR).enumerate() {
+        copy_strip_row(&mut out[s * kc * NR + k * NR..][..chunk.len()], chunk);
     }
-    ROW.set(buf);
 }
 
-/// [`pack_b`] for rows that lie in memory `ld` apart (a 1×1 convolution's input planes):
+/// [`pack_b_row`] for all `kc` rows of a block, which lie in memory `ld` apart (a 1×1 convolution's input planes):
 /// strip by strip, so the writes run sequentially (measured 5-40% faster than row by row,
 /// whose writes jump between strips).
 #[inline(always)]
@@ -184,11 +167,6 @@ fn copy_strip_row(dst: &mut [f32], src: &[f32]) {
         (Ok(d), Ok(s)) => *d = *s,
         _ => super::conv::copy_short(dst, src),
     }
-}
-
-thread_local! {
-    /// One im2col row for [`pack_b`], reused.
-    static ROW: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What the micro-kernel's store does with an `MR × NR` tile of sums `acc`:

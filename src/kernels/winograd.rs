@@ -410,7 +410,7 @@ impl Task<'_> {
     /// Where tiles `off..off + len` of row `ch` of each V[ξ] are stored, relative to V[ξ]'s
     /// start, as (first tile − off, tiles, offset): one run when row-major, else one piece per
     /// strip of NR tiles (`strip[k·NR + t % NR]` within the K block holding `ch`, as
-    /// [`sgemm::pack_b`] lays it out).
+    /// [`sgemm::pack_b_row`] lays it out).
     fn v_pieces(&self, ch: usize, off: usize, len: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         use sgemm::{KC, NR};
         let (c, ntp) = (self.g.in_channels, self.v_cols());

@@ -319,6 +319,17 @@ proptest! {
         prop_assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     }
 
+    /// 1×1 convolutions on small maps with many output channels, which split over output
+    /// channels too (each block packing its own columns): 13×13 to 19×19 maps, 190-400 outputs.
+    #[test]
+    fn wide_pointwise_conv_matches_naive(
+        n in 1usize..3, cpg in 16usize..300, opg in 190usize..400, hw in 9usize..20, bias in any::<bool>(),
+        seed in any::<u64>()
+    ) {
+        check_conv(&ConvCase { n, groups: 1, cpg, opg, h: hw, w: hw, kh: 1, kw: 1, stride: 1, dil: 1, pad: Some((0, 0)),
+            bias, seed, act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
     /// "Same" stride-1 convolutions (output the input's size), which im2col reads as shifted
     /// flat planes: 1×k, k×1 and k×k kernels (Inception's 1×7 / 7×1, 5×5), dilation 1–2,
     /// half-kernel and TF "SAME" padding, non-square maps, batches, residual.

@@ -268,7 +268,17 @@ fn conv2d_panels(
     let threads = rayon::current_num_threads();
     let strips = plane_out.div_ceil(NR);
     let mut chunks = strips.div_ceil(NC / NR);
-    let shared = images * chunks < threads;
+    // output channels in blocks of whole micro-panels
+    let panels_m = og.div_ceil(MR);
+    // a 1×1 with few chunks (but at least one per thread) and enough output channels: split
+    // those too, each task packing its own chunk (cheap for a 1×1), in blocks of at least
+    // MIN_BLOCK_PANELS panels, the task count a multiple of the thread count
+    let pointwise_split = (2..=(4 * threads).div_ceil(images * chunks).min(panels_m / MIN_BLOCK_PANELS))
+        .rev()
+        .find(|k| (images * chunks * k).is_multiple_of(threads));
+    let split_pointwise =
+        g.is_pointwise() && (threads..4 * threads).contains(&(images * chunks)) && pointwise_split.is_some();
+    let shared = images * chunks < threads || split_pointwise;
     if !shared {
         // more chunks until the tasks divide evenly over the threads (or are many)
         while !(images * chunks).is_multiple_of(threads) && images * chunks < MANY_TASKS * threads && chunks < strips {
@@ -295,18 +305,22 @@ fn conv2d_panels(
             packed,
         )
     };
-    // output channels in blocks of whole micro-panels, about 3 tasks per thread in all
-    let panels_m = og.div_ceil(MR);
-    let m_split = (3 * threads).div_ceil(images * chunks).min(panels_m);
+    // about 3 tasks per thread in all (4 for a split 1×1)
+    let m_split = if let (true, Some(k)) = (split_pointwise, pointwise_split) {
+        k
+    } else {
+        (3 * threads).div_ceil(images * chunks).min(panels_m)
+    };
     let block_rows = |b: usize| (b * panels_m / m_split * MR)..og.min((b + 1) * panels_m / m_split * MR);
     if !shared {
         (0..images * chunks)
             .into_par_iter()
             .for_each(|t| tile(t / chunks, 0..og, chunk_cols(t % chunks), None));
     } else if g.is_pointwise() {
-        // packing a 1×1's B is a strided copy: each task packs its own, no barrier
+        // packing a 1×1's B is a strided copy: each task packs its own, no barrier; the
+        // (image, chunk) pairs interleaved, so each half of the tasks gets every chunk
         (0..images * chunks * m_split).into_par_iter().for_each(|t| {
-            let (ic, b) = (t / m_split, t % m_split);
+            let (ic, b) = (t % (images * chunks), t / (images * chunks));
             tile(ic / chunks, block_rows(b), chunk_cols(ic % chunks), None)
         });
     } else {
@@ -349,6 +363,11 @@ fn conv2d_panels(
 
 /// Tasks per thread from which [`conv2d_panels`] stops adding chunks to even out the split.
 const MANY_TASKS: usize = 8;
+
+/// Micro-panels (of MR output channels) per block below which a 1×1 with few chunks is not
+/// split over its output channels: every block packs the chunk again, which paid for 512→1000
+/// at 13² (186-190 → 210-215 GFLOP/s) and lost for 480→16 at 14² (126 → 88).
+const MIN_BLOCK_PANELS: usize = 16;
 
 with_avx2_copy! {
     /// [`pack_rows_plain`], compiled for AVX2 + FMA where the CPU has them (the strided im2col

@@ -235,13 +235,15 @@ pub fn conv2d_f32(
 ///   output channels, each packing its own chunk; the chunks are as even as whole [`NR`]-column
 ///   strips allow, and as many as make the task count a multiple of the thread count, or at
 ///   least [`MANY_TASKS`] per thread;
+/// - a 1×1 with 1 to 4 chunks per thread and enough output channels: tasks over (image, chunk,
+///   block of at least [`MIN_BLOCK_PANELS`] micro-panels), each packing its own chunk;
 /// - with fewer chunks than threads (on 2 threads: a map of at most [`NC`] pixels, batch 1),
 ///   tasks over blocks of output channels: for a 1×1 each packs its own columns; for im2col
 ///   (dearer to pack) each image's chunks are packed once, in parallel, and shared. (Shared
 ///   packing for 1×1s too measured 0.88-0.95× on 7×7 and 8×8 maps; own packing for im2col
 ///   0.7× on ResNet-50's 3×3/2 to 7×7.)
 ///
-/// The second way once took every map below 3 chunks per thread (17×17 at batch 1); one task
+/// The last way once took every map below 3 chunks per thread (17×17 at batch 1); one task
 /// per chunk measured 1.1-2.8× faster there (its packing and two barriers cost more than
 /// packing in each task), e.g. Inception v3's 768→192 1×1 at 17² 167 → 195 GFLOP/s.
 fn conv2d_panels(

@@ -35,32 +35,18 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "depthwise input size");
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
     let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
-    // planes per task: a 7×7 plane is ~100 ns of work, less than rayon's cost of a task; at
-    // least 4 tasks per thread
-    let planes = g.batch * g.in_channels;
-    let per_task = (MIN_TASK_OUTPUTS / plane_out)
-        .min(planes / (4 * rayon::current_num_threads()))
-        .max(1);
-    out.par_chunks_mut(per_task * plane_out)
-        .enumerate()
-        .for_each(|(t, ys)| {
-            let mut scratch = SCRATCH.take();
-            for (k, y) in ys.chunks_exact_mut(plane_out).enumerate() {
-                let p = t * per_task + k;
-                let c = p % g.in_channels;
-                let xin = &x[p * plane_in..][..plane_in];
-                let w = &weight[c * kh * kw..][..kh * kw];
-                let b = bias.map_or(0.0, |b| b[c]);
-                plane(xin, w, b, act, g, &mut scratch, y);
-            }
-            SCRATCH.set(scratch);
-        });
+    out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
+        let c = p % g.in_channels;
+        let xin = &x[p * plane_in..][..plane_in];
+        let w = &weight[c * kh * kw..][..kh * kw];
+        let b = bias.map_or(0.0, |b| b[c]);
+        let mut scratch = SCRATCH.take();
+        plane(xin, w, b, act, g, &mut scratch, y);
+        SCRATCH.set(scratch);
+    });
     // SAFETY: `plane` writes every element of its output plane.
     unsafe { super::assume_init(out) }
 }
-
-/// Output values from which a depthwise task takes one plane alone.
-const MIN_TASK_OUTPUTS: usize = 1024;
 
 with_avx2_copy! {
     /// [`plane_plain`], in the copy compiled for AVX2 + FMA where the CPU has them.
@@ -161,7 +147,7 @@ fn plane_plain(
             let src = xrow[c - g.pad_left..].iter().step_by(s);
             if s == 1 {
                 let len = (ws - c).min(g.in_w);
-                super::conv::copy_short(&mut dst[c..c + len], &xrow[..len]);
+                super::copy_short(&mut dst[c..c + len], &xrow[..len]);
             } else {
                 for (v, x) in dst[c / s..].iter_mut().zip(src) {
                     *v = *x;

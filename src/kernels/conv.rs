@@ -26,7 +26,7 @@ use candle_core::DType;
 use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
 use super::winograd::Tile;
-use super::{assume_init, gemm_f32, uninit_output, Mat, SyncPtr};
+use super::{assume_init, copy_short, fill_zero, gemm_f32, uninit_output, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -275,12 +275,14 @@ fn conv2d_panels(
     // a 1×1 with few chunks (but at least one per thread) and enough output channels: split
     // those too, each task packing its own chunk (cheap for a 1×1), in blocks of at least
     // MIN_BLOCK_PANELS panels, the task count a multiple of the thread count
-    let pointwise_split = (2..=(4 * threads).div_ceil(images * chunks).min(panels_m / MIN_BLOCK_PANELS))
-        .rev()
-        .find(|k| (images * chunks * k).is_multiple_of(threads));
-    let split_pointwise =
-        g.is_pointwise() && (threads..4 * threads).contains(&(images * chunks)) && pointwise_split.is_some();
-    let shared = images * chunks < threads || split_pointwise;
+    let pointwise_split = (g.is_pointwise() && (threads..4 * threads).contains(&(images * chunks)))
+        .then(|| {
+            (2..=(4 * threads).div_ceil(images * chunks).min(panels_m / MIN_BLOCK_PANELS))
+                .rev()
+                .find(|k| (images * chunks * k).is_multiple_of(threads))
+        })
+        .flatten();
+    let shared = images * chunks < threads || pointwise_split.is_some();
     if !shared {
         // more chunks until the tasks divide evenly over the threads (or are many)
         while !(images * chunks).is_multiple_of(threads) && images * chunks < MANY_TASKS * threads && chunks < strips {
@@ -308,11 +310,7 @@ fn conv2d_panels(
         )
     };
     // about 3 tasks per thread in all (4 for a split 1×1)
-    let m_split = if let (true, Some(k)) = (split_pointwise, pointwise_split) {
-        k
-    } else {
-        (3 * threads).div_ceil(images * chunks).min(panels_m)
-    };
+    let m_split = pointwise_split.unwrap_or((3 * threads).div_ceil(images * chunks).min(panels_m));
     let block_rows = |b: usize| (b * panels_m / m_split * MR)..og.min((b + 1) * panels_m / m_split * MR);
     if !shared {
         (0..images * chunks)
@@ -686,33 +684,5 @@ fn same_im2col_row(xin: &[f32], g: &ConvGeometry, (i, j): (usize, usize), col0: 
                 fill_zero(&mut row[from - col0..to - col0]);
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of im2col (an output row: 7 to 112 values), in
-/// 8-value moves: a copy of run-time length is otherwise a `memmove` call, which cost 7% of a
-/// 1×7 convolution's time at 17×17.
-#[inline(always)]
-pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    let (d8, d) = dst.as_chunks_mut::<8>();
-    let (s8, s) = src.as_chunks::<8>();
-    for (d, s) in d8.iter_mut().zip(s8) {
-        *d = *s;
-    }
-    for (d, s) in d.iter_mut().zip(s) {
-        *d = *s;
-    }
-}
-
-/// `dst.fill(0.0)` for short runs, as [`copy_short`].
-#[inline(always)]
-fn fill_zero(dst: &mut [f32]) {
-    let (d8, d) = dst.as_chunks_mut::<8>();
-    for d in d8 {
-        *d = [0.0; 8];
-    }
-    for d in d {
-        *d = 0.0;
     }
 }

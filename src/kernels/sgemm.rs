@@ -39,25 +39,21 @@ pub fn available() -> bool {
 /// `FERROVISION_SGEMM_AVX2` is set, which tests and benches use to check the AVX2 kernel on
 /// such a CPU), else AVX2 + FMA; `None` without them or with `FERROVISION_NO_SGEMM` set.
 pub fn kernel_isa() -> Option<Isa> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let env = |name| std::env::var_os(name).is_some();
-            if env("FERROVISION_NO_SGEMM") || !is_x86_feature_detected!("avx2") || !is_x86_feature_detected!("fma") {
-                None
-            } else if is_x86_feature_detected!("avx512f") && !env("FERROVISION_SGEMM_AVX2") {
-                Some(Isa::Avx512)
-            } else {
-                Some(Isa::Avx2)
-            }
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
+    use std::sync::OnceLock;
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let env = |name| std::env::var_os(name).is_some();
+        if env("FERROVISION_NO_SGEMM") {
+            return None;
+        }
+        // the widest the CPU supports, or the AVX2 one when asked for
+        let isas = Isa::supported();
+        if env("FERROVISION_SGEMM_AVX2") {
+            isas.first().copied()
+        } else {
+            isas.last().copied()
+        }
+    })
 }
 
 /// The instruction set of the micro-kernel ([`kernel_isa`]).
@@ -71,7 +67,8 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// Every micro-kernel this CPU can run, whichever [`kernel_isa`] picked (tests check each).
+    /// Every micro-kernel this CPU can run, narrowest first, whichever [`kernel_isa`] picked
+    /// (tests check each).
     pub fn supported() -> Vec<Isa> {
         let mut isas = Vec::new();
         #[cfg(target_arch = "x86_64")]
@@ -165,7 +162,7 @@ pub fn pack_b_strided(kc: usize, cols: usize, out: &mut [f32], src: &[f32], ld: 
 fn copy_strip_row(dst: &mut [f32], src: &[f32]) {
     match (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
         (Ok(d), Ok(s)) => *d = *s,
-        _ => super::conv::copy_short(dst, src),
+        _ => super::copy_short(dst, src),
     }
 }
 

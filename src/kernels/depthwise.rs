@@ -116,15 +116,7 @@ fn plane_plain(
             };
             let (oe, oo) = (pl / 2, pl.div_ceil(2));
             let pairs = (g.in_w / 2).min(ws - oe).min(ws - oo);
-            for ((pair, e), o) in xrow
-                .chunks_exact(2)
-                .take(pairs)
-                .zip(&mut even[oe..])
-                .zip(&mut odd[oo..])
-            {
-                *e = pair[0];
-                *o = pair[1];
-            }
+            deinterleave(&xrow[..2 * pairs], &mut even[oe..oe + pairs], &mut odd[oo..oo + pairs]);
             for (ix, &v) in xrow.iter().enumerate().skip(2 * pairs) {
                 let (dst, k) = if ix.is_multiple_of(2) {
                     (&mut *even, oe + ix / 2)
@@ -178,6 +170,63 @@ fn plane_plain(
     }
 }
 
+/// `even[i] = x[2i]`, `odd[i] = x[2i + 1]`: one row's two column phases for stride 2.
+#[inline(always)]
+fn deinterleave(x: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    assert!(even.len() == odd.len() && x.len() == 2 * even.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2; the lengths were checked above.
+        done = unsafe { deinterleave_avx2(x, even, odd) };
+    }
+    for ((pair, e), o) in x[2 * done..].chunks_exact(2).zip(&mut even[done..]).zip(&mut odd[done..]) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// [`deinterleave`] 8 pairs at a time (two loads, two shuffles, two lane permutes, two
+/// stores), the last < 8 pairs from masked loads; returns how many pairs it wrote
+/// (all of them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn deinterleave_avx2(x: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
+        // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit lanes into order
+        let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        (order(e), order(o))
+    }
+    let pairs = even.len();
+    let n = pairs / 8 * 8;
+    for i in (0..n).step_by(8) {
+        let a = _mm256_loadu_ps(x.as_ptr().add(2 * i)); // x0..x7
+        let b = _mm256_loadu_ps(x.as_ptr().add(2 * i + 8)); // x8..x15
+        let (e, o) = split(a, b);
+        _mm256_storeu_ps(even.as_mut_ptr().add(i), e);
+        _mm256_storeu_ps(odd.as_mut_ptr().add(i), o);
+    }
+    let r = pairs - n;
+    if r > 0 {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let first = |count: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane);
+        let a = _mm256_maskload_ps(x.as_ptr().add(2 * n), first((2 * r).min(8)));
+        let b = _mm256_maskload_ps(x.as_ptr().add(2 * n + 8), first((2 * r).saturating_sub(8)));
+        // through the stack, not masked stores (microcoded, slow, on several AMD cores)
+        let (mut e, mut o) = ([0f32; 8], [0f32; 8]);
+        let (ev, ov) = split(a, b);
+        _mm256_storeu_ps(e.as_mut_ptr(), ev);
+        _mm256_storeu_ps(o.as_mut_ptr(), ov);
+        super::copy_short(&mut even[n..], &e[..r]);
+        super::copy_short(&mut odd[n..], &o[..r]);
+    }
+    pairs
+}
+
 /// `y = act(bias + Σ_t w[t] · taps[t])` in one pass, row by row: 8 lanes and 9 fused
 /// multiply-adds per store, straight into the output (3×3 kernels, where the CPU has AVX2 and
 /// FMA). Row `r` of the output reads the taps at `r·ws`; each tap holds 8 values past its last
@@ -201,7 +250,7 @@ unsafe fn taps3x3_fma(
     let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(w[t]));
     let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (r, yrow) in y.chunks_exact_mut(out_w).enumerate() {
+    for r in 0..rows {
         let mut ox = 0;
         while ox < out_w {
             let at = r * ws + ox;
@@ -214,12 +263,13 @@ unsafe fn taps3x3_fma(
                 Activation::Relu => _mm256_max_ps(v, zero),
                 Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
             };
-            if ox + 8 <= out_w {
-                _mm256_storeu_ps(yrow.as_mut_ptr().add(ox).cast(), v);
+            if r * out_w + ox + 8 <= y.len() {
+                // a row's last vector may spill into the next rows, which are written after it
+                _mm256_storeu_ps(y.as_mut_ptr().add(r * out_w + ox).cast(), v);
             } else {
-                // the row's last out_w − ox lanes (7×7 and 14×14 maps end every row here)
+                // the plane's last lanes, masked (the next plane is another task's)
                 let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((out_w - ox) as i32), lane);
-                _mm256_maskstore_ps(yrow.as_mut_ptr().add(ox).cast(), mask, v);
+                _mm256_maskstore_ps(y.as_mut_ptr().add(r * out_w + ox).cast(), mask, v);
             }
             ox += 8;
         }

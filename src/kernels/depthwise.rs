@@ -6,6 +6,10 @@
 //! kernel tap reads a contiguous run of its phase: the inner loop is a unit-stride
 //! multiply-add over one output row, with no bounds checks, for any stride and dilation. The
 //! loops have a copy compiled for AVX2 + FMA, picked at run time.
+//!
+//! 3×3 kernels at stride 1 or 2 (every depthwise layer of MobileNet v1/v2), where the CPU has
+//! AVX2 and FMA, take [`Plan3x3`]: the row copies and tap offsets worked out once per call, the
+//! copies and the 9 taps in vectors, the activation a compile-time choice.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -35,6 +39,27 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     assert_eq!(x.len(), g.batch * g.in_channels * plane_in, "depthwise input size");
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
     let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(plan) = Plan3x3::new(g) {
+        out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
+            let c = p % g.in_channels;
+            let xin = &x[p * plane_in..][..plane_in];
+            let w: &[f32; 9] = weight[c * 9..][..9].try_into().expect("3×3 weights");
+            let b = bias.map_or(0.0, |b| b[c]);
+            let mut scratch = SCRATCH.take();
+            // SAFETY: Plan3x3::new checked that the CPU has AVX2 and FMA.
+            unsafe {
+                match act {
+                    Activation::None => plane3x3::<0>(xin, w, b, &plan, &mut scratch, y),
+                    Activation::Relu => plane3x3::<1>(xin, w, b, &plan, &mut scratch, y),
+                    Activation::Relu6 => plane3x3::<2>(xin, w, b, &plan, &mut scratch, y),
+                }
+            }
+            SCRATCH.set(scratch);
+        });
+        // SAFETY: `plane3x3` writes every element of its output plane.
+        return unsafe { super::assume_init(out) };
+    }
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let c = p % g.in_channels;
         let xin = &x[p * plane_in..][..plane_in];
@@ -85,11 +110,9 @@ fn plane_plain(
     let hs = g.out_h + ((kh - 1) * d) / s + 1;
     let phase = hs * ws;
     let n = g.out_h * ws;
-    // the phase planes, then 8 floats of slack for the last row's vector tail (3×3 path) or
-    // the accumulator (generic path)
+    // the phase planes, then the accumulator
     let layout = (s, hs, ws, g.pad_top, g.pad_left, g.in_h, g.in_w);
-    let fast3x3 = (kh, kw) == (3, 3) && super::has_avx2_fma();
-    let len = s * s * phase + if fast3x3 { 8 } else { n };
+    let len = s * s * phase + n;
     let (scratch, laid_out) = scratch;
     if *laid_out != layout || scratch.len() != len {
         scratch.clear();
@@ -147,25 +170,241 @@ fn plane_plain(
             }
         }
     }
-    if fast3x3 {
-        let all = &scratch[..];
-        let taps: [&[f32]; 9] = std::array::from_fn(|t| {
-            let (i, j) = (t / 3, t % 3);
-            let (ai, ri, bj, cj) = ((i * d) % s, (i * d) / s, (j * d) % s, (j * d) / s);
-            &all[(ai * s + bj) * phase + ri * ws + cj..][..n + 8]
-        });
-        // SAFETY: the CPU has AVX2 and FMA; every tap covers the last row's 8-wide tail.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            taps3x3_fma(y, g.out_w, ws, &taps, w.try_into().expect("3×3 weights"), bias, act)
-        };
-        return;
-    }
     let (phases, acc) = scratch.split_at_mut(s * s * phase);
     taps_generic(acc, phases, w, bias, g, phase, ws, n);
     for (yrow, arow) in y.chunks_exact_mut(g.out_w).zip(acc.chunks_exact(ws)) {
         for (o, &v) in yrow.iter_mut().zip(arow) {
             o.write(act.of(v));
+        }
+    }
+}
+
+/// One input row's copy into the phase planes of [`plane_plain`]'s scratch, worked out once
+/// per call: stride 1 copies `len` values to `dst.0`; stride 2 splits `len` pairs between
+/// `dst.0` (even columns) and `dst.1` (odd), then the row's odd last value, if any, to `last`.
+/// `whole`: the destinations may be written in whole vectors of 8, zeros past `len` (those
+/// land on padding, which is zero, or on later rows of the same phase plane, which are
+/// written after this one).
+#[derive(Clone, Copy)]
+struct RowCopy {
+    src: usize,
+    len: usize,
+    dst: (usize, usize),
+    last: Option<(usize, usize)>,
+    whole: bool,
+}
+
+/// A 3×3, dilation-1, stride-1 or -2 depthwise layer's per-plane work that does not depend on
+/// the plane, computed once per call: the scratch layout of [`plane_plain`], each input row's
+/// copy into it and each tap's offset (no divisions or bounds checks per plane; a plane of
+/// MobileNetV2's 7×7 layers spent most of its time on them).
+#[cfg(target_arch = "x86_64")]
+struct Plan3x3 {
+    layout: Layout,
+    /// scratch floats: the phase planes, then 8 of slack for the last row's vector
+    len: usize,
+    ws: usize,
+    out_w: usize,
+    rows: Vec<RowCopy>,
+    taps: [usize; 9],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Plan3x3 {
+    fn new(g: &ConvGeometry) -> Option<Self> {
+        let s = g.stride;
+        if g.kernel != (3, 3) || g.dilation != 1 || !(s == 1 || s == 2) || !super::has_avx2_fma() {
+            return None;
+        }
+        let ws = g.out_w + 2 / s;
+        let hs = g.out_h + 2 / s + 1;
+        let phase = hs * ws;
+        let (pt, pl) = (g.pad_top, g.pad_left);
+        let mut rows = Vec::with_capacity(g.in_h);
+        for iy in 0..g.in_h {
+            let (a, rr) = ((iy + pt) % s, (iy + pt) / s);
+            if rr >= hs {
+                continue;
+            }
+            let src = iy * g.in_w;
+            // whole vectors from `d` stay in d's phase plane (the last one may use the slack)
+            let whole = |d: usize, len: usize| {
+                let end = if d / phase + 1 == s * s {
+                    s * s * phase + 8
+                } else {
+                    (d / phase + 1) * phase
+                };
+                d + len.next_multiple_of(8) <= end
+            };
+            if s == 1 {
+                let len = (ws - pl.min(ws)).min(g.in_w);
+                let d = rr * ws + pl;
+                rows.push(RowCopy {
+                    src,
+                    len,
+                    dst: (d, 0),
+                    last: None,
+                    whole: whole(d, len),
+                });
+                continue;
+            }
+            // input column ix goes to phase (ix + pl) % 2, index (ix + pl) / 2
+            let (b0, b1) = ((2 * a) * phase + rr * ws, (2 * a + 1) * phase + rr * ws);
+            let (even, odd) = if pl.is_multiple_of(2) { (b0, b1) } else { (b1, b0) };
+            let (oe, oo) = (pl / 2, pl.div_ceil(2));
+            let pairs = (g.in_w / 2).min(ws.saturating_sub(oe)).min(ws.saturating_sub(oo));
+            let ix = 2 * pairs; // an odd row's last value (or one cut off by ws, dropped)
+            let last = (ix < g.in_w && oe + ix / 2 < ws).then_some((src + ix, even + oe + ix / 2));
+            let (d0, d1) = (even + oe, odd + oo);
+            let whole = whole(d0, pairs) && whole(d1, pairs);
+            rows.push(RowCopy {
+                src,
+                len: pairs,
+                dst: (d0, d1),
+                last,
+                whole,
+            });
+        }
+        let taps = std::array::from_fn(|t| {
+            let (i, j) = (t / 3, t % 3);
+            ((i % s) * s + j % s) * phase + (i / s) * ws + j / s
+        });
+        let layout = (s, hs, ws, pt, pl, g.in_h, g.in_w);
+        Some(Self {
+            layout,
+            len: s * s * phase + 8,
+            ws,
+            out_w: g.out_w,
+            rows,
+            taps,
+        })
+    }
+}
+
+/// One plane of a [`Plan3x3`] layer: its rows copied into the (zero-padded) phase planes, then
+/// `y = act(bias + Σ_t w[t] · tap_t)` 8 outputs at a time, straight into `y` (`ACT`: 0 none,
+/// 1 ReLU, 2 ReLU6).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane3x3<const ACT: u8>(
+    x: &[f32],
+    w: &[f32; 9],
+    bias: f32,
+    plan: &Plan3x3,
+    scratch: &mut (Vec<f32>, Layout),
+    y: &mut [MaybeUninit<f32>],
+) {
+    use std::arch::x86_64::*;
+    let (buf, laid_out) = scratch;
+    if *laid_out != plan.layout || buf.len() != plan.len {
+        buf.clear();
+        buf.resize(plan.len, 0.0);
+        *laid_out = plan.layout;
+    }
+    let stride2 = plan.layout.0 == 2;
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let first = |count: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane);
+    for r in &plan.rows {
+        let src = &x[r.src..][..if stride2 { 2 * r.len } else { r.len }];
+        if r.whole {
+            // whole vectors, the last one from a masked load (zeros past the row)
+            let (sp, dp) = (src.as_ptr(), buf.as_mut_ptr());
+            let full = r.len / 8 * 8;
+            let left = r.len - full;
+            if stride2 {
+                for i in (0..full).step_by(8) {
+                    let (e, o) = split_pairs(_mm256_loadu_ps(sp.add(2 * i)), _mm256_loadu_ps(sp.add(2 * i + 8)));
+                    _mm256_storeu_ps(dp.add(r.dst.0 + i), e);
+                    _mm256_storeu_ps(dp.add(r.dst.1 + i), o);
+                }
+                if left > 0 {
+                    let a = _mm256_maskload_ps(sp.add(2 * full), first((2 * left).min(8)));
+                    let b = _mm256_maskload_ps(sp.add(2 * full + 8), first((2 * left).saturating_sub(8)));
+                    let (e, o) = split_pairs(a, b);
+                    _mm256_storeu_ps(dp.add(r.dst.0 + full), e);
+                    _mm256_storeu_ps(dp.add(r.dst.1 + full), o);
+                }
+            } else {
+                for i in (0..full).step_by(8) {
+                    _mm256_storeu_ps(dp.add(r.dst.0 + i), _mm256_loadu_ps(sp.add(i)));
+                }
+                if left > 0 {
+                    let v = _mm256_maskload_ps(sp.add(full), first(left));
+                    _mm256_storeu_ps(dp.add(r.dst.0 + full), v);
+                }
+            }
+            if let Some((s, d)) = r.last {
+                buf[d] = x[s];
+            }
+        } else if stride2 {
+            let (lo, hi) = buf.split_at_mut(r.dst.0.max(r.dst.1));
+            let (even, odd) = if r.dst.0 < r.dst.1 {
+                (&mut lo[r.dst.0..][..r.len], &mut hi[..r.len])
+            } else {
+                (&mut hi[..r.len], &mut lo[r.dst.1..][..r.len])
+            };
+            deinterleave(src, even, odd);
+            if let Some((s, d)) = r.last {
+                buf[d] = x[s];
+            }
+        } else {
+            super::copy_short(&mut buf[r.dst.0..][..r.len], src);
+        }
+    }
+    let (out_w, ws) = (plan.out_w, plan.ws);
+    let rows = y.len() / out_w;
+    // every tap's last row ends within the slack
+    assert!(plan
+        .taps
+        .iter()
+        .all(|&t| t + (rows - 1) * ws + out_w.next_multiple_of(8) <= buf.len()));
+    let base = buf.as_ptr();
+    let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(w[t]));
+    let (zero, six, b) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0), _mm256_set1_ps(bias));
+    let yp = y.as_mut_ptr().cast::<f32>();
+    let taps = |at: *const f32| {
+        let mut v = b;
+        for (wt, &off) in wv.iter().zip(&plan.taps) {
+            v = _mm256_fmadd_ps(*wt, _mm256_loadu_ps(at.add(off)), v);
+        }
+        v
+    };
+    let tap_rows = |at: *const f32| {
+        // one chain per kernel row: 3 short dependency chains, not one of 9 FMAs
+        let fma = |t: usize, v| _mm256_fmadd_ps(wv[t], _mm256_loadu_ps(at.add(plan.taps[t])), v);
+        let tap = |t: usize| _mm256_mul_ps(wv[t], _mm256_loadu_ps(at.add(plan.taps[t])));
+        let (v0, v1, v2) = (
+            fma(2, fma(1, fma(0, b))),
+            fma(5, fma(4, tap(3))),
+            fma(8, fma(7, tap(6))),
+        );
+        _mm256_add_ps(v0, _mm256_add_ps(v1, v2))
+    };
+    // small maps (a vector or two per row, few rows) have too few independent vectors to hide
+    // the 9-FMA chain's latency; larger ones do, and take the fewer instructions
+    let short = out_w <= 16;
+    for r in 0..rows {
+        for ox in (0..out_w).step_by(8) {
+            let at = base.add(r * ws + ox);
+            let mut v = if short { tap_rows(at) } else { taps(at) };
+            if ACT >= 1 {
+                v = _mm256_max_ps(v, zero);
+            }
+            if ACT == 2 {
+                v = _mm256_min_ps(v, six);
+            }
+            let o = r * out_w + ox;
+            if o + 8 <= y.len() {
+                // a row's last vector may spill into the next rows, which are written after it
+                _mm256_storeu_ps(yp.add(o), v);
+            } else {
+                // the plane's last lanes, masked (the next plane is another task's)
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((y.len() - o) as i32), lane);
+                _mm256_maskstore_ps(yp.add(o), mask, v);
+            }
         }
     }
 }
@@ -180,10 +419,29 @@ fn deinterleave(x: &[f32], even: &mut [f32], odd: &mut [f32]) {
         // SAFETY: the CPU has AVX2; the lengths were checked above.
         done = unsafe { deinterleave_avx2(x, even, odd) };
     }
-    for ((pair, e), o) in x[2 * done..].chunks_exact(2).zip(&mut even[done..]).zip(&mut odd[done..]) {
+    for ((pair, e), o) in x[2 * done..]
+        .chunks_exact(2)
+        .zip(&mut even[done..])
+        .zip(&mut odd[done..])
+    {
         *e = pair[0];
         *o = pair[1];
     }
+}
+
+/// `(even, odd)` lanes of the 16 values `a, b`: `[a0 a2 a4 a6 b0 b2 b4 b6]`, `[a1 a3 … b7]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn split_pairs(
+    a: std::arch::x86_64::__m256,
+    b: std::arch::x86_64::__m256,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit lanes into order
+    let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+    let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    (order(e), order(o))
 }
 
 /// [`deinterleave`] 8 pairs at a time (two loads, two shuffles, two lane permutes, two
@@ -193,14 +451,7 @@ fn deinterleave(x: &[f32], even: &mut [f32], odd: &mut [f32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn deinterleave_avx2(x: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
-    #[inline(always)]
-    unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
-        // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit lanes into order
-        let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-        let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
-        (order(e), order(o))
-    }
+    let split = |a, b| split_pairs(a, b);
     let pairs = even.len();
     let n = pairs / 8 * 8;
     for i in (0..n).step_by(8) {
@@ -225,55 +476,6 @@ unsafe fn deinterleave_avx2(x: &[f32], even: &mut [f32], odd: &mut [f32]) -> usi
         super::copy_short(&mut odd[n..], &o[..r]);
     }
     pairs
-}
-
-/// `y = act(bias + Σ_t w[t] · taps[t])` in one pass, row by row: 8 lanes and 9 fused
-/// multiply-adds per store, straight into the output (3×3 kernels, where the CPU has AVX2 and
-/// FMA). Row `r` of the output reads the taps at `r·ws`; each tap holds 8 values past its last
-/// row's start + `out_w`, so a row's last vector may be partial.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn taps3x3_fma(
-    y: &mut [MaybeUninit<f32>],
-    out_w: usize,
-    ws: usize,
-    taps: &[&[f32]; 9],
-    w: &[f32; 9],
-    bias: f32,
-    act: Activation,
-) {
-    use std::arch::x86_64::*;
-    let rows = y.len() / out_w;
-    assert!(taps
-        .iter()
-        .all(|t| t.len() >= (rows - 1) * ws + out_w.next_multiple_of(8)));
-    let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(w[t]));
-    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for r in 0..rows {
-        let mut ox = 0;
-        while ox < out_w {
-            let at = r * ws + ox;
-            let mut v = _mm256_set1_ps(bias);
-            for (wt, tap) in wv.iter().zip(taps) {
-                v = _mm256_fmadd_ps(*wt, _mm256_loadu_ps(tap.as_ptr().add(at)), v);
-            }
-            v = match act {
-                Activation::None => v,
-                Activation::Relu => _mm256_max_ps(v, zero),
-                Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
-            };
-            if r * out_w + ox + 8 <= y.len() {
-                // a row's last vector may spill into the next rows, which are written after it
-                _mm256_storeu_ps(y.as_mut_ptr().add(r * out_w + ox).cast(), v);
-            } else {
-                // the plane's last lanes, masked (the next plane is another task's)
-                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((out_w - ox) as i32), lane);
-                _mm256_maskstore_ps(y.as_mut_ptr().add(r * out_w + ox).cast(), mask, v);
-            }
-            ox += 8;
-        }
-    }
 }
 
 /// `acc = bias + Σ_ij w[i, j] · tap(i, j)`, tap by tap (any kernel size).

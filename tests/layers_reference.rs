@@ -562,6 +562,30 @@ proptest! {
                 // SAFETY: c and res are m×n with row stride n; the CPU supports `isa`.
                 unsafe { sgemm::gemm_block_on(isa, kc, m, n, &panels, k0, 0, &packed, c.as_mut_ptr(), n, ep) };
             }
+            // AVX-512 also reads B in place (1×1 convolutions' input planes): rows `ld` apart,
+            // here with NaN between them, which its masked loads must not touch
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 {
+                let ld = n + (seed as usize >> 8) % 5;
+                let mut b_rows = vec![f32::NAN; k * ld];
+                for kk in 0..k {
+                    b_rows[kk * ld..][..n].copy_from_slice(&b[kk * n..][..n]);
+                }
+                let mut c2 = vec![f32::NAN; m * n];
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    let ep = Epilogue {
+                        bias: with_bias.then_some(&bias[..]),
+                        residual: with_res.then_some(res.as_ptr()),
+                        act,
+                        first: k0 == 0,
+                        last: k0 + kc == k,
+                    };
+                    // SAFETY: b_rows holds k rows of n values ld apart; c2 as c above.
+                    unsafe { sgemm::gemm_block_rows(kc, m, n, &panels, k0, 0, b_rows[k0 * ld..].as_ptr(), ld, c2.as_mut_ptr(), n, ep) };
+                }
+                prop_assert!(c2.iter().zip(&c).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "in-place B differs from packed");
+            }
             for i in 0..m {
                 for j in 0..n {
                     let mut want: f32 = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();

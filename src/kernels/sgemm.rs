@@ -15,7 +15,7 @@
 //!
 //! Two micro-kernels share the packed layouts: AVX2 + FMA (6×16: 12 ymm accumulators, as
 //! BLIS's Haswell kernel) and AVX-512 (6×32 over two strips: 12 zmm accumulators, masked
-//! tails). [`kernel_isa`] picks one per CPU; [`available`] says whether either runs here; where
+//! tails; it can also read B in place, [`gemm_block_rows`]). [`kernel_isa`] picks one per CPU; [`available`] says whether either runs here; where
 //! neither does, the convolution keeps the `gemm` crate path. `sgemm_matches_naive` in
 //! `tests/layers_reference.rs` checks each kernel the CPU supports against a triple loop.
 
@@ -266,6 +266,31 @@ pub unsafe fn gemm_block_on(
     }
 }
 
+/// [`gemm_block`] with B read in place rather than packed: row `k` of the K block at
+/// `b + k·ldb`, its `cols` columns contiguous (a 1×1 convolution's input planes). Only the
+/// AVX-512 kernel reads B this way (masked loads keep it inside each row's `cols`).
+///
+/// # Safety
+/// As [`gemm_block`]; `b` must cover `kc` rows of `cols` values, `ldb` apart; the CPU must
+/// support [`Isa::Avx512`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_block_rows(
+    kc: usize,
+    rows: usize,
+    cols: usize,
+    a: &PanelsA,
+    k0: usize,
+    p0: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    ep: Epilogue,
+) {
+    avx512::gemm_block_b(kc, rows, cols, a, k0, p0, avx512::B::Rows(b, ldb), c, ldc, ep)
+}
+
 /// The scalar epilogue for one value: `v` is the block's sum.
 #[inline(always)]
 fn finish(v: f32, c: *mut f32, res: Option<*const f32>, bias: f32, ep: &Epilogue) {
@@ -392,20 +417,57 @@ mod avx512 {
         ldc: usize,
         ep: Epilogue,
     ) {
+        gemm_block_b(kc, rows, cols, a, k0, p0, B::Packed(b), c, ldc, ep)
+    }
+
+    /// Where the kernel reads B: packed strips, or rows in place (`ptr`, `ld`).
+    #[derive(Clone, Copy)]
+    pub(super) enum B<'a> {
+        Packed(&'a [f32]),
+        Rows(*const f32, usize),
+    }
+
+    /// [`gemm_block`] from either kind of B.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_block_b(
+        kc: usize,
+        rows: usize,
+        cols: usize,
+        a: &PanelsA,
+        k0: usize,
+        p0: usize,
+        b: B,
+        c: *mut f32,
+        ldc: usize,
+        ep: Epilogue,
+    ) {
         for p in 0..rows.div_ceil(MR) {
             let ap = a.panel(k0, p0 + p).as_ptr();
             let r = MR.min(rows - p * MR);
             let bias = ep.bias.map(|bias| &bias[p * MR..]);
             let mut j = 0; // first column of the next strip
             while j < cols {
-                let (cp, bp) = (c.add(p * MR * ldc + j), b[j * kc..].as_ptr());
+                let cp = c.add(p * MR * ldc + j);
                 let res = ep.residual.map(|res| res.add(p * MR * ldc + j));
                 let left = cols - j;
+                if let B::Rows(bp, ld) = b {
+                    // in place: B's strip s of row k at bp + k·ld + s·NR, loads masked
+                    let (bp, ns) = (bp.add(j), if left > NR { 2 } else { 1 });
+                    if ns == 2 {
+                        kernel::<2, true>(kc, ap, bp, ld, NR, cp, ldc, r, left.min(2 * NR), bias, res, &ep);
+                    } else {
+                        kernel::<1, true>(kc, ap, bp, ld, NR, cp, ldc, r, left, bias, res, &ep);
+                    }
+                    j += ns * NR;
+                    continue;
+                }
+                let B::Packed(b) = b else { unreachable!() };
+                let bp = b[j * kc..].as_ptr();
                 if left > NR + NR / 2 {
-                    kernel::<2>(kc, ap, bp, cp, ldc, r, left.min(2 * NR), bias, res, &ep);
+                    kernel::<2, false>(kc, ap, bp, NR, kc * NR, cp, ldc, r, left.min(2 * NR), bias, res, &ep);
                     j += 2 * NR;
                 } else if left > NR / 2 {
-                    kernel::<1>(kc, ap, bp, cp, ldc, r, left.min(NR), bias, res, &ep);
+                    kernel::<1, false>(kc, ap, bp, NR, kc * NR, cp, ldc, r, left.min(NR), bias, res, &ep);
                     j += NR;
                 } else {
                     let ep = Epilogue {
@@ -420,15 +482,19 @@ mod avx512 {
         }
     }
 
-    /// One MR×(NR·NS) tile from NS consecutive strips (`kc·NR` apart):
-    /// `acc = Σ_k a[k·MR + i] · strip[k·NR + j]`, then the epilogue into the first `rows` rows
-    /// and `cols` columns of `c` (masked, so tails need no scalar path).
+    /// One MR×(NR·NS) tile from NS strips of B, row `k` of strip `s` at `b + k·bk + s·bs`:
+    /// `acc = Σ_k a[k·MR + i] · strip_s[k][j]`, then the epilogue into the first `rows` rows
+    /// and `cols` columns of `c` (masked, so tails need no scalar path). `MASK_B`: B's loads
+    /// are masked to the `cols` columns too (B read in place, where the lanes past them may
+    /// lie outside the matrix).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel<const NS: usize>(
+    unsafe fn kernel<const NS: usize, const MASK_B: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
+        bk: usize,
+        bs: usize,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -437,11 +503,18 @@ mod avx512 {
         residual: Option<*const f32>,
         ep: &Epilogue,
     ) {
+        let masks: [__mmask16; NS] =
+            std::array::from_fn(|s| (((1u32 << (cols - (s * NR).min(cols)).min(NR)) - 1) & 0xFFFF) as __mmask16);
         let mut acc = [[_mm512_setzero_ps(); NS]; MR];
         for k in 0..kc {
             let mut bv = [_mm512_setzero_ps(); NS];
             for (s, bv) in bv.iter_mut().enumerate() {
-                *bv = _mm512_loadu_ps(b.add(s * kc * NR + k * NR));
+                let at = b.add(k * bk + s * bs);
+                *bv = if MASK_B {
+                    _mm512_maskz_loadu_ps(masks[s], at)
+                } else {
+                    _mm512_loadu_ps(at)
+                };
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*a.add(k * MR + i));
@@ -450,8 +523,6 @@ mod avx512 {
                 }
             }
         }
-        let masks: [__mmask16; NS] =
-            std::array::from_fn(|s| (((1u32 << (cols - (s * NR).min(cols)).min(NR)) - 1) & 0xFFFF) as __mmask16);
         let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
         for (i, row) in acc.iter().enumerate().take(rows) {
             let ci = c.add(i * ldc);

@@ -15,8 +15,9 @@
 //!
 //! Two micro-kernels share the packed layouts: AVX2 + FMA (6×16: 12 ymm accumulators, as
 //! BLIS's Haswell kernel) and AVX-512 (6×32 over two strips: 12 zmm accumulators, masked
-//! tails; it can also read B in place, [`gemm_block_rows`]). [`kernel_isa`] picks one per CPU; [`available`] says whether either runs here; where
-//! neither does, the convolution keeps the `gemm` crate path. `sgemm_matches_naive` in
+//! tails; it also reads B in place, [`gemm_block_rows`]). [`kernel_isa`] picks one per CPU;
+//! [`available`] says whether either runs here; where neither does, the convolution keeps the
+//! `gemm` crate path. `sgemm_matches_naive` in
 //! `tests/layers_reference.rs` checks each kernel the CPU supports against a triple loop.
 
 use crate::layers::Activation;

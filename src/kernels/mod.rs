@@ -261,3 +261,72 @@ pub fn trim_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// `even[i] = x[2i]`, `odd[i] = x[2i + 1]`: one row's two column phases for stride 2.
+#[inline(always)]
+pub(crate) fn deinterleave(x: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    assert!(even.len() == odd.len() && x.len() == 2 * even.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2; the lengths were checked above.
+        done = unsafe { deinterleave_avx2(x, even, odd) };
+    }
+    for ((pair, e), o) in x[2 * done..]
+        .chunks_exact(2)
+        .zip(&mut even[done..])
+        .zip(&mut odd[done..])
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// `(even, odd)` lanes of the 16 values `a, b`: `[a0 a2 a4 a6 b0 b2 b4 b6]`, `[a1 a3 … b7]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn split_pairs(
+    a: std::arch::x86_64::__m256,
+    b: std::arch::x86_64::__m256,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit lanes into order
+    let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+    let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    (order(e), order(o))
+}
+
+/// [`deinterleave`] 8 pairs at a time (two loads, two shuffles, two lane permutes, two
+/// stores), the last < 8 pairs from masked loads; returns how many pairs it wrote
+/// (all of them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn deinterleave_avx2(x: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let split = |a, b| split_pairs(a, b);
+    let pairs = even.len();
+    let n = pairs / 8 * 8;
+    for i in (0..n).step_by(8) {
+        let a = _mm256_loadu_ps(x.as_ptr().add(2 * i)); // x0..x7
+        let b = _mm256_loadu_ps(x.as_ptr().add(2 * i + 8)); // x8..x15
+        let (e, o) = split(a, b);
+        _mm256_storeu_ps(even.as_mut_ptr().add(i), e);
+        _mm256_storeu_ps(odd.as_mut_ptr().add(i), o);
+    }
+    let r = pairs - n;
+    if r > 0 {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let first = |count: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane);
+        let a = _mm256_maskload_ps(x.as_ptr().add(2 * n), first((2 * r).min(8)));
+        let b = _mm256_maskload_ps(x.as_ptr().add(2 * n + 8), first((2 * r).saturating_sub(8)));
+        // through the stack, not masked stores (microcoded, slow, on several AMD cores)
+        let (mut e, mut o) = ([0f32; 8], [0f32; 8]);
+        let (ev, ov) = split(a, b);
+        _mm256_storeu_ps(e.as_mut_ptr(), ev);
+        _mm256_storeu_ps(o.as_mut_ptr(), ov);
+        copy_short(&mut even[n..], &e[..r]);
+        copy_short(&mut odd[n..], &o[..r]);
+    }
+    pairs
+}

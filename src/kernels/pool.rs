@@ -7,8 +7,9 @@
 //! scratch plane and both passes run flat over it, one long unit-stride loop per kernel tap
 //! (no per-row loop overhead, which dominated on 14×14 and 17×17 maps; the columns past each
 //! row's last window are computed and dropped). Strided pools go one output row at a time:
-//! the k input rows under it reduced into a padded row, then its horizontal pass at full
-//! resolution, then every s-th column.
+//! the k input rows under it reduced into a padded row, then its horizontal pass: at stride 2
+//! over the row's even and odd columns split apart (each tap a unit-stride pass), at other
+//! strides at full resolution, then every s-th column.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -166,8 +167,11 @@ fn plane(
     // windows, straight from `x`, into a padded row), then horizontal at full resolution, then
     // every s-th column
     let nh = (g.out_w - 1) * s + 1;
-    scratch.resize(wp + nh, init);
-    let (row, horiz) = scratch.split_at_mut(wp);
+    // stride 2: the row's even and odd columns apart, `half` each, in whole vectors of 8
+    // (the row holds that many pairs; the lanes past `wp` are never read out)
+    let half = (g.out_w + (k - 1) / 2).next_multiple_of(8);
+    scratch.resize(wp.max(2 * half) + nh.max(2 * half + g.out_w), init);
+    let (row, horiz) = scratch.split_at_mut(wp.max(2 * half));
     for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
         let top = oy * s;
         let rows = top.saturating_sub(pad)..(top + k).saturating_sub(pad).min(g.in_h);
@@ -179,6 +183,24 @@ fn plane(
                 .zip(&x[iy * g.in_w..][..g.in_w])
                 .for_each(|(v, &e)| *v = f(*v, e));
         }
+        if s == 2 {
+            // output i is f over row[2i + j], j < k: tap j reads phase j % 2 from i + j / 2,
+            // so every tap is one unit-stride pass (no gather of every other column)
+            let (even, rest) = horiz.split_at_mut(half);
+            let (odd, acc) = rest.split_at_mut(half);
+            super::deinterleave(&row[..2 * half], even, odd);
+            let acc = &mut acc[..g.out_w];
+            acc.copy_from_slice(&even[..g.out_w]);
+            for j in 1..k {
+                let phase = if j % 2 == 0 { &even[j / 2..] } else { &odd[j / 2..] };
+                acc.iter_mut().zip(phase).for_each(|(v, &e)| *v = f(*v, e));
+            }
+            for (ox, (o, &v)) in yrow.iter_mut().zip(acc.iter()).enumerate() {
+                o.write(finish(v, oy * g.out_w + ox));
+            }
+            continue;
+        }
+        let horiz = &mut horiz[..nh];
         horiz.copy_from_slice(&row[..nh]);
         for j in 1..k {
             horiz.iter_mut().zip(&row[j..j + nh]).for_each(|(v, &e)| *v = f(*v, e));

@@ -77,8 +77,7 @@ impl ConvSpec {
             && self.stride == 1
             && self.dilation == 1
             && self.groups == 1
-            && self.in_channels >= WINOGRAD_MIN_CHANNELS
-            && self.out_channels >= WINOGRAD_MIN_CHANNELS
+            && winograd_pays(self.in_channels, self.out_channels)
     }
 
     fn is_depthwise(&self) -> bool {
@@ -99,12 +98,16 @@ impl ConvSpec {
     }
 }
 
-/// Fewer input or output channels than this and a 3×3 convolution stays on im2col + GEMM: the
-/// Winograd transforms cost per channel, the saving per channel pair. Measured one layer at a
-/// time (2 threads, batch 1, AVX2): at 16 input channels Winograd took 1.2–2.1× the im2col time
-/// (SqueezeNet's fire2 16→64 at 55², GoogLeNet's 16→32 and 16→48 branches); from 32 on it was
-/// within 0.9–1.1× on maps up to 28² and 1.35× faster on Inception v3's 32→64 at 147².
-const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Whether a 3×3 convolution's channels make Winograd pay: the transforms cost per channel,
+/// the saving per channel pair. Measured one layer at a time on the AVX-512 kernels (2 threads,
+/// best of 4 alternating rounds, im2col time / Winograd time at batch 1 and 8): SqueezeNet's
+/// fire2 16→64 at 55² 1.13 / 1.29, 32→128 at 27² 1.15 / 1.56, 48→192 at 13² 1.10 / 1.10,
+/// 64→256 at 13² 1.47 / 1.37, ResNet-50's 3×3s 1.8-2.4; GoogLeNet's 16→32 at 28² 0.94 / 1.12,
+/// 16→48 at 14² 0.65 / 0.81, 24→64 at 14² 0.87 / 1.01 (so 16-31 input channels take it only
+/// with 64 outputs or more).
+fn winograd_pays(in_channels: usize, out_channels: usize) -> bool {
+    (in_channels >= 32 && out_channels >= 32) || (in_channels >= 16 && out_channels >= 64)
+}
 
 /// Depthwise weights (C×kh×kw) and bias as flat f32 for the CPU kernel.
 type PackedDepthwise = (Vec<f32>, Option<Vec<f32>>);

@@ -319,6 +319,42 @@ proptest! {
         prop_assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     }
 
+    /// `cat_into` (each convolution part written straight into its channels of the output)
+    /// against `cat_channels` of the parts computed on their own: 1×1, 3×3 (im2col or
+    /// Winograd), strided, f16-stored and depthwise (copied in: not ours to write in place)
+    /// convolutions and a pooled tensor part, any batch.
+    #[test]
+    fn cat_into_matches_separate_parts(
+        n in 1usize..3, cin in 1usize..40, outs in prop::collection::vec(1usize..70, 3), hw in 3usize..12,
+        stride in 1usize..3, seed in any::<u64>()
+    ) {
+        use ferrovision::layers::{cat_into, Part};
+        let dev = Device::Cpu;
+        let conv = |i: u64, o: usize, k: usize, groups: usize, dtype: DType| {
+            let spec = ConvSpec::new(cin, o, k).pad(k / 2).stride(stride).groups(groups).act(Activation::Relu);
+            let w = Tensor::from_vec(lcg_values(seed ^ i, o * cin / groups * k * k), (o, cin / groups, k, k), &dev).unwrap();
+            let b = Tensor::from_vec(lcg_values(seed ^ (i + 10), o), o, &dev).unwrap();
+            Conv2d::from_tensors(w.to_dtype(dtype).unwrap(), Some(b), spec, &format!("c{i}")).unwrap()
+        };
+        let convs = [
+            conv(1, outs[0], 1, 1, DType::F32),
+            conv(2, outs[1], 3, 1, DType::F32),
+            conv(3, outs[2], 3, 1, DType::F16),
+            conv(4, cin, 3, cin, DType::F32), // depthwise
+        ];
+        let x = Tensor::from_vec(lcg_values(seed, n * cin * hw * hw), (n, cin, hw, hw), &dev).unwrap();
+        let pool = MaxPool2d(PoolSpec::new(3, stride).pad(1));
+        let mut want: Vec<Tensor> = convs.iter().map(|c| c.forward(&x).unwrap()).collect();
+        want.push(pool.forward(&x).unwrap());
+        let want = ferrovision::layers::cat_channels(&want).unwrap();
+        let mut parts: Vec<Part> = convs.iter().map(|c| Part::Conv(c, Box::new(|| Ok(x.clone())))).collect();
+        parts.push(Part::Tensor(Box::new(|| pool.forward(&x))));
+        let got = cat_into(&x, want.dim(1).unwrap(), parts).unwrap();
+        prop_assert_eq!(got.dims(), want.dims());
+        let (got, want) = (got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        prop_assert!(got == want, "cat_into differs from the separate parts");
+    }
+
     /// 1×1 convolutions on small maps with many output channels, which split over output
     /// channels too (each block packing its own columns): 13×13 to 19×19 maps, 190-400 outputs.
     #[test]

@@ -26,7 +26,7 @@ use candle_core::DType;
 use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
 use super::winograd::Tile;
-use super::{assume_init, copy_short, fill_zero, gemm_f32, uninit_output, Mat, SyncPtr};
+use super::{assume_init, copy_short, fill_zero, gemm_f32, uninit_output, Dest, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -158,15 +158,40 @@ pub fn conv2d_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    let plane_out = g.out_h * g.out_w;
+    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
+    let dest = Dest {
+        ptr: SyncPtr(y.as_mut_ptr().cast()),
+        image_stride: g.out_channels * plane_out,
+    };
+    // SAFETY: `y` is the N×O×Ho×Wo output `dest` describes; the call writes all of it.
+    unsafe {
+        conv2d_f32_into(x, packed, act, residual, g, dest);
+        assume_init(y)
+    }
+}
+
+/// [`conv2d_f32`] into `dest` (e.g. a channel slice of a concatenation), every value of it.
+///
+/// # Safety
+/// `dest` must describe N images of O·Ho·Wo values that nothing else reads or writes meanwhile.
+pub(crate) unsafe fn conv2d_f32_into(
+    x: &[f32],
+    packed: &PackedConv,
+    act: Activation,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+    dest: Dest,
+) {
     let weight = match &packed.weights {
         Packed::Im2col(w) => w,
         Packed::Winograd(w) => {
             let u = w
                 .get(Tile::for_output(g.out_h, g.out_w))
                 .expect("Winograd filters transformed for this map size (PackedConv::prepare)");
-            return super::winograd::winograd_f32(x, u, packed.bias.as_deref(), act, residual, g);
+            return super::winograd::winograd_f32_into(x, u, packed.bias.as_deref(), act, residual, g, dest);
         }
-        Packed::Panels(panels) => return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g),
+        Packed::Panels(panels) => return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g, dest),
     };
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
@@ -174,7 +199,6 @@ pub fn conv2d_f32(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
-    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
     let images = g.batch * g.groups;
     let og = g.out_channels / g.groups;
     let threads = rayon::current_num_threads();
@@ -190,12 +214,11 @@ pub fn conv2d_f32(
     let m_split = target.div_ceil(images * per_image).min(og / 16).max(1);
     let m_block = og.div_ceil(m_split);
     let m_split = og.div_ceil(m_block);
-    let out = SyncPtr(y.as_mut_ptr().cast());
     let bias = packed.bias.as_deref();
-    // SAFETY: each call below writes its own (rows, cols) block of one image of `y`, which
+    // SAFETY: each call below writes its own (rows, cols) block of one image of `dest`, which
     // outlives them all; a shared im2col matrix outlives the calls that read it.
     let tile = |image, rows, cols, shared| unsafe {
-        conv_tile(x, weight, bias, act, residual, g, image, rows, cols, out, shared)
+        conv_tile(x, weight, bias, act, residual, g, image, rows, cols, dest, shared)
     };
     if m_split > 1 && !g.is_pointwise() {
         // few column tiles, split over output channels: build each tile's im2col once and let
@@ -212,8 +235,8 @@ pub fn conv2d_f32(
                 tile(image, rows, cols.clone(), Some(rhs)) // disjoint row blocks
             });
         }
-        // SAFETY: the tiles cover every element of `y`, and each wrote all of its own.
-        return unsafe { assume_init(y) };
+        // the tiles cover every element of `dest`, and each wrote all of its own
+        return;
     }
     (0..images * per_image * m_split).into_par_iter().for_each(|task| {
         let (image, t, mb) = (task / (per_image * m_split), task / m_split % per_image, task % m_split);
@@ -221,8 +244,6 @@ pub fn conv2d_f32(
         let rows = (mb * m_block)..og.min((mb + 1) * m_block);
         tile(image, rows, cols, None) // disjoint (rows, columns) blocks
     });
-    // SAFETY: as above.
-    unsafe { assume_init(y) }
 }
 
 /// [`conv2d_f32`] on weights packed for our own GEMM: the input is packed in chunks of about
@@ -246,14 +267,18 @@ pub fn conv2d_f32(
 /// The last way once took every map below 3 chunks per thread (17×17 at batch 1); one task
 /// per chunk measured 1.1-2.8× faster there (its packing and two barriers cost more than
 /// packing in each task), e.g. Inception v3's 768→192 1×1 at 17² 167 → 195 GFLOP/s.
-fn conv2d_panels(
+///
+/// # Safety
+/// As [`conv2d_f32_into`].
+unsafe fn conv2d_panels(
     x: &[f32],
     panels: &[PanelsA],
     bias: Option<&[f32]>,
     act: Activation,
     residual: Option<&[f32]>,
     g: &ConvGeometry,
-) -> Vec<f32> {
+    dest: Dest,
+) {
     use sgemm::{KC, MR, NR};
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
@@ -264,8 +289,6 @@ fn conv2d_panels(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * g.out_channels * plane_out, "residual size");
     }
-    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
-    let out = SyncPtr(y.as_mut_ptr().cast());
     let (images, og, depth) = (g.batch * g.groups, g.out_channels / g.groups, g.depth());
     let threads = rayon::current_num_threads();
     let strips = plane_out.div_ceil(NR);
@@ -293,7 +316,7 @@ fn conv2d_panels(
     let first_strip = |c: usize| c * strips / chunks;
     let chunk_cols = |c: usize| first_strip(c) * NR..plane_out.min(first_strip(c + 1) * NR);
     // SAFETY (both calls below): each task writes its own (rows, cols) block of one image of
-    // `y`, which outlives them all; row blocks start at multiples of MR.
+    // `dest`, which outlives them all; row blocks start at multiples of MR.
     let tile = |image: usize, rows: Range<usize>, cols: Range<usize>, packed: Option<(&[f32], usize, usize)>| unsafe {
         panels_tile(
             x,
@@ -305,7 +328,7 @@ fn conv2d_panels(
             image,
             rows,
             cols,
-            out,
+            dest,
             packed,
         )
     };
@@ -357,8 +380,7 @@ fn conv2d_panels(
             });
         }
     }
-    // SAFETY: the tasks cover every element of `y`, and each wrote all of its own.
-    unsafe { assume_init(y) }
+    // the tasks cover every element of `dest`, and each wrote all of its own
 }
 
 /// Tasks per thread from which [`conv2d_panels`] stops adding chunks to even out the split.
@@ -423,7 +445,7 @@ const NC: usize = 128;
 /// block, each `kc × w`, its strips `kc·NR` apart, the first one at column `col0`.
 ///
 /// # Safety
-/// `y` points to the N×O×Ho×Wo output; no other task writes this tile; `rows.start` is a
+/// `y` describes the N×O×Ho×Wo output; no other task writes this tile; `rows.start` is a
 /// multiple of MR.
 #[allow(clippy::too_many_arguments)]
 unsafe fn panels_tile(
@@ -436,7 +458,7 @@ unsafe fn panels_tile(
     image: usize,
     rows: Range<usize>,
     cols: Range<usize>,
-    y: SyncPtr,
+    y: Dest,
     packed: Option<(&[f32], usize, usize)>,
 ) {
     use sgemm::{Epilogue, KC, MR, NR};
@@ -447,8 +469,9 @@ unsafe fn panels_tile(
     let (n, grp) = (image / g.groups, image % g.groups);
     let plane_out = g.out_h * g.out_w;
     let (og, depth) = (g.out_channels / g.groups, g.depth());
-    let first_row = n * g.out_channels + grp * og + rows.start;
-    let origin = first_row * plane_out + cols.start;
+    // the residual's offset of this tile, and the output's first value
+    let origin = (n * g.out_channels + grp * og + rows.start) * plane_out + cols.start;
+    let out = y.at(n, grp * og + rows.start, plane_out).add(cols.start);
     let xg = g.group_input(x, image);
     let bias = bias.map(|b| &b[grp * og + rows.start..]);
     let (nc, block) = (cols.len(), cols.len().next_multiple_of(NR));
@@ -467,19 +490,7 @@ unsafe fn panels_tile(
         if in_place {
             let plane = g.in_h * g.in_w;
             let b = xg[k0 * plane + cols.start..].as_ptr();
-            sgemm::gemm_block_rows(
-                kc,
-                rows.len(),
-                nc,
-                a,
-                k0,
-                rows.start / MR,
-                b,
-                plane,
-                y.0.add(origin),
-                plane_out,
-                ep,
-            );
+            sgemm::gemm_block_rows(kc, rows.len(), nc, a, k0, rows.start / MR, b, plane, out, plane_out, ep);
             continue;
         }
         let b = match packed {
@@ -490,18 +501,7 @@ unsafe fn panels_tile(
                 &buf[..kc * block]
             }
         };
-        sgemm::gemm_block(
-            kc,
-            rows.len(),
-            nc,
-            a,
-            k0,
-            rows.start / MR,
-            b,
-            y.0.add(origin),
-            plane_out,
-            ep,
-        );
+        sgemm::gemm_block(kc, rows.len(), nc, a, k0, rows.start / MR, b, out, plane_out, ep);
     }
     PACKED_B.set(buf);
 }
@@ -529,7 +529,7 @@ unsafe impl Sync for SyncConstPtr {}
 /// im2col matrix already built.
 ///
 /// # Safety
-/// `y` points to the N×O×Ho×Wo output; no other task writes this tile.
+/// `y` describes the N×O×Ho×Wo output; no other task writes this tile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_tile(
     x: &[f32],
@@ -541,7 +541,7 @@ unsafe fn conv_tile(
     image: usize,
     rows: Range<usize>,
     cols: Range<usize>,
-    y: SyncPtr,
+    y: Dest,
     shared_cols: Option<SyncConstPtr>,
 ) {
     let (n, grp) = (image / g.groups, image % g.groups);
@@ -551,7 +551,7 @@ unsafe fn conv_tile(
     let (col0, ncols, nrows) = (cols.start, cols.len(), rows.len());
     // first output row (channel plane) of this block
     let first_row = n * g.out_channels + grp * og + rows.start;
-    let dst = y.0.add(first_row * plane_out + col0);
+    let dst = y.at(n, grp * og + rows.start, plane_out).add(col0);
     // the residual is accumulated onto by the GEMM; bias and activation follow in one pass
     if let Some(r) = residual {
         for o in 0..nrows {

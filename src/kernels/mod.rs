@@ -87,6 +87,25 @@ impl SyncPtr {
 }
 
 /// An output buffer of `n` values, left uninitialised: the kernels write every element.
+/// Where a convolution writes its N×O×Ho×Wo output: image `n`'s O planes from
+/// `ptr + n·image_stride` — `O·Ho·Wo` apart for an array of its own, `C·Ho·Wo` when the output
+/// is channels `c0..c0 + O` of an N×C×Ho×Wo array (a concatenation's, written in place).
+#[derive(Clone, Copy)]
+pub(crate) struct Dest {
+    pub(crate) ptr: SyncPtr,
+    pub(crate) image_stride: usize,
+}
+
+impl Dest {
+    /// The first value of image `n`'s output channel `o` (`plane` values per channel).
+    ///
+    /// # Safety
+    /// As `pointer::add`.
+    pub(crate) unsafe fn at(self, n: usize, o: usize, plane: usize) -> *mut f32 {
+        self.ptr.0.add(n * self.image_stride + o * plane)
+    }
+}
+
 pub(crate) fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialisation.
@@ -99,6 +118,20 @@ pub(crate) fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
 pub(crate) unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity())
+}
+
+/// Copies `src`, N×C×plane, into `dest` (N images of C·plane values), one rayon task per image.
+///
+/// # Safety
+/// `dest` must describe N images of `src.len() / N` values that nothing else reads or writes
+/// meanwhile.
+pub(crate) unsafe fn copy_into(src: &[f32], batch: usize, dest: Dest) {
+    let per_image = src.len() / batch;
+    src.par_chunks(per_image.max(1)).enumerate().for_each(|(n, s)| {
+        // SAFETY: image n's block of `dest`, per_image values, written by this task only.
+        let d = unsafe { std::slice::from_raw_parts_mut(dest.at(n, 0, 0), per_image) };
+        d.copy_from_slice(s);
+    });
 }
 
 /// Concatenation along channels of N×Cᵢ×plane f32 arrays (`parts[i]` holds `channels[i]`

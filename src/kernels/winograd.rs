@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
 use super::sgemm::{self, PanelsA};
-use super::{assume_init, gemm_f32, uninit_output, Mat, SyncPtr};
+use super::{assume_init, gemm_f32, uninit_output, Dest, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// The output tile of a Winograd convolution.
@@ -226,6 +226,31 @@ pub fn winograd_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    let mut y = uninit_output(g.batch * g.out_channels * g.out_h * g.out_w);
+    let dest = Dest {
+        ptr: SyncPtr(y.as_mut_ptr().cast()),
+        image_stride: g.out_channels * g.out_h * g.out_w,
+    };
+    // SAFETY: `y` is the N×O×Ho×Wo output `dest` describes; the call writes all of it.
+    unsafe {
+        winograd_f32_into(x, u, bias, act, residual, g, dest);
+        assume_init(y)
+    }
+}
+
+/// [`winograd_f32`] into `dest`, every value of it.
+///
+/// # Safety
+/// As [`super::conv::conv2d_f32_into`].
+pub(crate) unsafe fn winograd_f32_into(
+    x: &[f32],
+    u: &Filters,
+    bias: Option<&[f32]>,
+    act: Activation,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+    dest: Dest,
+) {
     assert!(
         g.kernel == (3, 3) && g.stride == 1 && g.dilation == 1 && g.groups == 1,
         "winograd: 3×3 stride 1 only"
@@ -241,7 +266,6 @@ pub fn winograd_f32(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.batch * o * plane_out, "residual size");
     }
-    let mut y = uninit_output(g.batch * o * plane_out);
     let tiles_w = g.out_w.div_ceil(m);
     let tiles = g.out_h.div_ceil(m) * tiles_w;
     let threads = rayon::current_num_threads();
@@ -261,7 +285,6 @@ pub fn winograd_f32(
     }
     let block = tiles.div_ceil(blocks);
     let blocks = tiles.div_ceil(block);
-    let out = SyncPtr(y.as_mut_ptr().cast());
     let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
         let t0 = b * block;
@@ -279,7 +302,7 @@ pub fn winograd_f32(
         };
         let mut scratch = SCRATCH.take();
         // SAFETY: tasks write the disjoint output tiles t0..t0+nt of image n.
-        unsafe { task.run(&u.mats, &mut scratch, out.add(n * o * plane_out), wide) };
+        unsafe { task.run(&u.mats, &mut scratch, SyncPtr(dest.at(n, 0, plane_out)), wide) };
         SCRATCH.set(scratch);
     };
     // blocks in parallel when they are many or fill the threads evenly; else each block in turn
@@ -290,8 +313,7 @@ pub fn winograd_f32(
     } else {
         (0..tasks).for_each(|t| run(t, true));
     }
-    // SAFETY: the tasks cover every output tile, and each wrote every pixel of its own.
-    unsafe { assume_init(y) }
+    // the tasks cover every output tile, and each wrote every pixel of its own
 }
 
 /// Tiles `t0..t0 + nt` (row-major over the ⌈Ho/m⌉×⌈Wo/m⌉ tile grid) of one image.

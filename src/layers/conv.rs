@@ -349,7 +349,30 @@ impl Conv2d {
         self.forward_fused(x, Some(residual), act)
     }
 
-    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    /// `self.forward(x)` written straight into `dest` (its output's place in a larger array,
+    /// such as a channel concatenation), where our f32 CPU kernels run this convolution;
+    /// `Ok(false)`, with nothing written, where they do not (another dtype or device, a
+    /// depthwise convolution) or a tracer wants the output as a tensor of its own.
+    ///
+    /// # Safety
+    /// `dest` must describe N images of O·Ho·Wo values that nothing else reads or writes
+    /// meanwhile.
+    pub(crate) unsafe fn forward_into(&self, x: &Tensor, dest: crate::kernels::Dest) -> Result<bool> {
+        let Some(packed) = &self.packed else { return Ok(false) };
+        if x.dtype() != candle_core::DType::F32 || !x.device().is_cpu() || crate::trace::active() {
+            return Ok(false);
+        }
+        let geometry = self.geometry(x)?;
+        packed.prepare(&geometry, || to_f32_vec(&self.weight))?;
+        let act = self.spec.activation;
+        super::with_cpu_f32(x, &self.name, |xs| {
+            crate::kernels::conv::conv2d_f32_into(xs, packed, act, None, &geometry, dest)
+        })?;
+        Ok(true)
+    }
+
+    /// The kernels' geometry of this convolution on `x` (N×C×H×W, C checked).
+    fn geometry(&self, x: &Tensor) -> Result<ConvGeometry> {
         let s = &self.spec;
         let (n, c, h, w) = x.dims4()?;
         if c != s.in_channels {
@@ -361,17 +384,7 @@ impl Conv2d {
         }
         let (ho, wo) = self.out_size(h, w)?;
         let (ph, pw) = self.pads(h, w);
-        if let Some(r) = residual {
-            if r.dims() != [n, s.out_channels, ho, wo] {
-                bail!(
-                    "conv `{}`: residual has shape {:?}, expected {:?}",
-                    self.name,
-                    r.dims(),
-                    [n, s.out_channels, ho, wo]
-                )
-            }
-        }
-        let geometry = ConvGeometry {
+        Ok(ConvGeometry {
             batch: n,
             in_channels: c,
             out_channels: s.out_channels,
@@ -385,7 +398,25 @@ impl Conv2d {
             pad_left: pw.0,
             out_h: ho,
             out_w: wo,
-        };
+        })
+    }
+
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let s = &self.spec;
+        let geometry = self.geometry(x)?;
+        let (n, c, h, w) = x.dims4()?;
+        let (ho, wo) = (geometry.out_h, geometry.out_w);
+        let (ph, pw) = self.pads(h, w);
+        if let Some(r) = residual {
+            if r.dims() != [n, s.out_channels, ho, wo] {
+                bail!(
+                    "conv `{}`: residual has shape {:?}, expected {:?}",
+                    self.name,
+                    r.dims(),
+                    [n, s.out_channels, ho, wo]
+                )
+            }
+        }
         let f32_cpu = x.dtype() == candle_core::DType::F32
             && x.device().is_cpu()
             && residual.is_none_or(|r| r.dtype() == candle_core::DType::F32);

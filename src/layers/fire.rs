@@ -36,6 +36,11 @@ impl Fire {
 impl Module for Fire {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.squeeze.forward(x)?;
-        super::cat_channels(&[self.expand1x1.forward(&s)?, self.expand3x3.forward(&s)?])
+        let expand = |conv| super::Part::Conv(conv, Box::new(|| Ok(s.clone())));
+        super::cat_into(
+            &s,
+            self.out_channels(),
+            vec![expand(&self.expand1x1), expand(&self.expand3x3)],
+        )
     }
 }

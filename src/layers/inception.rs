@@ -3,10 +3,12 @@
 //! Architecture", Figs. 5–7 and Table 1, torchvision's `Inception3` names).
 //! Every convolution is a `BasicConv2d`: conv (no bias) + BatchNorm (ε = 1e-3) + ReLU.
 
+use std::cell::RefCell;
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{Activation, AvgPool2d, Conv2d, ConvSpec, MaxPool2d, Norm, Padding, PoolSpec};
+use super::{cat_into, Activation, AvgPool2d, Conv2d, ConvSpec, MaxPool2d, Norm, Padding, Part, PoolSpec};
 
 /// torchvision's `BasicConv2d` at `vb` (`conv`, `bn`).
 pub fn basic_conv(vb: &VarBuilder, spec: ConvSpec, norm: Norm) -> Result<Conv2d> {
@@ -21,6 +23,18 @@ fn factorised(vb: &VarBuilder, cin: usize, cout: usize, k: (usize, usize), norm:
 
 fn chain(convs: &[Conv2d], x: &Tensor) -> Result<Tensor> {
     convs.iter().try_fold(x.clone(), |h, c| c.forward(&h))
+}
+
+/// A branch as a part of its module's concatenation: the convolutions but the last run on `x`,
+/// the last one writes into the module's output.
+fn branch<'a>(convs: &'a [Conv2d], x: &'a Tensor) -> Part<'a> {
+    let (last, first) = convs.split_last().expect("a branch has a convolution");
+    Part::Conv(last, Box::new(move || chain(first, x)))
+}
+
+/// The output channels of the convolutions ending the branches.
+fn channels(last: &[&Conv2d]) -> usize {
+    last.iter().map(|c| c.spec().out_channels).sum()
 }
 
 /// GoogLeNet's Inception module (Table 1 columns #1×1, #3×3 reduce, #3×3, #5×5 reduce,
@@ -66,15 +80,23 @@ impl InceptionV1 {
 
 impl Module for InceptionV1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let pooled = MaxPool2d(PoolSpec::new(3, 1).pad(1).ceil()).forward(x)?;
-        // traced on its own, or its time would be counted in the next traced layer (branch 1)
-        crate::trace::record_lazy(|| self.pool_name.clone(), "MaxPool2d", &pooled, 0);
-        super::cat_channels(&[
-            self.branch1.forward(x)?,
-            chain(&self.branch2, x)?,
-            chain(&self.branch3, x)?,
-            self.branch4.forward(&pooled)?,
-        ])
+        let pooled = move || {
+            let pooled = MaxPool2d(PoolSpec::new(3, 1).pad(1).ceil()).forward(x)?;
+            // traced on its own, or its time would be counted in branch 4's convolution
+            crate::trace::record_lazy(|| self.pool_name.clone(), "MaxPool2d", &pooled, 0);
+            Ok(pooled)
+        };
+        let c = channels(&[&self.branch1, &self.branch2[1], &self.branch3[1], &self.branch4]);
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(std::slice::from_ref(&self.branch1), x),
+                branch(&self.branch2, x),
+                branch(&self.branch3, x),
+                Part::Conv(&self.branch4, Box::new(pooled)),
+            ],
+        )
     }
 }
 
@@ -123,13 +145,22 @@ impl InceptionA {
 
 impl Module for InceptionA {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let parts = [
-            self.branch1x1.forward(x)?,
-            chain(&self.branch5x5, x)?,
-            chain(&self.branch3x3dbl, x)?,
-            self.branch_pool.forward(&self.pool.forward(x)?)?,
-        ];
-        super::cat_channels(&parts)
+        let c = channels(&[
+            &self.branch1x1,
+            self.branch5x5.last().unwrap(),
+            self.branch3x3dbl.last().unwrap(),
+            &self.branch_pool,
+        ]);
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(std::slice::from_ref(&self.branch1x1), x),
+                branch(&self.branch5x5, x),
+                branch(&self.branch3x3dbl, x),
+                Part::Conv(&self.branch_pool, Box::new(|| self.pool.forward(x))),
+            ],
+        )
     }
 }
 
@@ -156,7 +187,16 @@ impl InceptionB {
 
 impl Module for InceptionB {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::cat_channels(&[self.branch3x3.forward(x)?, chain(&self.branch3x3dbl, x)?, max3s2(x)?])
+        let c = channels(&[&self.branch3x3, &self.branch3x3dbl[2]]) + x.dim(1)?;
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(std::slice::from_ref(&self.branch3x3), x),
+                branch(&self.branch3x3dbl, x),
+                Part::Tensor(Box::new(|| max3s2(x))),
+            ],
+        )
     }
 }
 
@@ -196,13 +236,22 @@ impl InceptionC {
 
 impl Module for InceptionC {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let parts = [
-            self.branch1x1.forward(x)?,
-            chain(&self.branch7x7, x)?,
-            chain(&self.branch7x7dbl, x)?,
-            self.branch_pool.forward(&self.pool.forward(x)?)?,
-        ];
-        super::cat_channels(&parts)
+        let c = channels(&[
+            &self.branch1x1,
+            self.branch7x7.last().unwrap(),
+            self.branch7x7dbl.last().unwrap(),
+            &self.branch_pool,
+        ]);
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(std::slice::from_ref(&self.branch1x1), x),
+                branch(&self.branch7x7, x),
+                branch(&self.branch7x7dbl, x),
+                Part::Conv(&self.branch_pool, Box::new(|| self.pool.forward(x))),
+            ],
+        )
     }
 }
 
@@ -234,7 +283,16 @@ impl InceptionD {
 
 impl Module for InceptionD {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::cat_channels(&[chain(&self.branch3x3, x)?, chain(&self.branch7x7x3, x)?, max3s2(x)?])
+        let c = channels(&[&self.branch3x3[1], &self.branch7x7x3[3]]) + x.dim(1)?;
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(&self.branch3x3, x),
+                branch(&self.branch7x7x3, x),
+                Part::Tensor(Box::new(|| max3s2(x))),
+            ],
+        )
     }
 }
 
@@ -274,16 +332,46 @@ impl InceptionE {
 
 impl Module for InceptionE {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let b3 = self.branch3x3_1.forward(x)?;
-        let b3 = super::cat_channels(&[self.branch3x3_2a.forward(&b3)?, self.branch3x3_2b.forward(&b3)?])?;
-        let bd = self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)?)?;
-        let bd = super::cat_channels(&[self.branch3x3dbl_3a.forward(&bd)?, self.branch3x3dbl_3b.forward(&bd)?])?;
-        let parts = [
-            self.branch1x1.forward(x)?,
-            b3,
-            bd,
-            self.branch_pool.forward(&self.pool.forward(x)?)?,
-        ];
-        super::cat_channels(&parts)
+        // the 1×3 and 3×1 pairs share their input: computed for the first, kept for the second
+        let (b3, bd) = (RefCell::new(None), RefCell::new(None));
+        let keep = |cell: &RefCell<Option<Tensor>>, t: Result<Tensor>| {
+            let t = t?;
+            *cell.borrow_mut() = Some(t.clone());
+            Ok(t)
+        };
+        let kept = |cell: &RefCell<Option<Tensor>>| {
+            cell.borrow_mut()
+                .take()
+                .ok_or_else(|| candle_core::Error::Msg("InceptionE: shared branch input missing".into()))
+        };
+        let c = channels(&[
+            &self.branch1x1,
+            &self.branch3x3_2a,
+            &self.branch3x3_2b,
+            &self.branch3x3dbl_3a,
+            &self.branch3x3dbl_3b,
+            &self.branch_pool,
+        ]);
+        cat_into(
+            x,
+            c,
+            vec![
+                branch(std::slice::from_ref(&self.branch1x1), x),
+                Part::Conv(&self.branch3x3_2a, Box::new(|| keep(&b3, self.branch3x3_1.forward(x)))),
+                Part::Conv(&self.branch3x3_2b, Box::new(|| kept(&b3))),
+                Part::Conv(
+                    &self.branch3x3dbl_3a,
+                    Box::new(|| {
+                        let t = self
+                            .branch3x3dbl_1
+                            .forward(x)
+                            .and_then(|t| self.branch3x3dbl_2.forward(&t));
+                        keep(&bd, t)
+                    }),
+                ),
+                Part::Conv(&self.branch3x3dbl_3b, Box::new(|| kept(&bd))),
+                Part::Conv(&self.branch_pool, Box::new(|| self.pool.forward(x))),
+            ],
+        )
     }
 }

@@ -46,6 +46,93 @@ pub(crate) fn with_cpu_f32<R>(
     })?
 }
 
+/// One part of a channel concatenation ([`cat_into`]): a tensor, or a convolution of a tensor,
+/// which then writes straight into its channels of the result. Each is computed when
+/// [`cat_into`] reaches it, in order, as the branches of a module would be one after another.
+pub enum Part<'a> {
+    Tensor(Box<dyn FnOnce() -> candle_core::Result<candle_core::Tensor> + 'a>),
+    Conv(
+        &'a Conv2d,
+        Box<dyn FnOnce() -> candle_core::Result<candle_core::Tensor> + 'a>,
+    ),
+}
+
+/// `cat_channels` of the parts (N×Cᵢ×H×W, `channels` = ΣCᵢ) without the copy where it can:
+/// on the CPU in f32 (`x`, the module's input, says) each convolution part writes its output
+/// into its channel slice of one uninitialised N×C×H×W array, and other parts (pools, or a
+/// convolution our kernels do not run) are copied in; elsewhere candle's `cat` of the parts.
+/// SqueezeNet's Fire and GoogLeNet's and Inception v3's modules end this way.
+pub fn cat_into(
+    x: &candle_core::Tensor,
+    channels: usize,
+    parts: Vec<Part<'_>>,
+) -> candle_core::Result<candle_core::Tensor> {
+    use crate::kernels::{assume_init, copy_into, uninit_output, Dest, SyncPtr};
+    use candle_core::{bail, DType, Module, Tensor};
+    if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        let parts = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Tensor(f) => f(),
+                Part::Conv(conv, f) => conv.forward(&f()?),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        return Tensor::cat(&parts, 1);
+    }
+    // the output, allocated at the first part (which gives N×H×W), and the next channel
+    type Out = (Vec<std::mem::MaybeUninit<f32>>, (usize, usize, usize));
+    let mut out: Option<Out> = None;
+    let mut offset = 0;
+    for part in parts {
+        let (conv, input) = match part {
+            Part::Tensor(f) => (None, f()?),
+            Part::Conv(conv, f) => (Some(conv), f()?),
+        };
+        let (n, c, h, w) = match conv {
+            Some(conv) => {
+                let (n, _, h, w) = input.dims4()?;
+                let (ho, wo) = conv.out_size(h, w)?;
+                (n, conv.spec().out_channels, ho, wo)
+            }
+            None => input.dims4()?,
+        };
+        let (buf, shape) = out.get_or_insert_with(|| (uninit_output(n * channels * h * w), (n, h, w)));
+        if *shape != (n, h, w) || offset + c > channels {
+            bail!(
+                "cat_into: a part of shape {:?} does not fit {shape:?} with {channels} channels at channel {offset}",
+                (n, c, h, w)
+            )
+        }
+        let dest = Dest {
+            // SAFETY: offset < channels, so within image 0 of `buf`
+            ptr: unsafe { SyncPtr(buf.as_mut_ptr().cast::<f32>()).add(offset * h * w) },
+            image_stride: channels * h * w,
+        };
+        // SAFETY: `dest` is channels offset..offset + c of every image of `buf`, which this part
+        // alone writes, all of it (the shape was checked above).
+        let written = match conv {
+            Some(conv) => unsafe { conv.forward_into(&input, dest)? },
+            None => false,
+        };
+        if !written {
+            let t = match conv {
+                Some(conv) => conv.forward(&input)?,
+                None => input,
+            };
+            with_cpu_f32(&t.contiguous()?, "cat_into", |v| unsafe { copy_into(v, n, dest) })?;
+        }
+        offset += c;
+    }
+    let Some((buf, (n, h, w))) = out else {
+        bail!("cat_into: no parts")
+    };
+    if offset != channels {
+        bail!("cat_into: the parts have {offset} channels, expected {channels}")
+    }
+    // SAFETY: the parts wrote every channel of every image.
+    Tensor::from_vec(unsafe { assume_init(buf) }, (n, channels, h, w), x.device())
+}
+
 /// `Tensor::cat(parts, 1)` for N×Cᵢ×H×W tensors (Fire and Inception modules): on the CPU in
 /// f32, one parallel copy per (image, part) into an uninitialised output
 /// ([`crate::kernels::concat_channels_f32`]); elsewhere candle's `cat`.

@@ -32,6 +32,29 @@ fn branch<'a>(convs: &'a [Conv2d], x: &'a Tensor) -> Part<'a> {
     Part::Conv(last, Box::new(move || chain(first, x)))
 }
 
+/// Modules A and C: a 1×1 branch, two chains of convolutions and a pooled 1×1, concatenated.
+fn one_pool_three_convs(
+    x: &Tensor,
+    branch1x1: &Conv2d,
+    chain1: &[Conv2d],
+    chain2: &[Conv2d],
+    pool: &AvgPool2d,
+    branch_pool: &Conv2d,
+) -> Result<Tensor> {
+    let last = |c: &[Conv2d]| c.last().expect("a branch has a convolution").spec().out_channels;
+    let c = branch1x1.spec().out_channels + last(chain1) + last(chain2) + branch_pool.spec().out_channels;
+    cat_into(
+        x,
+        c,
+        vec![
+            branch(std::slice::from_ref(branch1x1), x),
+            branch(chain1, x),
+            branch(chain2, x),
+            Part::Conv(branch_pool, Box::new(|| pool.forward(x))),
+        ],
+    )
+}
+
 /// The output channels of the convolutions ending the branches.
 fn channels(last: &[&Conv2d]) -> usize {
     last.iter().map(|c| c.spec().out_channels).sum()
@@ -145,21 +168,13 @@ impl InceptionA {
 
 impl Module for InceptionA {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = channels(&[
-            &self.branch1x1,
-            self.branch5x5.last().unwrap(),
-            self.branch3x3dbl.last().unwrap(),
-            &self.branch_pool,
-        ]);
-        cat_into(
+        one_pool_three_convs(
             x,
-            c,
-            vec![
-                branch(std::slice::from_ref(&self.branch1x1), x),
-                branch(&self.branch5x5, x),
-                branch(&self.branch3x3dbl, x),
-                Part::Conv(&self.branch_pool, Box::new(|| self.pool.forward(x))),
-            ],
+            &self.branch1x1,
+            &self.branch5x5,
+            &self.branch3x3dbl,
+            &self.pool,
+            &self.branch_pool,
         )
     }
 }
@@ -236,21 +251,13 @@ impl InceptionC {
 
 impl Module for InceptionC {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = channels(&[
-            &self.branch1x1,
-            self.branch7x7.last().unwrap(),
-            self.branch7x7dbl.last().unwrap(),
-            &self.branch_pool,
-        ]);
-        cat_into(
+        one_pool_three_convs(
             x,
-            c,
-            vec![
-                branch(std::slice::from_ref(&self.branch1x1), x),
-                branch(&self.branch7x7, x),
-                branch(&self.branch7x7dbl, x),
-                Part::Conv(&self.branch_pool, Box::new(|| self.pool.forward(x))),
-            ],
+            &self.branch1x1,
+            &self.branch7x7,
+            &self.branch7x7dbl,
+            &self.pool,
+            &self.branch_pool,
         )
     }
 }

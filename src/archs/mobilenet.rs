@@ -18,6 +18,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::{forward_stages, Stage};
 use crate::layers::{
     global_avg_pool, linear, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual, Linear, PaddingMode,
 };
@@ -225,15 +226,24 @@ impl Network for MobileNetV2 {
         "mobilenet_v2"
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.stem.forward(x)?; // N×32α×H/2×W/2
-        crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
+        let mut stages: Vec<Stage> = vec![Box::new(|x| {
+            let h = self.stem.forward(x)?; // N×32α×H/2×W/2
+            crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
+            Ok(h)
+        })];
         for (i, b) in self.blocks.iter().enumerate() {
-            h = b.forward(&h)?;
-            crate::trace::record_lazy(|| format!("features.{}", i + 1), "InvertedResidual", &h, 0);
+            stages.push(Box::new(move |h| {
+                let h = b.forward(h)?;
+                crate::trace::record_lazy(|| format!("features.{}", i + 1), "InvertedResidual", &h, 0);
+                Ok(h)
+            }));
         }
-        let h = self.last.forward(&h)?; // N×1280·max(1,α)×H/32×W/32
-        crate::trace::record("features.18", "ConvBNReLU6", &h, 0);
-        Ok(h)
+        stages.push(Box::new(|h| {
+            let h = self.last.forward(h)?; // N×1280·max(1,α)×H/32×W/32
+            crate::trace::record("features.18", "ConvBNReLU6", &h, 0);
+            Ok(h)
+        }));
+        forward_stages(x, &stages)
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;

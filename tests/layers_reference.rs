@@ -320,7 +320,7 @@ proptest! {
     }
 
     /// `cat_into` (each convolution part written straight into its channels of the output)
-    /// against `cat_channels` of the parts computed on their own: 1×1, 3×3 (im2col or
+    /// against candle's `cat` of the parts computed on their own: 1×1, 3×3 (im2col or
     /// Winograd), strided, f16-stored and depthwise (copied in: not ours to write in place)
     /// convolutions and a pooled tensor part, any batch.
     #[test]
@@ -346,7 +346,7 @@ proptest! {
         let pool = MaxPool2d(PoolSpec::new(3, stride).pad(1));
         let mut want: Vec<Tensor> = convs.iter().map(|c| c.forward(&x).unwrap()).collect();
         want.push(pool.forward(&x).unwrap());
-        let want = ferrovision::layers::cat_channels(&want).unwrap();
+        let want = Tensor::cat(&want, 1).unwrap();
         let mut parts: Vec<Part> = convs.iter().map(|c| Part::Conv(c, Box::new(|| Ok(x.clone())))).collect();
         parts.push(Part::Tensor(Box::new(|| pool.forward(&x))));
         let got = cat_into(&x, want.dim(1).unwrap(), parts).unwrap();
@@ -577,6 +577,13 @@ proptest! {
             let (with_bias, with_res) = (seed & 8 != 0, seed & 16 != 0);
             let panels = PanelsA::pack(&a, m, k);
             let mut c = vec![f32::NAN; m * n]; // every element must be written
+            let ep = |k0: usize, kc: usize| Epilogue {
+                bias: with_bias.then_some(&bias[..]),
+                residual: with_res.then_some(res.as_ptr()),
+                act,
+                first: k0 == 0,
+                last: k0 + kc == k,
+            };
             let mut packed = vec![0f32; 0];
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
@@ -588,15 +595,8 @@ proptest! {
                 } else {
                     sgemm::pack_b_strided(kc, n, &mut packed, &b[k0 * n..], n);
                 }
-                let ep = Epilogue {
-                    bias: with_bias.then_some(&bias[..]),
-                    residual: with_res.then_some(res.as_ptr()),
-                    act,
-                    first: k0 == 0,
-                    last: k0 + kc == k,
-                };
                 // SAFETY: c and res are m×n with row stride n; the CPU supports `isa`.
-                unsafe { sgemm::gemm_block_on(isa, kc, m, n, &panels, k0, 0, &packed, c.as_mut_ptr(), n, ep) };
+                unsafe { sgemm::gemm_block_on(isa, kc, m, n, &panels, k0, 0, &packed, c.as_mut_ptr(), n, ep(k0, kc)) };
             }
             // AVX-512 also reads B in place (1×1 convolutions' input planes): rows `ld` apart,
             // here with NaN between them, which its masked loads must not touch
@@ -610,15 +610,8 @@ proptest! {
                 let mut c2 = vec![f32::NAN; m * n];
                 for k0 in (0..k).step_by(KC) {
                     let kc = KC.min(k - k0);
-                    let ep = Epilogue {
-                        bias: with_bias.then_some(&bias[..]),
-                        residual: with_res.then_some(res.as_ptr()),
-                        act,
-                        first: k0 == 0,
-                        last: k0 + kc == k,
-                    };
                     // SAFETY: b_rows holds k rows of n values ld apart; c2 as c above.
-                    unsafe { sgemm::gemm_block_rows(kc, m, n, &panels, k0, 0, b_rows[k0 * ld..].as_ptr(), ld, c2.as_mut_ptr(), n, ep) };
+                    unsafe { sgemm::gemm_block_rows(kc, m, n, &panels, k0, 0, b_rows[k0 * ld..].as_ptr(), ld, c2.as_mut_ptr(), n, ep(k0, kc)) };
                 }
                 prop_assert!(c2.iter().zip(&c).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "in-place B differs from packed");
             }

@@ -40,36 +40,31 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     assert_eq!(weight.len(), g.in_channels * kh * kw, "depthwise weight size");
     let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
     #[cfg(target_arch = "x86_64")]
-    if let Some(plan) = Plan3x3::new(g) {
-        out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
-            let c = p % g.in_channels;
-            let xin = &x[p * plane_in..][..plane_in];
-            let w: &[f32; 9] = weight[c * 9..][..9].try_into().expect("3×3 weights");
-            let b = bias.map_or(0.0, |b| b[c]);
-            let mut scratch = SCRATCH.take();
-            // SAFETY: Plan3x3::new checked that the CPU has AVX2 and FMA.
-            unsafe {
-                match act {
-                    Activation::None => plane3x3::<0>(xin, w, b, &plan, &mut scratch, y),
-                    Activation::Relu => plane3x3::<1>(xin, w, b, &plan, &mut scratch, y),
-                    Activation::Relu6 => plane3x3::<2>(xin, w, b, &plan, &mut scratch, y),
-                }
-            }
-            SCRATCH.set(scratch);
-        });
-        // SAFETY: `plane3x3` writes every element of its output plane.
-        return unsafe { super::assume_init(out) };
-    }
+    let plan = Plan3x3::new(g);
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let c = p % g.in_channels;
         let xin = &x[p * plane_in..][..plane_in];
         let w = &weight[c * kh * kw..][..kh * kw];
         let b = bias.map_or(0.0, |b| b[c]);
         let mut scratch = SCRATCH.take();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = &plan {
+            let w: &[f32; 9] = w.try_into().expect("3×3 weights");
+            // SAFETY: Plan3x3::new checked that the CPU has AVX2 and FMA.
+            unsafe {
+                match act {
+                    Activation::None => plane3x3::<0>(xin, w, b, plan, &mut scratch, y),
+                    Activation::Relu => plane3x3::<1>(xin, w, b, plan, &mut scratch, y),
+                    Activation::Relu6 => plane3x3::<2>(xin, w, b, plan, &mut scratch, y),
+                }
+            }
+            SCRATCH.set(scratch);
+            return;
+        }
         plane(xin, w, b, act, g, &mut scratch, y);
         SCRATCH.set(scratch);
     });
-    // SAFETY: `plane` writes every element of its output plane.
+    // SAFETY: `plane` and `plane3x3` write every element of their output plane.
     unsafe { super::assume_init(out) }
 }
 

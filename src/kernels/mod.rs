@@ -86,7 +86,6 @@ impl SyncPtr {
     }
 }
 
-/// An output buffer of `n` values, left uninitialised: the kernels write every element.
 /// Where a convolution writes its N×O×Ho×Wo output: image `n`'s O planes from
 /// `ptr + n·image_stride` — `O·Ho·Wo` apart for an array of its own, `C·Ho·Wo` when the output
 /// is channels `c0..c0 + O` of an N×C×Ho×Wo array (a concatenation's, written in place).
@@ -106,6 +105,7 @@ impl Dest {
     }
 }
 
+/// An output buffer of `n` values, left uninitialised: the kernels write every element.
 pub(crate) fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialisation.
@@ -132,33 +132,6 @@ pub(crate) unsafe fn copy_into(src: &[f32], batch: usize, dest: Dest) {
         let d = unsafe { std::slice::from_raw_parts_mut(dest.at(n, 0, 0), per_image) };
         d.copy_from_slice(s);
     });
-}
-
-/// Concatenation along channels of N×Cᵢ×plane f32 arrays (`parts[i]` holds `channels[i]`
-/// planes per image): one rayon task per (image, part) copies its block into an uninitialised
-/// output, instead of one thread copying into a zeroed one (candle's `cat`).
-pub fn concat_channels_f32(parts: &[&[f32]], channels: &[usize], batch: usize, plane: usize) -> Vec<f32> {
-    assert_eq!(parts.len(), channels.len(), "one channel count per part");
-    for (p, &c) in parts.iter().zip(channels) {
-        assert_eq!(p.len(), batch * c * plane, "concat part size");
-    }
-    let total: usize = channels.iter().sum();
-    let mut y = uninit_output(batch * total * plane);
-    let out = SyncPtr(y.as_mut_ptr().cast());
-    // part i's first channel in the output
-    let offsets: Vec<usize> = channels
-        .iter()
-        .scan(0, |o, &c| Some(std::mem::replace(o, *o + c)))
-        .collect();
-    (0..batch * parts.len()).into_par_iter().for_each(|t| {
-        let (n, i) = (t / parts.len(), t % parts.len());
-        let len = channels[i] * plane;
-        let src = &parts[i][n * len..][..len];
-        // SAFETY: task (n, i) alone writes channels offsets[i].. of image n, in bounds.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.add((n * total + offsets[i]) * plane).0, len) };
-    });
-    // SAFETY: the (image, part) blocks cover the output.
-    unsafe { assume_init(y) }
 }
 
 /// `dst.copy_from_slice(src)` for the short runs of im2col (an output row: 7 to 112 values), in

@@ -17,8 +17,8 @@
 //! BLIS's Haswell kernel) and AVX-512 (6×32 over two strips: 12 zmm accumulators, masked
 //! tails; it also reads B in place, [`gemm_block_rows`]). [`kernel_isa`] picks one per CPU;
 //! [`available`] says whether either runs here; where neither does, the convolution keeps the
-//! `gemm` crate path. `sgemm_matches_naive` in
-//! `tests/layers_reference.rs` checks each kernel the CPU supports against a triple loop.
+//! `gemm` crate path. `sgemm_matches_naive` in `tests/layers_reference.rs` checks each kernel
+//! the CPU supports against a triple loop.
 
 use crate::layers::Activation;
 
@@ -142,9 +142,9 @@ pub fn pack_b_row(kc: usize, k: usize, row: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`pack_b_row`] for all `kc` rows of a block, which lie in memory `ld` apart (a 1×1 convolution's input planes):
-/// strip by strip, so the writes run sequentially (measured 5-40% faster than row by row,
-/// whose writes jump between strips).
+/// [`pack_b_row`] for all `kc` rows of a block, which lie in memory `ld` apart (a 1×1
+/// convolution's input planes): strip by strip, so the writes run sequentially (measured 5-40%
+/// faster than row by row, whose writes jump between strips).
 #[inline(always)]
 pub fn pack_b_strided(kc: usize, cols: usize, out: &mut [f32], src: &[f32], ld: usize) {
     assert_eq!(out.len(), cols.div_ceil(NR) * kc * NR, "packed B size");
@@ -228,7 +228,7 @@ pub unsafe fn gemm_block_on(
     debug_assert!(b.len() >= cols.div_ceil(NR) * kc * NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        return avx512::gemm_block(kc, rows, cols, a, k0, p0, b, c, ldc, ep);
+        return avx512::gemm_block(kc, rows, cols, a, k0, p0, avx512::B::Packed(b), c, ldc, ep);
     }
     for p in 0..rows.div_ceil(MR) {
         let ap = a.panel(k0, p0 + p);
@@ -289,7 +289,7 @@ pub unsafe fn gemm_block_rows(
     ldc: usize,
     ep: Epilogue,
 ) {
-    avx512::gemm_block_b(kc, rows, cols, a, k0, p0, avx512::B::Rows(b, ldb), c, ldc, ep)
+    avx512::gemm_block(kc, rows, cols, a, k0, p0, avx512::B::Rows(b, ldb), c, ldc, ep)
 }
 
 /// The scalar epilogue for one value: `v` is the block's sum.
@@ -402,25 +402,6 @@ mod avx512 {
     use crate::layers::Activation;
     use std::arch::x86_64::*;
 
-    /// [`super::gemm_block`] with the AVX-512 kernel: two strips (32 columns) per call; a
-    /// tail of 9 to 24 columns takes one strip (16) at a time, and one of at most 8 the AVX2
-    /// kernel's one-vector tile, so a 7×7 map's 49 columns cost 32 + 16 + 8 lanes, not 64.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm_block(
-        kc: usize,
-        rows: usize,
-        cols: usize,
-        a: &PanelsA,
-        k0: usize,
-        p0: usize,
-        b: &[f32],
-        c: *mut f32,
-        ldc: usize,
-        ep: Epilogue,
-    ) {
-        gemm_block_b(kc, rows, cols, a, k0, p0, B::Packed(b), c, ldc, ep)
-    }
-
     /// Where the kernel reads B: packed strips, or rows in place (`ptr`, `ld`).
     #[derive(Clone, Copy)]
     pub(super) enum B<'a> {
@@ -428,9 +409,12 @@ mod avx512 {
         Rows(*const f32, usize),
     }
 
-    /// [`gemm_block`] from either kind of B.
+    /// [`super::gemm_block`] with the AVX-512 kernel, from either kind of B: two strips (32
+    /// columns) per call; from packed B a tail of 9 to 24 columns takes one strip (16) at a
+    /// time, and one of at most 8 the AVX2 kernel's one-vector tile, so a 7×7 map's 49 columns
+    /// cost 32 + 16 + 8 lanes, not 64.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm_block_b(
+    pub(super) unsafe fn gemm_block(
         kc: usize,
         rows: usize,
         cols: usize,

@@ -133,39 +133,17 @@ pub fn cat_into(
     Tensor::from_vec(unsafe { assume_init(buf) }, (n, channels, h, w), x.device())
 }
 
-/// `Tensor::cat(parts, 1)` for N×Cᵢ×H×W tensors (Fire and Inception modules): on the CPU in
-/// f32, one parallel copy per (image, part) into an uninitialised output
-/// ([`crate::kernels::concat_channels_f32`]); elsewhere candle's `cat`.
+/// `Tensor::cat(parts, 1)` for N×Cᵢ×H×W tensors: [`cat_into`] with every part copied in (on
+/// the CPU in f32, one parallel copy per image into an uninitialised output); other ranks,
+/// dtypes or devices take candle's `cat`.
 pub fn cat_channels(parts: &[candle_core::Tensor]) -> candle_core::Result<candle_core::Tensor> {
-    use candle_core::{DType, Storage, Tensor};
-    let fast = !parts.is_empty()
-        && parts
-            .iter()
-            .all(|t| t.dtype() == DType::F32 && t.device().is_cpu() && t.rank() == 4)
-        && parts.iter().all(|t| {
-            let (d0, d) = (parts[0].dims(), t.dims());
-            d[0] == d0[0] && d[2..] == d0[2..]
-        });
-    if !fast {
-        return Tensor::cat(parts, 1);
-    }
-    let parts: Vec<Tensor> = parts
+    let Some(first) = parts.first().filter(|_| parts.iter().all(|t| t.rank() == 4)) else {
+        return candle_core::Tensor::cat(parts, 1);
+    };
+    let channels = parts.iter().map(|t| t.dim(1)).sum::<candle_core::Result<usize>>()?;
+    let parts = parts
         .iter()
-        .map(|t| t.contiguous())
-        .collect::<candle_core::Result<_>>()?;
-    let guards: Vec<_> = parts.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(parts.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            candle_core::bail!("cat_channels: expected a CPU tensor")
-        };
-        let (a, z) = layout.contiguous_offsets().expect("contiguous");
-        slices.push(&cpu.as_slice::<f32>()?[a..z]);
-    }
-    let (n, _, h, w) = parts[0].dims4()?;
-    let channels: Vec<usize> = parts.iter().map(|t| t.dim(1)).collect::<candle_core::Result<_>>()?;
-    let y = crate::kernels::concat_channels_f32(&slices, &channels, n, h * w);
-    let c = channels.iter().sum::<usize>();
-    drop(guards);
-    Tensor::from_vec(y, (n, c, h, w), parts[0].device())
+        .map(|t| Part::Tensor(Box::new(move || Ok(t.clone()))))
+        .collect();
+    cat_into(first, channels, parts)
 }

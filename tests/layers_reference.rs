@@ -34,7 +34,10 @@ fn lcg_values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A test input (and, since every test makes its inputs here, the switch that makes every
+/// kernel output start as NaN, so an unwritten value fails the comparison).
 fn arr(d: [usize; 4], seed: u64) -> Arr {
+    ferrovision::kernels::poison_outputs();
     Arr {
         d,
         v: lcg_values(seed, d.iter().product()),
@@ -146,7 +149,16 @@ fn scale_of(want: &Arr) -> f32 {
 fn assert_close_scaled(got: &Tensor, want: &Arr, what: &str, tol: f32, scale: f32) {
     assert_eq!(got.dims(), &want.d, "{what}: shape");
     let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let max_diff = g.iter().zip(&want.v).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    // a NaN (e.g. an output value no kernel wrote, see `arr`) counts as an infinite difference;
+    // f32::max alone would skip it
+    let max_diff = g.iter().zip(&want.v).fold(0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
     if std::env::var_os("FERROVISION_PRINT_DIFF").is_some() {
         eprintln!("{what}: max |diff| {max_diff:.3e} = {:.3e} × scale", max_diff / scale);
     }

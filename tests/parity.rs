@@ -100,7 +100,15 @@ fn compare(case: &str, got: &Tensor, want: &Tensor) -> f32 {
     let mut worst = 0f32;
     for (r, (g, w)) in got.iter().zip(&want).enumerate() {
         let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // a NaN counts as an infinite difference (f32::max alone would skip it)
+        let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| {
+            let d = (a - b).abs();
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                m.max(d)
+            }
+        });
         let rel = diff / scale;
         worst = worst.max(rel);
         assert!(

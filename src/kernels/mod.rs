@@ -105,12 +105,25 @@ impl Dest {
     }
 }
 
-/// An output buffer of `n` values, left uninitialised: the kernels write every element.
+/// An output buffer of `n` values, left uninitialised: the kernels write every element
+/// (NaN-filled after [`poison_outputs`]).
 pub(crate) fn uninit_output(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+    if POISON.load(std::sync::atomic::Ordering::Relaxed) {
+        return vec![std::mem::MaybeUninit::new(f32::NAN); n];
+    }
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialisation.
     unsafe { v.set_len(n) };
     v
+}
+
+static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For tests: every kernel output buffer starts as NaN, so a value a kernel fails to write
+/// shows (left uninitialised, it often holds the right value from an earlier identical call
+/// whose freed buffer the allocator hands back).
+pub fn poison_outputs() {
+    POISON.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// # Safety

@@ -285,9 +285,20 @@ pub(crate) unsafe fn winograd_f32_into(
     }
     let block = tiles.div_ceil(blocks);
     let blocks = tiles.div_ceil(block);
+    // block b starts at b·tiles/blocks rounded down to whole 8-tile vectors: a block of 33
+    // tiles pays the GEMM a whole extra 8-column tail for its last tile (5 × 32 + 36, not 6 ×
+    // 33, for ResNet's and SqueezeNet's 56² and 55² maps at batch 1)
+    let round = if tiles / blocks >= 8 { 8 } else { 1 }; // (no empty blocks)
+    let start = |b: usize| {
+        if b == blocks {
+            tiles
+        } else {
+            b * tiles / blocks / round * round
+        }
+    };
     let run = |task: usize, wide: bool| {
         let (n, b) = (task / blocks, task % blocks);
-        let t0 = b * block;
+        let t0 = start(b);
         let task = Task {
             x: &x[n * c * g.in_h * g.in_w..][..c * g.in_h * g.in_w],
             residual: residual.map(|r| &r[n * o * plane_out..][..o * plane_out]),
@@ -297,7 +308,7 @@ pub(crate) unsafe fn winograd_f32_into(
             tile: u.tile,
             tiles_w,
             t0,
-            nt: block.min(tiles - t0),
+            nt: start(b + 1) - t0,
             packed_v: matches!(u.mats, Mats::Panels(_)),
         };
         let mut scratch = SCRATCH.take();
@@ -348,11 +359,11 @@ impl Task<'_> {
     }
 
     /// Temporaries of the transforms: for the input, 2α padded input rows (m·tiles_w + 2
-    /// values) and m column phases; for the output, α·m rows of the block's tiles and 2m rows
-    /// of tiles_w.
+    /// values) and m column phases; for the output, α·m + m² rows of the block's tiles and
+    /// one output row (m·tiles_w).
     fn temporaries(&self) -> Vec<f32> {
         let (m, a, tw) = (self.tile.m(), self.tile.alpha(), self.tiles_w);
-        vec![0f32; (2 * a * (m * tw + 2) + m * (tw + 1)).max(a * m * self.nt + 2 * m * tw)]
+        vec![0f32; (2 * a * (m * tw + 2) + m * (tw + 1)).max((a * m + m * m) * self.m_cols() + m * tw)]
     }
 
     /// Runs the block on this thread, or (`wide`) with each step split over all threads:
@@ -362,30 +373,30 @@ impl Task<'_> {
     /// `y` points to this image's O×Ho×Wo output; no other task writes these tiles.
     unsafe fn run(&self, u: &Mats, scratch: &mut Vec<f32>, y: SyncPtr, wide: bool) {
         let g = self.g;
-        let (c, o, nt) = (g.in_channels, g.out_channels, self.nt);
+        let (c, o, nt, ntp) = (g.in_channels, g.out_channels, self.nt, self.m_cols());
         let aa = self.tile.alpha() * self.tile.alpha();
-        // V: α²×C×nt (tiles rounded up to whole strips when packed), M: α²×O×nt
-        let (v_len, m_len) = (aa * c * self.v_cols(), aa * o * nt);
+        // V: α²×C×nt (tiles rounded up to whole strips when packed), M: α²×O×ntp
+        let (v_len, m_len) = (aa * c * self.v_cols(), aa * o * ntp);
         scratch.resize(v_len + m_len, 0.0);
         let (v, m) = scratch.split_at_mut(v_len);
         let (v, m) = (SyncPtr(v.as_mut_ptr()), SyncPtr(m.as_mut_ptr()));
         let gemm = |xi: usize| match u {
-            // SAFETY: M[ξ] is O×nt, U[ξ] is O×C, V[ξ] is C×nt, all row-major and in bounds;
-            // each ξ writes its own M[ξ].
+            // SAFETY: M[ξ] is O×nt (rows ntp apart), U[ξ] is O×C, V[ξ] is C×nt, all
+            // row-major and in bounds; each ξ writes its own M[ξ].
             Mats::Plain(u) => gemm_f32(
                 o,
                 nt,
                 c,
-                m.add(xi * o * nt).0,
-                nt,
+                m.add(xi * o * ntp).0,
+                ntp,
                 false,
                 Mat::rows(u[xi * o * c..].as_ptr(), c),
                 Mat::rows(v.add(xi * c * nt).0, nt),
             ),
             Mats::Panels(u) => {
                 // V[ξ] is already packed, K block after K block
-                let ntp = self.v_cols();
-                let vx = std::slice::from_raw_parts(v.add(xi * c * ntp).0, c * ntp);
+                let vc = self.v_cols();
+                let vx = std::slice::from_raw_parts(v.add(xi * c * vc).0, c * vc);
                 for k0 in (0..c).step_by(sgemm::KC) {
                     let kc = sgemm::KC.min(c - k0);
                     let ep = sgemm::Epilogue {
@@ -395,8 +406,8 @@ impl Task<'_> {
                         first: k0 == 0,
                         last: k0 + kc == c,
                     };
-                    let b = &vx[k0 * ntp..][..kc * ntp];
-                    sgemm::gemm_block(kc, o, nt, &u[xi], k0, 0, b, m.add(xi * o * nt).0, nt, ep);
+                    let b = &vx[k0 * vc..][..kc * vc];
+                    sgemm::gemm_block(kc, o, nt, &u[xi], k0, 0, b, m.add(xi * o * ntp).0, ntp, ep);
                 }
             }
         };
@@ -418,6 +429,13 @@ impl Task<'_> {
             (0..aa).for_each(gemm);
             self.output_transform_on(0..o, m, &mut tmp, y);
         }
+    }
+
+    /// Columns of one M[ξ] row as stored: nt rounded up to whole 8-lane vectors, so the output
+    /// transform's loops over the tiles have no scalar tail (their values past nt are never
+    /// written out; with 33 tiles the tail iterations took a fifth of the transform's time).
+    fn m_cols(&self) -> usize {
+        self.nt.next_multiple_of(8)
     }
 
     /// Columns of one V[ξ] row as stored: nt, or nt rounded up to whole strips when packed.
@@ -534,7 +552,7 @@ impl Task<'_> {
                     if !inside[i] {
                         let start = iy as usize * g.in_w + (col0 + lo as isize) as usize;
                         row[..lo].fill(0.0);
-                        row[lo..hi].copy_from_slice(&xin[start..start + hi - lo]);
+                        super::copy_short(&mut row[lo..hi], &xin[start..start + hi - lo]);
                         row[hi..].fill(0.0);
                     }
                 }
@@ -596,15 +614,22 @@ impl Task<'_> {
         at: impl Fn([f32; A]) -> [f32; M],
     ) {
         let g = self.g;
-        let (nt, tw) = (self.nt, self.tiles_w);
+        let (nt, tw) = (self.m_cols(), self.tiles_w);
         let plane = g.out_h * g.out_w;
-        // SAFETY: the GEMMs that wrote M are done; M is α²×O×nt.
+        // SAFETY: the GEMMs that wrote M are done; M is α²×O×nt (nt: the padded row length,
+        // the columns past the block's tiles uninitialised but allocated).
         let m = unsafe { std::slice::from_raw_parts(m.0, A * A * g.out_channels * nt) };
         let (rows, rest) = tmp.split_at_mut(M * A * nt);
-        let (cols, line) = rest.split_at_mut(M * tw);
+        let (ys, line) = rest.split_at_mut(M * M * nt);
         let line = &mut line[..M * tw];
         for oc in ocs {
             let bias = self.bias.map_or(0.0, |b| b[oc]);
+            // without a residual, bias and activation go into the loop below; with one, the
+            // activation waits for the residual, added on the way out
+            let (ys_bias, ys_act) = match self.residual {
+                None => (bias, self.act),
+                Some(_) => (bias, Activation::None),
+            };
             // rows[a][j][t] = Σ_i Aᵀ[a][i] M[α·i + j][t], all tiles of the block at once
             for j in 0..A {
                 let src: [&[f32]; A] = array_init(|i| &m[((A * i + j) * g.out_channels + oc) * nt..][..nt]);
@@ -616,42 +641,54 @@ impl Task<'_> {
                     }
                 }
             }
+            // ys[a][b][t] = Σ_j Aᵀ[b][j] rows[a][j][t]: output pixel (a, b) of every tile, one
+            // long loop over the block's tiles (per segment, 4 to 14 tiles long, it ran mostly
+            // in scalar tails)
+            let ys_pass = |act: fn(f32) -> f32, ys: &mut [f32]| {
+                for a in 0..M {
+                    let src: [&[f32]; A] = array_init(|j| &rows[(a * A + j) * nt..][..nt]);
+                    let mut dst: [&mut [f32]; M] = split_rows(&mut ys[a * M * nt..], nt, nt);
+                    for t in 0..nt {
+                        let y = at(array_init(|j| src[j][t]));
+                        for (b, dst) in dst.iter_mut().enumerate() {
+                            dst[t] = act(y[b] + ys_bias);
+                        }
+                    }
+                }
+            };
+            match ys_act {
+                Activation::None => ys_pass(|v| v, ys),
+                Activation::Relu => ys_pass(|v| v.max(0.0), ys),
+                Activation::Relu6 => ys_pass(|v| v.clamp(0.0, 6.0), ys),
+            }
             for (ty, tx, len, off) in self.segments() {
                 for a in 0..M {
                     let oy = M * ty + a;
                     if oy >= g.out_h {
                         break;
                     }
-                    // output row oy, columns M·tx + M·k + b: Σ_j Aᵀ[b][j] rows[a][j][off + k],
-                    // computed as M rows of len, then interleaved
-                    let src: [&[f32]; A] = array_init(|j| &rows[(a * A + j) * nt + off..][..len]);
-                    {
-                        let mut dst: [&mut [f32]; M] = split_rows(cols, tw, len);
-                        for k in 0..len {
-                            let y = at(array_init(|j| src[j][k]));
-                            for (b, dst) in dst.iter_mut().enumerate() {
-                                dst[k] = y[b];
-                            }
-                        }
-                    }
-                    let cols: [&[f32]; M] = array_init(|b| &cols[b * tw..][..len]);
-                    interleave(cols, &mut line[..M * len]);
+                    // output row oy, columns M·tx + M·k + b: ys[a][b][off + k], interleaved
+                    let cols: [&[f32]; M] = array_init(|b| &ys[(a * M + b) * nt + off..][..len]);
                     // this task owns output row oy's columns c0..c1
                     let (c0, c1) = (M * tx, (M * (tx + len)).min(g.out_w));
                     let row_off = oc * plane + oy * g.out_w + c0;
                     // SAFETY: no other task writes these columns; they lie inside the output.
                     let yrow = unsafe { std::slice::from_raw_parts_mut(y.0.add(row_off), c1 - c0) };
-                    let vals = &line[..c1 - c0];
                     match self.residual {
-                        Some(r) => {
-                            let res = &r[row_off..][..c1 - c0];
-                            for ((y, v), r) in yrow.iter_mut().zip(vals).zip(res) {
-                                *y = self.act.of(v + bias + r);
+                        // done: whole tiles straight into the output row, then the columns of
+                        // a last tile that hangs past the row's end
+                        None => {
+                            let full = (c1 - c0) / M;
+                            interleave(cols.map(|c| &c[..full]), &mut yrow[..M * full]);
+                            for (y, col) in yrow[M * full..].iter_mut().zip(cols) {
+                                *y = col[full];
                             }
                         }
-                        None => {
-                            for (y, v) in yrow.iter_mut().zip(vals) {
-                                *y = self.act.of(v + bias);
+                        Some(r) => {
+                            interleave(cols, &mut line[..M * len]);
+                            let res = &r[row_off..][..c1 - c0];
+                            for ((y, v), r) in yrow.iter_mut().zip(&line[..c1 - c0]).zip(res) {
+                                *y = self.act.of(v + r);
                             }
                         }
                     }

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => a.threads,
         _ => None,
     });
+    ferrovision::kernels::spin_workers();
     let result = match cli.command {
         Command::Classify(args) => {
             let setup = commands::classify::load_model(&args)

@@ -34,6 +34,7 @@ pub trait Network: Send + Sync {
     /// N×3×H×W (normalised as the weights expect) → logits, or pooled features without a top.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_input(self.name(), x, self.min_input_size())?;
+        let _awake = crate::kernels::hot_workers();
         let f = self.forward_features(x)?;
         self.forward_head(&f, self.num_classes().is_none())
     }

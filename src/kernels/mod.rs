@@ -251,6 +251,75 @@ pub fn init_thread_pool(threads: Option<usize>) {
         .build_global();
 }
 
+/// Keeps rayon's other workers polling for work instead of sleeping, for programs that run
+/// models back to back on their own pool (the `ferrovision` binary calls it once, after
+/// [`init_thread_pool`], from the thread that built the pool). A sleeping worker takes 20-130 µs
+/// to wake, which the next parallel loop waits for: a 3×3/2 stem layer (180 µs) measured
+/// 200-315 µs when the caller had been busy alone for 20 µs to 1 ms before it, as the first
+/// layer of every forward pass is. ONNX Runtime's threads spin the same way.
+///
+/// Each other worker runs one loop for the rest of the process: it takes pending work
+/// (`rayon::yield_now`), spins while a forward pass is running ([`HotWorkers`]) or ran within
+/// the last [`SPIN_GRACE`], and otherwise naps [`NAP`] between polls. The loop starts once, on
+/// idle workers, and never returns, so it never sits on top of a job that waits for work (a
+/// polling job started per pass could be picked up by a worker waiting inside a join, and hang
+/// it). Does nothing outside a pool or when called again.
+pub fn spin_workers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    let Some(me) = rayon::current_thread_index() else {
+        return;
+    };
+    if rayon::current_num_threads() < 2 || STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // one copy per thread (a plain spawn could be taken by the caller); the caller's returns
+    rayon::spawn_broadcast(move |ctx| {
+        if ctx.index() != me {
+            poll_forever()
+        }
+    });
+}
+
+/// How long a worker of [`spin_workers`] keeps spinning after the last forward pass or job.
+pub const SPIN_GRACE: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long it naps between polls after that.
+pub const NAP: std::time::Duration = std::time::Duration::from_micros(200);
+
+fn poll_forever() {
+    use std::sync::atomic::Ordering;
+    let mut busy = std::time::Instant::now();
+    loop {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) || HOT.load(Ordering::Acquire) > 0 {
+            busy = std::time::Instant::now();
+        } else if busy.elapsed() > SPIN_GRACE {
+            std::thread::sleep(NAP);
+            continue;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Forward passes running now (see [`hot_workers`]).
+static HOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Marks a forward pass as running until dropped: the workers of [`spin_workers`] spin rather
+/// than nap meanwhile. [`crate::model::Network::forward`] holds one. Without
+/// [`spin_workers`], it only counts.
+pub struct HotWorkers(());
+
+/// See [`HotWorkers`].
+pub fn hot_workers() -> HotWorkers {
+    HOT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    HotWorkers(())
+}
+
+impl Drop for HotWorkers {
+    fn drop(&mut self) {
+        HOT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Asks the C allocator to keep freed memory for reuse instead of handing it back to the OS
 /// (glibc: no `mmap` for large blocks, no trimming of the heap top). Each layer's output then
 /// lands in pages an earlier layer freed, with no page faults in steady state; without it

@@ -234,3 +234,32 @@ fn help_lists_every_option() {
     let top = String::from_utf8(ferrovision(&["--help"]).stdout).unwrap();
     assert!(top.contains("classify") && top.contains("archs"), "{top}");
 }
+
+/// `ferrovision bench --format json` prints the keys BENCHMARKS.md's script reads, with real
+/// timings; run twice back to back with 2 threads, it also exercises the polling workers
+/// (kernels::spin_workers) across many forward passes (an earlier version of them could hang).
+#[test]
+fn bench_prints_json_timings() {
+    for _ in 0..2 {
+        let out = ferrovision(&[
+            "bench",
+            "--model",
+            "squeezenet1_1",
+            "--batch",
+            "2",
+            "--threads",
+            "2",
+            "--runs",
+            "5",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+        assert_eq!(v["model"], "squeezenet1_1");
+        assert_eq!((v["batch"].as_u64(), v["threads"].as_u64()), (Some(2), Some(2)));
+        let (ms, ips) = (v["ms_per_image"].as_f64().unwrap(), v["images_per_s"].as_f64().unwrap());
+        assert!(ms > 0.0 && (ms * ips / 1000.0 - 1.0).abs() < 0.01, "{v}");
+        assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
+    }
+}

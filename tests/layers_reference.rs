@@ -459,6 +459,21 @@ proptest! {
         check_conv(&c);
     }
 
+    /// Stride-2 layers that halve the map (even input, padding (k − 1)/2 or TF "SAME"), which
+    /// read their input as four phase planes: 1×1 to 7×7 kernels, rectangular maps from 2×2,
+    /// groups, residual, batches, half storage.
+    #[test]
+    fn halving_stride2_conv_matches_naive(
+        n in 1usize..3, groups in 1usize..3, cpg in 1usize..12, opg in 1usize..20, h2 in 1usize..12, w2 in 1usize..20,
+        k in prop::sample::select(vec![1usize, 3, 5, 7]), same in any::<bool>(), seed in any::<u64>()
+    ) {
+        let (h, w) = (2 * h2, 2 * w2);
+        prop_assume!(h >= k && w >= k || !same);
+        let pad = if same { None } else { Some(((k - 1) / 2, (k - 1) / 2)) };
+        check_conv(&ConvCase { n, groups, cpg, opg, h, w, kh: k, kw: k, stride: 2, dil: 1, pad, bias: seed % 2 == 0, seed,
+            act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
     /// Depthwise (groups = in = out channels) takes its own path: test it on its own (rows up
     /// to 39 wide, so that stride 2 runs the 8-pair vector deinterleave and its scalar tail).
     #[test]

@@ -283,6 +283,27 @@ unsafe fn conv2d_panels(
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");
     assert_eq!(panels.len(), g.groups, "conv weight groups");
+    if g.halves() && g.kernel == (1, 1) && (g.pad_top, g.pad_left) == (0, 0) {
+        // a 1×1/2 (ResNet's downsampling shortcut) reads only phase (0, 0): that subsampled
+        // input is the right-hand matrix of a plain 1×1, which reads it in place
+        let sub = subsample(x, g);
+        let pointwise = ConvGeometry {
+            stride: 1,
+            in_h: g.out_h,
+            in_w: g.out_w,
+            ..*g
+        };
+        return conv2d_panels(&sub, panels, bias, act, residual, &pointwise, dest);
+    }
+    // a k×k stride-2 layer that halves the map reads its input split into phase planes (with
+    // a few input channels and a small kernel the split costs more than it saves: MobileNet's
+    // 3×3/2 stem from RGB 1.07-1.11× slower)
+    let (kh, kw) = g.kernel;
+    let split = (g.halves() && (g.in_channels / g.groups >= 16 || kh * kw >= 25)).then(|| split_phases(x, g));
+    let (x, phased) = match &split {
+        Some(p) => (&p[..], true),
+        None => (x, false),
+    };
     assert!(panels
         .iter()
         .all(|a| a.rows() * g.groups == g.out_channels && a.depth() == g.depth()));
@@ -330,6 +351,7 @@ unsafe fn conv2d_panels(
             cols,
             dest,
             packed,
+            phased,
         )
     };
     // about 3 tasks per thread in all (4 for a split 1×1)
@@ -365,7 +387,7 @@ unsafe fn conv2d_panels(
                 let block = cols.len().next_multiple_of(NR);
                 part.par_chunks_mut(KC * block)
                     .enumerate()
-                    .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out));
+                    .for_each(|(kb, out)| pack_rows(xg, g, kb * KC, cols.start, cols.len(), out, phased));
             });
             (0..chunks * m_split).into_par_iter().for_each(|t| {
                 let (c, b) = (t / m_split, t % m_split);
@@ -401,13 +423,15 @@ with_avx2_copy! {
         col0: usize,
         cols: usize,
         out: &mut [f32],
+        phased: bool,
     ) => pack_rows_plain
 }
 
 /// Packs K rows `k0..k0 + out.len() / (⌈cols/NR⌉·NR)` of one image group's B matrix (its
-/// input planes for a pointwise convolution, else its im2col rows), columns `col0..col0 + cols`.
+/// input planes for a pointwise convolution, else its im2col rows), columns `col0..col0 + cols`;
+/// `phased`: `xg` holds each channel as its stride-2 phase planes ([`split_phases`]).
 #[inline(always)]
-fn pack_rows_plain(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32]) {
+fn pack_rows_plain(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: usize, out: &mut [f32], phased: bool) {
     let kc = out.len() / (cols.div_ceil(sgemm::NR) * sgemm::NR);
     if g.is_pointwise() {
         let plane = g.in_h * g.in_w;
@@ -418,7 +442,11 @@ fn pack_rows_plain(xg: &[f32], g: &ConvGeometry, k0: usize, col0: usize, cols: u
         let mut buf = IM2COL_ROW.take();
         buf.resize(cols, 0.0);
         for k in 0..kc {
-            im2col_row(xg, g, k0 + k, col0, cols, &mut buf[..cols]);
+            if phased {
+                phased_im2col_row(xg, g, k0 + k, col0, &mut buf[..cols]);
+            } else {
+                im2col_row(xg, g, k0 + k, col0, cols, &mut buf[..cols]);
+            }
             sgemm::pack_b_row(kc, k, &buf[..cols], out);
         }
         IM2COL_ROW.set(buf);
@@ -460,6 +488,7 @@ unsafe fn panels_tile(
     cols: Range<usize>,
     y: Dest,
     packed: Option<(&[f32], usize, usize)>,
+    phased: bool,
 ) {
     use sgemm::{Epilogue, KC, MR, NR};
     debug_assert_eq!(rows.start % MR, 0);
@@ -497,7 +526,7 @@ unsafe fn panels_tile(
             Some((p, w, col0)) => &p[k0 * w + (cols.start - col0) * kc..][..kc * block],
             None => {
                 buf.resize(kc * block, 0.0);
-                pack_rows(xg, g, k0, cols.start, nc, &mut buf[..kc * block]);
+                pack_rows(xg, g, k0, cols.start, nc, &mut buf[..kc * block], phased);
                 &buf[..kc * block]
             }
         };
@@ -682,12 +711,21 @@ fn im2col_row(x: &[f32], g: &ConvGeometry, r: usize, col0: usize, cols: usize, r
 /// v3's 1×7, 7×1 (17×17) and 5×5 (35×35) layers, one thread.
 #[inline(always)]
 fn same_im2col_row(xin: &[f32], g: &ConvGeometry, (i, j): (usize, usize), col0: usize, row: &mut [f32]) {
-    let (w, n) = (g.in_w as isize, xin.len() as isize);
     let d = g.dilation as isize;
     let (dy, dx) = (
         i as isize * d - g.pad_top as isize,
         j as isize * d - g.pad_left as isize,
     );
+    shifted_row(xin, g.in_w, (dy, dx), col0, row)
+}
+
+/// Columns `col0..` of plane `xin` (`w` wide) shifted by (dy, dx): `row[k] = xin[y + dy][x + dx]`
+/// for flat column `col0 + k` = (y, x), zero where that lies outside the plane. One flat copy
+/// from offset dy·w + dx, zeros past the plane's ends, then zeros where x + dx leaves the row
+/// (which the flat copy took from the neighbouring row).
+#[inline(always)]
+fn shifted_row(xin: &[f32], w: usize, (dy, dx): (isize, isize), col0: usize, row: &mut [f32]) {
+    let (w, n) = (w as isize, xin.len() as isize);
     let shift = dy * w + dx;
     let end = col0 + row.len();
     // output columns whose flat source col + shift lies in the plane: lo..hi
@@ -716,4 +754,71 @@ fn same_im2col_row(xin: &[f32], g: &ConvGeometry, (i, j): (usize, usize), col0: 
             }
         }
     }
+}
+
+impl ConvGeometry {
+    /// Stride 2, dilation 1, and the output exactly half the input each way (even input, the
+    /// usual padding: ResNet's and GoogLeNet's 7×7/2 stems and 3×3/2 and 1×1/2 layers,
+    /// MobileNet's stems): the input can be read as its four phase planes
+    /// ([`split_phases`]), each the output's size.
+    fn halves(&self) -> bool {
+        self.stride == 2 && self.dilation == 1 && self.in_h == 2 * self.out_h && self.in_w == 2 * self.out_w
+    }
+}
+
+/// Each H×W input plane of `x` as its four (H/2)×(W/2) phase planes, `P[a][b][r][c] =
+/// x[2r + a][2c + b]`, one after another in place of the plane ([`ConvGeometry::halves`]).
+/// Tap (i, j) of a stride-2 output (oy, ox) reads input row 2·oy + i − pt, that is phase
+/// a = (i − pt) mod 2 at row oy + ⌊(i − pt)/2⌋: every im2col row is then a shifted copy of one
+/// phase plane ([`phased_im2col_row`]), not a gather of every other value (ResNet-50's
+/// 3×3/2 layers spent a fifth of their time in that gather).
+fn split_phases(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (plane, quarter) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let mut out = uninit_output(x.len());
+    out.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .for_each(|(dst, src)| {
+            // SAFETY: MaybeUninit<f32> has f32's layout; every value is written below.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), plane) };
+            for (iy, row) in src.chunks_exact(g.in_w).enumerate() {
+                let (a, r) = (iy % 2, iy / 2);
+                let (even, odd) = dst[2 * a * quarter..][..2 * quarter].split_at_mut(quarter);
+                let at = r * g.out_w..(r + 1) * g.out_w;
+                super::deinterleave(row, &mut even[at.clone()], &mut odd[at]);
+            }
+        });
+    // SAFETY: the loop wrote every row of every phase plane.
+    unsafe { assume_init(out) }
+}
+
+/// Phase (0, 0) of each input plane of a [`ConvGeometry::halves`] layer: `y[r][c] = x[2r][2c]`.
+fn subsample(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (plane, quarter) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let mut out = uninit_output(x.len() / 4);
+    // (the odd columns, dropped)
+    let odd = vec![0f32; g.out_w];
+    out.par_chunks_mut(quarter)
+        .zip(x.par_chunks(plane))
+        .for_each_with(odd, |odd, (dst, src)| {
+            // SAFETY: MaybeUninit<f32> has f32's layout; every value is written below.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), quarter) };
+            for (row, even) in src.chunks_exact(2 * g.in_w).zip(dst.chunks_exact_mut(g.out_w)) {
+                super::deinterleave(&row[..g.in_w], even, odd);
+            }
+        });
+    // SAFETY: the loop wrote every row of every plane.
+    unsafe { assume_init(out) }
+}
+
+/// [`im2col_row`] for a [`ConvGeometry::halves`] layer from its phase planes (`x`: each
+/// channel's four, [`split_phases`]).
+#[inline(always)]
+fn phased_im2col_row(x: &[f32], g: &ConvGeometry, r: usize, col0: usize, row: &mut [f32]) {
+    let (kh, kw) = g.kernel;
+    let (c, i, j) = (r / (kh * kw), r / kw % kh, r % kw);
+    let (ti, tj) = (i as isize - g.pad_top as isize, j as isize - g.pad_left as isize);
+    let (a, b) = (ti.rem_euclid(2) as usize, tj.rem_euclid(2) as usize);
+    let quarter = g.out_h * g.out_w;
+    let plane = &x[(4 * c + 2 * a + b) * quarter..][..quarter];
+    shifted_row(plane, g.out_w, (ti.div_euclid(2), tj.div_euclid(2)), col0, row)
 }

@@ -7,6 +7,9 @@
 //!   3×3 stride-1 layers are packed for [`super::winograd`] instead.
 //! - A 1×1, stride-1, unpadded convolution needs no im2col: the image's channel planes already
 //!   are the right-hand matrix.
+//! - A stride-2 layer whose output is half its input (`ConvGeometry::halves`) reads the input
+//!   as four phase planes, so its im2col rows are shifted copies rather than gathers; a 1×1/2
+//!   subsamples and runs as a plain 1×1.
 //! - A fused residual is copied into the output tile and the product accumulated onto it; bias
 //!   and activation then run in one pass over the tile while it is still in cache.
 //! - The im2col buffer is kept per thread and reused across layers and calls.

@@ -8,7 +8,7 @@
 //! loops have a copy compiled for AVX2 + FMA, picked at run time.
 //!
 //! 3×3 kernels at stride 1 or 2 (every depthwise layer of MobileNet v1/v2), where the CPU has
-//! AVX2 and FMA, take [`Plan3x3`]: the row copies and tap offsets worked out once per call, the
+//! AVX2 and FMA, take `Plan3x3`: the row copies and tap offsets worked out once per call, the
 //! copies and the 9 taps in vectors, the activation a compile-time choice.
 
 use std::cell::Cell;

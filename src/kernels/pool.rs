@@ -9,7 +9,8 @@
 //! row's last window are computed and dropped). Strided pools go one output row at a time:
 //! the k input rows under it reduced into a padded row, then its horizontal pass: at stride 2
 //! over the row's even and odd columns split apart (each tap a unit-stride pass), at other
-//! strides at full resolution, then every s-th column.
+//! strides at full resolution, then every s-th column. Max pools at stride 2 on AVX-512 pick
+//! the two column phases out of registers instead (`max_s2_plane_avx512`).
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;

@@ -36,7 +36,7 @@ pub fn available() -> bool {
     kernel_isa().is_some()
 }
 
-/// Which micro-kernel runs here: AVX-512 where the CPU has AVX-512F (unless
+/// Which micro-kernel runs here: AVX-512 where the CPU has AVX-512F and VL (unless
 /// `FERROVISION_SGEMM_AVX2` is set, which tests and benches use to check the AVX2 kernel on
 /// such a CPU), else AVX2 + FMA; `None` without them or with `FERROVISION_NO_SGEMM` set.
 pub fn kernel_isa() -> Option<Isa> {
@@ -76,7 +76,7 @@ impl Isa {
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 isas.push(Isa::Avx2);
-                if is_x86_feature_detected!("avx512f") {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                     isas.push(Isa::Avx512);
                 }
             }
@@ -436,14 +436,19 @@ mod avx512 {
                 let res = ep.residual.map(|res| res.add(p * MR * ldc + j));
                 let left = cols - j;
                 if let B::Rows(bp, ld) = b {
-                    // in place: B's strip s of row k at bp + k·ld + s·NR, loads masked
-                    let (bp, ns) = (bp.add(j), if left > NR { 2 } else { 1 });
-                    if ns == 2 {
+                    // in place: B's strip s of row k at bp + k·ld + s·NR, loads masked; the
+                    // tails as from packed B (a 7×7 map's 49 columns: 32 + 16 + 8 lanes, not 64)
+                    let bp = bp.add(j);
+                    if left > NR + NR / 2 {
                         kernel::<2, true>(kc, ap, bp, ld, NR, cp, ldc, r, left.min(2 * NR), bias, res, &ep);
+                        j += 2 * NR;
+                    } else if left > NR / 2 {
+                        kernel::<1, true>(kc, ap, bp, ld, NR, cp, ldc, r, left.min(NR), bias, res, &ep);
+                        j += NR;
                     } else {
-                        kernel::<1, true>(kc, ap, bp, ld, NR, cp, ldc, r, left, bias, res, &ep);
+                        kernel8_rows(kc, ap, bp, ld, cp, ldc, r, left, bias, res, &ep);
+                        j += NR;
                     }
-                    j += ns * NR;
                     continue;
                 }
                 let B::Packed(b) = b else { unreachable!() };
@@ -464,6 +469,57 @@ mod avx512 {
                     j += NR;
                 }
             }
+        }
+    }
+
+    /// An MR×8 tile from B read in place (row `k` at `b + k·ld`, its first `cols` ≤ 8 values):
+    /// the tail of a row of in-place strips, in one 8-lane vector per row (a masked 16-lane
+    /// strip would cost twice the multiply-adds for it).
+    #[target_feature(enable = "avx512f,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel8_rows(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        ld: usize,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        bias: Option<&[f32]>,
+        residual: Option<*const f32>,
+        ep: &Epilogue,
+    ) {
+        debug_assert!(cols <= 8);
+        let m = ((1u32 << cols) - 1) as __mmask8;
+        let mut acc = [_mm256_setzero_ps(); MR];
+        for k in 0..kc {
+            let bv = _mm256_maskz_loadu_ps(m, b.add(k * ld));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(*a.add(k * MR + i)), bv, *acc);
+            }
+        }
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        for (i, &v) in acc.iter().enumerate().take(rows) {
+            let ci = c.add(i * ldc);
+            let mut v = v;
+            if !ep.first {
+                v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(m, ci));
+            }
+            if ep.last {
+                if let Some(bias) = bias {
+                    v = _mm256_add_ps(v, _mm256_set1_ps(bias[i]));
+                }
+                if let Some(r) = residual {
+                    v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(m, r.add(i * ldc)));
+                }
+                v = match ep.act {
+                    Activation::None => v,
+                    Activation::Relu => _mm256_max_ps(v, zero),
+                    Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+                };
+            }
+            _mm256_mask_storeu_ps(ci, m, v);
         }
     }
 

@@ -29,7 +29,7 @@ use candle_core::DType;
 use super::sgemm::{self, PanelsA};
 use super::storage::Weights;
 use super::winograd::Tile;
-use super::{assume_init, copy_short, fill_zero, gemm_f32, uninit_output, Dest, Mat, SyncPtr};
+use super::{assume_init, copy_short, fill_zero, gemm_f32, new_output, uninit_output, Dest, Mat};
 use crate::layers::Activation;
 
 /// Geometry of one convolution.
@@ -161,16 +161,12 @@ pub fn conv2d_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let plane_out = g.out_h * g.out_w;
-    let mut y = uninit_output(g.batch * g.out_channels * plane_out);
-    let dest = Dest {
-        ptr: SyncPtr(y.as_mut_ptr().cast()),
-        image_stride: g.out_channels * plane_out,
-    };
-    // SAFETY: `y` is the N×O×Ho×Wo output `dest` describes; the call writes all of it.
+    let image = g.out_channels * g.out_h * g.out_w;
+    // SAFETY: the call writes every value of the N×O×Ho×Wo output it is given.
     unsafe {
-        conv2d_f32_into(x, packed, act, residual, g, dest);
-        assume_init(y)
+        new_output(g.batch, image, |dest| {
+            conv2d_f32_into(x, packed, act, residual, g, dest)
+        })
     }
 }
 
@@ -546,7 +542,7 @@ unsafe fn panels_tile(
 /// 256-1280 rows 1.02-1.06× (the packed strips read better there).
 fn b_in_place(rows: usize) -> bool {
     const MAX_ROWS: usize = 192;
-    rows <= MAX_ROWS && sgemm::kernel_isa() == Some(sgemm::Isa::Avx512)
+    rows <= MAX_ROWS && sgemm::avx512()
 }
 
 /// A shared read-only im2col matrix (`depth × columns` of the tile).

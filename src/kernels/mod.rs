@@ -126,6 +126,20 @@ pub fn poison_outputs() {
     POISON.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// A new output of `batch` images of `image` values each, filled by `write` through the
+/// [`Dest`] that describes it.
+///
+/// # Safety
+/// `write` must write every value of its `Dest`.
+pub(crate) unsafe fn new_output(batch: usize, image: usize, write: impl FnOnce(Dest)) -> Vec<f32> {
+    let mut y = uninit_output(batch * image);
+    write(Dest {
+        ptr: SyncPtr(y.as_mut_ptr().cast()),
+        image_stride: image,
+    });
+    assume_init(y)
+}
+
 /// # Safety
 /// Every element of `v` must have been written.
 pub(crate) unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {

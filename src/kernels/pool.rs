@@ -76,7 +76,7 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
                 .collect()
         }
     };
-    let max_s2 = op == PoolOp::Max && g.stride == 2 && avx512();
+    let max_s2 = op == PoolOp::Max && g.stride == 2 && super::sgemm::avx512();
     out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
         let xin = &x[p * plane_in..][..plane_in];
         let mut scratch = SCRATCH.take();
@@ -219,12 +219,6 @@ fn plane(
             o.write(finish(horiz[ox * s], oy * g.out_w + ox));
         }
     }
-}
-
-/// True where the AVX-512 kernels run (the CPU has AVX-512F and the GEMM uses it: setting
-/// `FERROVISION_SGEMM_AVX2` takes every kernel to its AVX2 path).
-fn avx512() -> bool {
-    super::sgemm::kernel_isa() == Some(super::sgemm::Isa::Avx512)
 }
 
 /// A stride-2 max pool of one plane with AVX-512, any window `k` and padding: per output row

@@ -57,6 +57,12 @@ pub fn kernel_isa() -> Option<Isa> {
     })
 }
 
+/// True where the AVX-512 kernels run: the GEMM's, and the other kernels' AVX-512 paths (so
+/// that `FERROVISION_SGEMM_AVX2` takes every kernel to its AVX2 path).
+pub(crate) fn avx512() -> bool {
+    kernel_isa() == Some(Isa::Avx512)
+}
+
 /// The instruction set of the micro-kernel ([`kernel_isa`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -499,28 +505,49 @@ mod avx512 {
                 *acc = _mm256_fmadd_ps(_mm256_set1_ps(*a.add(k * MR + i)), bv, *acc);
             }
         }
-        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        // the epilogue on the sums widened to 16 lanes, the mask keeping it to `cols`
         for (i, &v) in acc.iter().enumerate().take(rows) {
-            let ci = c.add(i * ldc);
-            let mut v = v;
-            if !ep.first {
-                v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(m, ci));
-            }
-            if ep.last {
-                if let Some(bias) = bias {
-                    v = _mm256_add_ps(v, _mm256_set1_ps(bias[i]));
-                }
-                if let Some(r) = residual {
-                    v = _mm256_add_ps(v, _mm256_maskz_loadu_ps(m, r.add(i * ldc)));
-                }
-                v = match ep.act {
-                    Activation::None => v,
-                    Activation::Relu => _mm256_max_ps(v, zero),
-                    Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
-                };
-            }
-            _mm256_mask_storeu_ps(ci, m, v);
+            let res = residual.map(|r| r.add(i * ldc));
+            store_row(
+                _mm512_zextps256_ps512(v),
+                m.into(),
+                c.add(i * ldc),
+                res,
+                bias.map(|b| b[i]),
+                ep,
+            );
         }
+    }
+
+    /// The epilogue of one row of a tile, `cs`'s lanes under `m`: `cs = v (+ cs if not the
+    /// first K block)`, and on the last `act(cs + bias (+ res))`.
+    #[inline(always)]
+    unsafe fn store_row(
+        mut v: __m512,
+        m: __mmask16,
+        cs: *mut f32,
+        res: Option<*const f32>,
+        bias: Option<f32>,
+        ep: &Epilogue,
+    ) {
+        let zero = _mm512_setzero_ps();
+        if !ep.first {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, cs));
+        }
+        if ep.last {
+            if let Some(b) = bias {
+                v = _mm512_add_ps(v, _mm512_set1_ps(b));
+            }
+            if let Some(r) = res {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r));
+            }
+            v = match ep.act {
+                Activation::None => v,
+                Activation::Relu => _mm512_max_ps(v, zero),
+                Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(6.0)),
+            };
+        }
+        _mm512_mask_storeu_ps(cs, m, v);
     }
 
     /// One MR×(NR·NS) tile from NS strips of B, row `k` of strip `s` at `b + k·bk + s·bs`:
@@ -564,29 +591,10 @@ mod avx512 {
                 }
             }
         }
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
         for (i, row) in acc.iter().enumerate().take(rows) {
-            let ci = c.add(i * ldc);
             for (s, &v) in row.iter().enumerate() {
-                let (m, cs) = (masks[s], ci.add(s * NR));
-                let mut v = v;
-                if !ep.first {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, cs));
-                }
-                if ep.last {
-                    if let Some(bias) = bias {
-                        v = _mm512_add_ps(v, _mm512_set1_ps(bias[i]));
-                    }
-                    if let Some(r) = residual {
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r.add(i * ldc + s * NR)));
-                    }
-                    v = match ep.act {
-                        Activation::None => v,
-                        Activation::Relu => _mm512_max_ps(v, zero),
-                        Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
-                    };
-                }
-                _mm512_mask_storeu_ps(cs, m, v);
+                let res = residual.map(|r| r.add(i * ldc + s * NR));
+                store_row(v, masks[s], c.add(i * ldc + s * NR), res, bias.map(|b| b[i]), ep);
             }
         }
     }

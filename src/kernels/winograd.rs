@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
 use super::sgemm::{self, PanelsA};
-use super::{assume_init, gemm_f32, uninit_output, Dest, Mat, SyncPtr};
+use super::{gemm_f32, Dest, Mat, SyncPtr};
 use crate::layers::Activation;
 
 /// The output tile of a Winograd convolution.
@@ -226,15 +226,12 @@ pub fn winograd_f32(
     residual: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let mut y = uninit_output(g.batch * g.out_channels * g.out_h * g.out_w);
-    let dest = Dest {
-        ptr: SyncPtr(y.as_mut_ptr().cast()),
-        image_stride: g.out_channels * g.out_h * g.out_w,
-    };
-    // SAFETY: `y` is the N×O×Ho×Wo output `dest` describes; the call writes all of it.
+    let image = g.out_channels * g.out_h * g.out_w;
+    // SAFETY: the call writes every value of the N×O×Ho×Wo output it is given.
     unsafe {
-        winograd_f32_into(x, u, bias, act, residual, g, dest);
-        assume_init(y)
+        super::new_output(g.batch, image, |dest| {
+            winograd_f32_into(x, u, bias, act, residual, g, dest)
+        })
     }
 }
 

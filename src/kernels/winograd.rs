@@ -621,11 +621,11 @@ impl Task<'_> {
         let line = &mut line[..M * tw];
         for oc in ocs {
             let bias = self.bias.map_or(0.0, |b| b[oc]);
-            // without a residual, bias and activation go into the loop below; with one, the
-            // activation waits for the residual, added on the way out
-            let (ys_bias, ys_act) = match self.residual {
-                None => (bias, self.act),
-                Some(_) => (bias, Activation::None),
+            // the bias goes into the loop below, and the activation too unless it must wait for
+            // the residual, added on the way out
+            let ys_act = match self.residual {
+                None => self.act,
+                Some(_) => Activation::None,
             };
             // rows[a][j][t] = Σ_i Aᵀ[a][i] M[α·i + j][t], all tiles of the block at once
             for j in 0..A {
@@ -648,7 +648,7 @@ impl Task<'_> {
                     for t in 0..nt {
                         let y = at(array_init(|j| src[j][t]));
                         for (b, dst) in dst.iter_mut().enumerate() {
-                            dst[t] = act(y[b] + ys_bias);
+                            dst[t] = act(y[b] + bias);
                         }
                     }
                 }

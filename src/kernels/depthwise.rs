@@ -30,6 +30,9 @@ thread_local! {
     static SCRATCH: Cell<(Vec<f32>, Layout)> = const { Cell::new((Vec::new(), (0, 0, 0, 0, 0, 0, 0))) };
 }
 
+/// Rayon tasks per thread a depthwise layer's planes are split into (runs of planes).
+const TASKS_PER_THREAD: usize = 8;
+
 /// `y[n,c,oy,ox] = act(b[c] + Σ_ij w[c,i,j] · x[n, c, oy·s − pt + i·d, ox·s − pl + j·d])`, zero
 /// outside the input. `weight` is C×kh×kw, `x` is N×C×H×W, both contiguous.
 pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activation, g: &ConvGeometry) -> Vec<f32> {
@@ -41,27 +44,33 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
     #[cfg(target_arch = "x86_64")]
     let plan = Plan3x3::new(g);
-    out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
-        let c = p % g.in_channels;
-        let xin = &x[p * plane_in..][..plane_in];
-        let w = &weight[c * kh * kw..][..kh * kw];
-        let b = bias.map_or(0.0, |b| b[c]);
+    // planes in runs, one scratch per run: a 7×7 plane is a few hundred cycles of work, less
+    // than a rayon task and a thread-local round trip cost
+    let planes = g.batch * g.in_channels;
+    let run = planes.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
         let mut scratch = SCRATCH.take();
-        #[cfg(target_arch = "x86_64")]
-        if let Some(plan) = &plan {
-            let w: &[f32; 9] = w.try_into().expect("3×3 weights");
-            // SAFETY: Plan3x3::new checked that the CPU has AVX2 and FMA.
-            unsafe {
-                match act {
-                    Activation::None => plane3x3::<0>(xin, w, b, plan, &mut scratch, y),
-                    Activation::Relu => plane3x3::<1>(xin, w, b, plan, &mut scratch, y),
-                    Activation::Relu6 => plane3x3::<2>(xin, w, b, plan, &mut scratch, y),
+        for (i, y) in ys.chunks_mut(plane_out).enumerate() {
+            let p = t * run + i;
+            let c = p % g.in_channels;
+            let xin = &x[p * plane_in..][..plane_in];
+            let w = &weight[c * kh * kw..][..kh * kw];
+            let b = bias.map_or(0.0, |b| b[c]);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(plan) = &plan {
+                let w: &[f32; 9] = w.try_into().expect("3×3 weights");
+                // SAFETY: Plan3x3::new checked that the CPU has AVX2 and FMA.
+                unsafe {
+                    match act {
+                        Activation::None => plane3x3::<0>(xin, w, b, plan, &mut scratch, y),
+                        Activation::Relu => plane3x3::<1>(xin, w, b, plan, &mut scratch, y),
+                        Activation::Relu6 => plane3x3::<2>(xin, w, b, plan, &mut scratch, y),
+                    }
                 }
+                continue;
             }
-            SCRATCH.set(scratch);
-            return;
+            plane(xin, w, b, act, g, &mut scratch, y);
         }
-        plane(xin, w, b, act, g, &mut scratch, y);
         SCRATCH.set(scratch);
     });
     // SAFETY: `plane` and `plane3x3` write every element of their output plane.

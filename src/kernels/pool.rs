@@ -3,10 +3,11 @@
 //!
 //! Both are separable: k + k instead of k² steps per output. Padding is the reduction's
 //! identity (−∞ for max, which equals clipping the window; 0 for the average's sum, whose
-//! divisor says what the padding counts). At stride 1 each plane is copied into a padded
-//! scratch plane and both passes run flat over it, one long unit-stride loop per kernel tap
-//! (no per-row loop overhead, which dominated on 14×14 and 17×17 maps; the columns past each
-//! row's last window are computed and dropped). Strided pools go one output row at a time:
+//! divisor says what the padding counts). At stride 1 a stack of planes is copied into padded
+//! scratch planes, one under the other, and both passes run flat over the stack, one long
+//! unit-stride loop per kernel tap (no per-row or per-plane loop overhead, which dominated on
+//! 7×7 to 17×17 maps; the columns past each row's last window, and the rows between planes,
+//! are computed and dropped). Strided pools go one output row at a time:
 //! the k input rows under it reduced into a padded row, then its horizontal pass: at stride 2
 //! over the row's even and odd columns split apart (each tap a unit-stride pass), at other
 //! strides at full resolution, then every s-th column. Max pools at stride 2 on AVX-512 pick
@@ -57,6 +58,13 @@ fn window(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize, usize) {
     (a, b.max(a), (padded_end - start) as usize)
 }
 
+/// Rayon tasks per thread a pooling layer's planes are split into (runs of planes).
+const TASKS_PER_THREAD: usize = 8;
+
+/// Input values per stack of planes a stride-1 pool reduces in one pass (its three scratch
+/// arrays then about 48 KB, L1-sized: 1 KB per 8×8 plane).
+const STACK: usize = 1024;
+
 /// Pools `x` (planes × H × W, contiguous) into planes × Ho × Wo.
 pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
     let (plane_in, plane_out) = (g.in_h * g.in_w, g.out_h * g.out_w);
@@ -77,20 +85,38 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
         }
     };
     let max_s2 = op == PoolOp::Max && g.stride == 2 && super::sgemm::avx512();
-    out.par_chunks_mut(plane_out).enumerate().for_each(|(p, y)| {
-        let xin = &x[p * plane_in..][..plane_in];
+    // planes in runs, one scratch per run (as the depthwise kernel: a small plane is less work
+    // than a rayon task and a thread-local round trip)
+    let run = g
+        .planes
+        .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+        .max(1);
+    out.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
         let mut scratch = SCRATCH.take();
-        #[cfg(target_arch = "x86_64")]
-        if max_s2 {
-            // SAFETY: `avx512()` checked the CPU.
-            unsafe { max_s2_plane_avx512(xin, g, &mut scratch, y) };
-            SCRATCH.set(scratch);
-            return;
+        for (i, y) in ys.chunks_mut(plane_out).enumerate() {
+            let p = t * run + i;
+            let xin = &x[p * plane_in..][..plane_in];
+            #[cfg(target_arch = "x86_64")]
+            if max_s2 {
+                // SAFETY: `avx512()` checked the CPU.
+                unsafe { max_s2_plane_avx512(xin, g, &mut scratch, y) };
+                continue;
+            }
+            if g.stride == 1 {
+                // the whole run in stacks of about STACK values ([`plane`])
+                let stack = (STACK / plane_in).clamp(1, ys.len() / plane_out);
+                let first = t * run;
+                for (j, y) in ys.chunks_mut(stack * plane_out).enumerate() {
+                    let xs = &x[(first + j * stack) * plane_in..][..y.len() / plane_out * plane_in];
+                    plane_op(xs, g, &mut scratch, y, op, &divisors);
+                }
+                break;
+            }
+            plane_op(xin, g, &mut scratch, y, op, &divisors);
         }
-        let _ = max_s2;
-        plane_op(xin, g, &mut scratch, y, op, &divisors);
         SCRATCH.set(scratch);
     });
+    let _ = max_s2;
     // SAFETY: `plane_op` writes every element of its output plane.
     unsafe { super::assume_init(out) }
 }
@@ -118,13 +144,30 @@ fn plane_op_plain(
     div: &[f32],
 ) {
     match op {
-        PoolOp::Max => plane(x, g, scratch, y, f32::NEG_INFINITY, f32::max, |v, _| v),
-        PoolOp::Avg { .. } => plane(x, g, scratch, y, 0.0, |a, b| a + b, |v, i| v / div[i]),
+        PoolOp::Max => plane(x, g, scratch, y, f32::NEG_INFINITY, f32::max, |y, v, _| {
+            // SAFETY: MaybeUninit<f32> has f32's layout; every value is written.
+            let y = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), y.len()) };
+            super::copy_short(y, v)
+        }),
+        PoolOp::Avg { .. } => plane(
+            x,
+            g,
+            scratch,
+            y,
+            0.0,
+            |a, b| a + b,
+            |y, v, oy| {
+                let d = &div[oy * g.out_w..][..g.out_w];
+                for ((o, &v), &d) in y.iter_mut().zip(v).zip(d) {
+                    o.write(v / d);
+                }
+            },
+        ),
     }
 }
 
-/// Reduces one plane with `f` (identity `init`) into `y`, `finish(value, index)` applied on
-/// the way out.
+/// Reduces one plane (at stride 1, any number of planes) with `f` (identity `init`) into `y`,
+/// `finish(output row, its values, its row index in the plane)` writing them out.
 #[inline(always)]
 fn plane(
     x: &[f32],
@@ -133,43 +176,40 @@ fn plane(
     y: &mut [MaybeUninit<f32>],
     init: f32,
     f: impl Fn(f32, f32) -> f32 + Copy,
-    finish: impl Fn(f32, usize) -> f32,
+    finish: impl Fn(&mut [MaybeUninit<f32>], &[f32], usize),
 ) {
     let (s, k, pad) = (g.stride, g.kernel, g.pad);
     // padded width and height: every window of every output inside them (ceil_mode's overhang
     // included)
     let wp = ((g.out_w - 1) * s + k).max(g.in_w + pad);
     let hp = ((g.out_h - 1) * s + k).max(g.in_h + pad);
-    scratch.clear();
     if s == 1 {
-        // the padded plane (k − 1 values of slack past its end), its horizontal pass, and the
-        // vertical pass over the rows that start a window, each flat over the plane
-        let (n, nv) = (hp * wp, g.out_h * wp);
-        scratch.resize(2 * n + k - 1 + nv, init);
+        // `x` and `y` may hold several planes: stacked one under the other, each with its own
+        // padding rows, the planes are one tall padded plane (k − 1 values of slack past its
+        // end); its horizontal pass, and the vertical pass over the rows up to the last plane's
+        // last window, run flat over them all (the rows that straddle two planes are computed
+        // and dropped)
+        let planes = y.len() / (g.out_h * g.out_w);
+        let (n, nv) = (planes * hp * wp, ((planes - 1) * hp + g.out_h) * wp);
+        if scratch.len() < 2 * n + k - 1 + nv {
+            scratch.resize(2 * n + k - 1 + nv, init);
+        }
         let (padded, rest) = scratch.split_at_mut(n + k - 1);
         let (horiz, vert) = rest.split_at_mut(n);
-        for (iy, xrow) in x.chunks_exact(g.in_w).enumerate() {
-            padded[(iy + pad) * wp + pad..][..g.in_w].copy_from_slice(xrow);
+        let vert = &mut vert[..nv];
+        fill_short(padded, init);
+        for (r, xrow) in x.chunks_exact(g.in_w).enumerate() {
+            let (p, iy) = (r / g.in_h, r % g.in_h);
+            super::copy_short(&mut padded[(p * hp + iy + pad) * wp + pad..][..g.in_w], xrow);
         }
-        // horiz[i] = f over padded[i..i + k]
-        horiz.copy_from_slice(&padded[..n]);
-        for j in 1..k {
-            horiz
-                .iter_mut()
-                .zip(&padded[j..j + n])
-                .for_each(|(v, &e)| *v = f(*v, e));
-        }
-        // vert[i] = f over horiz[i + r·wp], r < k
-        vert.copy_from_slice(&horiz[..nv]);
-        for r in 1..k {
-            vert.iter_mut()
-                .zip(&horiz[r * wp..r * wp + nv])
-                .for_each(|(v, &e)| *v = f(*v, e));
-        }
-        for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
-            for (ox, (o, &v)) in yrow.iter_mut().zip(&vert[oy * wp..]).enumerate() {
-                o.write(finish(v, oy * g.out_w + ox));
-            }
+        // horiz[i] = f over padded[i..i + k]; vert[i] = f over horiz[i + r·wp], r < k. The
+        // first pass of each reads two taps, not a copy: a `memmove` of these sizes is a
+        // `rep movsb`, which took half the time of GoogLeNet's 3×3/1 pools (480 × 14²)
+        reduce_taps(horiz, &padded[..n + k - 1], k, 1, f);
+        reduce_taps(vert, &horiz[..nv + (k - 1) * wp], k, wp, f);
+        for (r, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
+            let (p, oy) = (r / g.out_h, r % g.out_h);
+            finish(yrow, &vert[(p * hp + oy) * wp..][..g.out_w], oy);
         }
         return;
     }
@@ -180,6 +220,7 @@ fn plane(
     // stride 2: the row's even and odd columns apart, `half` each, in whole vectors of 8
     // (the row holds that many pairs; the lanes past `wp` are never read out)
     let half = (g.out_w + (k - 1) / 2).next_multiple_of(8);
+    scratch.clear();
     scratch.resize(wp.max(2 * half) + nh.max(2 * half + g.out_w), init);
     let (row, horiz) = scratch.split_at_mut(wp.max(2 * half));
     for (oy, yrow) in y.chunks_exact_mut(g.out_w).enumerate() {
@@ -200,14 +241,12 @@ fn plane(
             let (odd, acc) = rest.split_at_mut(half);
             super::deinterleave(&row[..2 * half], even, odd);
             let acc = &mut acc[..g.out_w];
-            acc.copy_from_slice(&even[..g.out_w]);
+            super::copy_short(acc, &even[..g.out_w]);
             for j in 1..k {
                 let phase = if j % 2 == 0 { &even[j / 2..] } else { &odd[j / 2..] };
                 acc.iter_mut().zip(phase).for_each(|(v, &e)| *v = f(*v, e));
             }
-            for (ox, (o, &v)) in yrow.iter_mut().zip(acc.iter()).enumerate() {
-                o.write(finish(v, oy * g.out_w + ox));
-            }
+            finish(yrow, acc, oy);
             continue;
         }
         let horiz = &mut horiz[..nh];
@@ -215,8 +254,39 @@ fn plane(
         for j in 1..k {
             horiz.iter_mut().zip(&row[j..j + nh]).for_each(|(v, &e)| *v = f(*v, e));
         }
-        for (ox, o) in yrow.iter_mut().enumerate() {
-            o.write(finish(horiz[ox * s], oy * g.out_w + ox));
+        // every s-th column, moved to the front (in order, each read before it is written)
+        for ox in 0..g.out_w {
+            horiz[ox] = horiz[ox * s];
+        }
+        finish(yrow, &horiz[..g.out_w], oy);
+    }
+}
+
+/// `dst.fill(v)` in 8-value steps (a fill with zeros is otherwise a `memset` call).
+#[inline(always)]
+fn fill_short(dst: &mut [f32], v: f32) {
+    let (d8, d) = dst.as_chunks_mut::<8>();
+    for d in d8 {
+        *d = [v; 8];
+    }
+    for d in d {
+        *d = v;
+    }
+}
+
+/// `out[i] = f over src[i + t·step]`, t < k (`src` holds `out.len() + (k − 1)·step` values).
+#[inline(always)]
+fn reduce_taps(out: &mut [f32], src: &[f32], k: usize, step: usize, f: impl Fn(f32, f32) -> f32 + Copy) {
+    let n = out.len();
+    if k == 1 {
+        return super::copy_short(out, &src[..n]);
+    }
+    for (v, (&a, &b)) in out.iter_mut().zip(src[..n].iter().zip(&src[step..step + n])) {
+        *v = f(a, b);
+    }
+    for t in 2..k {
+        for (v, &e) in out.iter_mut().zip(&src[t * step..t * step + n]) {
+            *v = f(*v, e);
         }
     }
 }

@@ -263,3 +263,35 @@ fn bench_prints_json_timings() {
         assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
     }
 }
+
+/// `--profile`: per layer type, medians over the traced runs; the types' shares add up to
+/// one and SqueezeNet's own layer counts show (26 convolutions: 2 + 8 fire modules × 3).
+#[test]
+fn bench_profile_counts_layer_types() {
+    let out = ferrovision(&[
+        "bench",
+        "--model",
+        "squeezenet1_1",
+        "--batch",
+        "1",
+        "--threads",
+        "2",
+        "--runs",
+        "3",
+        "--profile",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+    let kinds = v["profile"].as_array().expect("profile rows");
+    let share: f64 = kinds.iter().map(|k| k["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{v}");
+    let convs: u64 = kinds
+        .iter()
+        .filter(|k| k["kind"].as_str().unwrap().starts_with("Conv2d"))
+        .map(|k| k["layers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(convs, 26, "{v}");
+    assert!(kinds.iter().all(|k| k["ms_per_image"].as_f64().unwrap() >= 0.0), "{v}");
+}

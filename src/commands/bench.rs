@@ -128,7 +128,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Time per layer type and per layer, summed over traced forward passes.
+/// Time per layer type and per layer over traced forward passes: each layer's median, so that
+/// a pass the machine stalled in does not count (these machines change speed from one run to
+/// the next); a type's time is the sum of its layers'. Seconds are given as medians × runs.
 struct Profile {
     runs: usize,
     /// (kind, layers of that kind, seconds, MACs per image), slowest first.
@@ -139,32 +141,42 @@ struct Profile {
 
 fn profile(net: &dyn ferrovision::Network, x: &candle_core::Tensor, runs: usize) -> anyhow::Result<Profile> {
     use std::collections::HashMap;
-    let mut kinds: HashMap<String, (usize, f64, u64)> = HashMap::new();
-    let mut layers: HashMap<String, (String, f64)> = HashMap::new();
-    for run in 0..runs {
+    // per layer, in the order of the first pass: (name, kind, MACs, seconds of each pass)
+    let mut layers: Vec<(String, String, u64, Vec<f64>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for _ in 0..runs {
         let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(x));
         out?;
         for e in events {
-            let secs = e.elapsed.as_secs_f64();
-            let kind = if e.detail.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{} {}", e.kind, e.detail)
-            };
-            let k = kinds.entry(kind.clone()).or_default();
-            k.1 += secs;
-            if run == 0 {
-                k.0 += 1;
-                k.2 += e.macs;
-            }
-            layers.entry(e.name).or_insert((kind, 0.0)).1 += secs;
+            let i = *index.entry(e.name.clone()).or_insert_with(|| {
+                let kind = if e.detail.is_empty() {
+                    e.kind.to_string()
+                } else {
+                    format!("{} {}", e.kind, e.detail)
+                };
+                layers.push((e.name.clone(), kind, e.macs, Vec::new()));
+                layers.len() - 1
+            });
+            layers[i].3.push(e.elapsed.as_secs_f64());
         }
+    }
+    let mut kinds: HashMap<String, (usize, f64, u64)> = HashMap::new();
+    let mut per_layer = Vec::with_capacity(layers.len());
+    for (name, kind, macs, mut secs) in layers {
+        secs.sort_by(f64::total_cmp);
+        let total = secs[secs.len() / 2] * runs as f64;
+        let k = kinds.entry(kind.clone()).or_default();
+        *k = (k.0 + 1, k.1 + total, k.2 + macs);
+        per_layer.push((name, kind, total));
     }
     let mut kinds: Vec<_> = kinds.into_iter().map(|(k, (n, s, m))| (k, n, s, m)).collect();
     kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let mut layers: Vec<_> = layers.into_iter().map(|(n, (k, s))| (n, k, s)).collect();
-    layers.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(Profile { runs, kinds, layers })
+    per_layer.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Profile {
+        runs,
+        kinds,
+        layers: per_layer,
+    })
 }
 
 impl Profile {
@@ -193,7 +205,7 @@ impl Profile {
         let total: f64 = self.kinds.iter().map(|k| k.2).sum();
         writeln!(
             o,
-            "\nper layer type (traced, {} runs; a block's row is its own work after its children):",
+            "\nper layer type (traced, median of {} runs per layer; a block's row is its own work after its children):",
             self.runs
         )?;
         writeln!(

@@ -503,7 +503,7 @@ unsafe fn panels_tile(
     let xg = g.group_input(x, image);
     let bias = bias.map(|b| &b[grp * og + rows.start..]);
     let (nc, block) = (cols.len(), cols.len().next_multiple_of(NR));
-    let in_place = packed.is_none() && g.is_pointwise() && b_in_place(rows.len());
+    let in_place = packed.is_none() && g.is_pointwise() && b_in_place(rows.len(), g);
     let mut buf = PACKED_B.take();
     for k0 in (0..depth).step_by(KC) {
         let kc = KC.min(depth - k0);
@@ -540,10 +540,20 @@ unsafe fn panels_tile(
 /// alternating rounds), in place against packed: 32→16 at 112² 0.75×, SqueezeNet's 64→16 at
 /// 55² 0.73×, 144→24 at 56² 0.83-0.85×, 96-row tiles 0.88-0.97×, 192 rows 0.98-1.01×;
 /// 256-1280 rows 1.02-1.06× (the packed strips read better there).
-fn b_in_place(rows: usize) -> bool {
+///
+/// An input too large to stay in cache (over [`STREAMED_INPUT`] bytes) packs, though: K
+/// strided streams from memory lose to packing's row-by-row copy there. ResNet-50's 256→64
+/// at 56², in place against packed (median of 30-40 interleaved calls each, 2 threads): batch
+/// 8 (25.7 MB) 1.12-1.19× (4 runs); batch 4 (12.8 MB) 0.96×, batch 2 0.93×. MobileNetV2's and
+/// SqueezeNet's 1×1s at batch 8 (up to 14.5 MB) went either way from run to run (0.87-1.2×).
+fn b_in_place(rows: usize, g: &ConvGeometry) -> bool {
     const MAX_ROWS: usize = 192;
-    rows <= MAX_ROWS && sgemm::avx512()
+    let input_bytes = 4 * g.batch * g.in_channels * g.in_h * g.in_w;
+    rows <= MAX_ROWS && sgemm::avx512() && input_bytes <= STREAMED_INPUT
 }
+
+/// Input bytes from which a 1×1 packs B whatever its rows ([`b_in_place`]).
+const STREAMED_INPUT: usize = 16 << 20;
 
 /// A shared read-only im2col matrix (`depth × columns` of the tile).
 #[derive(Clone, Copy)]

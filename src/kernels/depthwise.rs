@@ -30,9 +30,6 @@ thread_local! {
     static SCRATCH: Cell<(Vec<f32>, Layout)> = const { Cell::new((Vec::new(), (0, 0, 0, 0, 0, 0, 0))) };
 }
 
-/// Rayon tasks per thread a depthwise layer's planes are split into (runs of planes).
-const TASKS_PER_THREAD: usize = 8;
-
 /// `y[n,c,oy,ox] = act(b[c] + Σ_ij w[c,i,j] · x[n, c, oy·s − pt + i·d, ox·s − pl + j·d])`, zero
 /// outside the input. `weight` is C×kh×kw, `x` is N×C×H×W, both contiguous.
 pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activation, g: &ConvGeometry) -> Vec<f32> {
@@ -44,10 +41,8 @@ pub fn depthwise_f32(x: &[f32], weight: &[f32], bias: Option<&[f32]>, act: Activ
     let mut out = super::uninit_output(g.batch * g.in_channels * plane_out);
     #[cfg(target_arch = "x86_64")]
     let plan = Plan3x3::new(g);
-    // planes in runs, one scratch per run: a 7×7 plane is a few hundred cycles of work, less
-    // than a rayon task and a thread-local round trip cost
-    let planes = g.batch * g.in_channels;
-    let run = planes.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads()).max(1);
+    // planes in runs, one scratch per run
+    let run = super::planes_per_task(g.batch * g.in_channels);
     out.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
         let mut scratch = SCRATCH.take();
         for (i, y) in ys.chunks_mut(plane_out).enumerate() {

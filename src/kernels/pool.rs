@@ -58,9 +58,6 @@ fn window(o: usize, g: &PoolGeometry, len: usize) -> (usize, usize, usize) {
     (a, b.max(a), (padded_end - start) as usize)
 }
 
-/// Rayon tasks per thread a pooling layer's planes are split into (runs of planes).
-const TASKS_PER_THREAD: usize = 8;
-
 /// Input values per stack of planes a stride-1 pool reduces in one pass (its three scratch
 /// arrays then about 48 KB, L1-sized: 1 KB per 8×8 plane).
 const STACK: usize = 1024;
@@ -85,34 +82,22 @@ pub fn pool2d_f32(x: &[f32], op: PoolOp, g: &PoolGeometry) -> Vec<f32> {
         }
     };
     let max_s2 = op == PoolOp::Max && g.stride == 2 && super::sgemm::avx512();
-    // planes in runs, one scratch per run (as the depthwise kernel: a small plane is less work
-    // than a rayon task and a thread-local round trip)
-    let run = g
-        .planes
-        .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-        .max(1);
+    // planes in runs, one scratch per run; at stride 1 a run in stacks of about STACK input
+    // values, each reduced in one pass ([`plane`])
+    let run = super::planes_per_task(g.planes);
+    let stack = if g.stride == 1 { (STACK / plane_in).max(1) } else { 1 };
     out.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
         let mut scratch = SCRATCH.take();
-        for (i, y) in ys.chunks_mut(plane_out).enumerate() {
-            let p = t * run + i;
-            let xin = &x[p * plane_in..][..plane_in];
+        for (i, y) in ys.chunks_mut(stack * plane_out).enumerate() {
+            let first = t * run + i * stack;
+            let xs = &x[first * plane_in..][..y.len() / plane_out * plane_in];
             #[cfg(target_arch = "x86_64")]
             if max_s2 {
-                // SAFETY: `avx512()` checked the CPU.
-                unsafe { max_s2_plane_avx512(xin, g, &mut scratch, y) };
+                // SAFETY: `avx512()` checked the CPU (and a stride-2 stack is one plane).
+                unsafe { max_s2_plane_avx512(xs, g, &mut scratch, y) };
                 continue;
             }
-            if g.stride == 1 {
-                // the whole run in stacks of about STACK values ([`plane`])
-                let stack = (STACK / plane_in).clamp(1, ys.len() / plane_out);
-                let first = t * run;
-                for (j, y) in ys.chunks_mut(stack * plane_out).enumerate() {
-                    let xs = &x[(first + j * stack) * plane_in..][..y.len() / plane_out * plane_in];
-                    plane_op(xs, g, &mut scratch, y, op, &divisors);
-                }
-                break;
-            }
-            plane_op(xin, g, &mut scratch, y, op, &divisors);
+            plane_op(xs, g, &mut scratch, y, op, &divisors);
         }
         SCRATCH.set(scratch);
     });
@@ -197,7 +182,7 @@ fn plane(
         let (padded, rest) = scratch.split_at_mut(n + k - 1);
         let (horiz, vert) = rest.split_at_mut(n);
         let vert = &mut vert[..nv];
-        fill_short(padded, init);
+        super::fill_short(padded, init);
         for (r, xrow) in x.chunks_exact(g.in_w).enumerate() {
             let (p, iy) = (r / g.in_h, r % g.in_h);
             super::copy_short(&mut padded[(p * hp + iy + pad) * wp + pad..][..g.in_w], xrow);
@@ -259,18 +244,6 @@ fn plane(
             horiz[ox] = horiz[ox * s];
         }
         finish(yrow, &horiz[..g.out_w], oy);
-    }
-}
-
-/// `dst.fill(v)` in 8-value steps (a fill with zeros is otherwise a `memset` call).
-#[inline(always)]
-fn fill_short(dst: &mut [f32], v: f32) {
-    let (d8, d) = dst.as_chunks_mut::<8>();
-    for d in d8 {
-        *d = [v; 8];
-    }
-    for d in d {
-        *d = v;
     }
 }
 

@@ -3,6 +3,7 @@
 //! batch sizes (proptest).
 
 use candle_core::{DType, Device, Module, Tensor};
+use ferrovision::kernels::nchwc;
 use ferrovision::layers::{
     Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, Linear, MaxPool2d, Padding, PoolSpec,
 };
@@ -472,6 +473,58 @@ proptest! {
         let pad = if same { None } else { Some(((k - 1) / 2, (k - 1) / 2)) };
         check_conv(&ConvCase { n, groups, cpg, opg, h, w, kh: k, kw: k, stride: 2, dil: 1, pad, bias: seed % 2 == 0, seed,
             act: (seed % 3) as u8, residual: seed & 4 != 0 });
+    }
+
+    /// The channel-blocked 1×1 ([`nchwc::pointwise`]) against the naive convolution: channel
+    /// counts that leave blocks and pairs of blocks partial, maps shorter and longer than a
+    /// 12-pixel tile, batches, bias, residual and activations; the NCHW round trip through
+    /// `to_blocked` / `from_blocked` with it.
+    #[test]
+    fn blocked_pointwise_matches_naive(
+        n in 1usize..3, k in 1usize..70, o in 1usize..70, pixels in 1usize..40, act in 0u8..3, residual in any::<bool>(), seed in any::<u64>()
+    ) {
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, k, pixels, 1], seed);
+        let w = arr([o, k, 1, 1], seed ^ 1);
+        let b = lcg_values(seed ^ 2, o);
+        let mut want = naive_conv(&x, &w, Some(b.as_slice()), 1, [0; 4], 1, 1);
+        let r = arr(want.d, seed ^ 3);
+        let packed = nchwc::Pointwise::new(&w.v, Some(&b), o, k);
+        let rb = residual.then(|| nchwc::to_blocked(&r.v, n, o, pixels));
+        let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
+        let y = nchwc::pointwise(&nchwc::to_blocked(&x.v, n, k, pixels), n, pixels, &packed, act, rb.as_deref());
+        for (i, v) in want.v.iter_mut().enumerate() {
+            *v = act.of(*v + if residual { r.v[i] } else { 0.0 });
+        }
+        let got = Tensor::from_vec(nchwc::from_blocked(&y, n, o, pixels), (n, o, pixels, 1), &Device::Cpu).unwrap();
+        assert_close(&got, &want, &format!("blocked 1×1 n {n} k {k} o {o} pixels {pixels}"));
+    }
+
+    /// The channel-blocked 3×3 depthwise ([`nchwc::depthwise3x3`]) against the naive
+    /// convolution: stride 1 and 2, padding 1 or TF "SAME" (none before, one after, at stride
+    /// 2 on even maps), maps from 1×1 (every tap on the border) to 14×30, partial blocks.
+    #[test]
+    fn blocked_depthwise_matches_naive(
+        n in 1usize..3, c in 1usize..40, h in 1usize..14, w in 1usize..30, stride in 1usize..3, same in any::<bool>(), act in 0u8..3, seed in any::<u64>()
+    ) {
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, c, h, w], seed);
+        let wt = arr([c, 1, 3, 3], seed ^ 1);
+        let b = lcg_values(seed ^ 2, c);
+        let ((pt, pb), (pl, pr)) = if same { (tf_same(h, 3, stride, 1), tf_same(w, 3, stride, 1)) } else { ((1, 1), (1, 1)) };
+        let mut want = naive_conv(&x, &wt, Some(b.as_slice()), stride, [pt, pb, pl, pr], 1, c);
+        let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
+        want.v.iter_mut().for_each(|v| *v = act.of(*v));
+        let [_, _, ho, wo] = want.d;
+        let g = nchwc::DwGeometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let packed = nchwc::Depthwise3x3::new(&wt.v, Some(&b), c);
+        let y = nchwc::depthwise3x3(&nchwc::to_blocked(&x.v, n, c, h * w), n, &g, &packed, act);
+        let got = Tensor::from_vec(nchwc::from_blocked(&y, n, c, ho * wo), (n, c, ho, wo), &Device::Cpu).unwrap();
+        assert_close(&got, &want, &format!("blocked depthwise n {n} c {c} {h}×{w}/{stride} same {same}"));
     }
 
     /// Depthwise (groups = in = out channels) takes its own path: test it on its own (rows up

@@ -49,6 +49,7 @@ use rayon::prelude::*;
 pub mod conv;
 pub mod depthwise;
 pub mod linear;
+pub mod nchwc;
 pub mod pool;
 pub mod sgemm;
 pub mod storage;

@@ -43,6 +43,8 @@ pub struct Event {
 
 struct Tracer {
     keep: Box<dyn Fn(&str) -> bool>,
+    /// Keeps no output: only times and shapes are wanted ([`trace_timing`]).
+    timing: bool,
     events: Vec<Event>,
     last: Instant,
 }
@@ -54,9 +56,26 @@ thread_local! {
 /// Runs `f` while recording every layer and block on this thread; keeps the outputs of the
 /// layers for which `keep(name)` is true.
 pub fn trace<R>(keep: impl Fn(&str) -> bool + 'static, f: impl FnOnce() -> R) -> (R, Vec<Event>) {
+    trace_with(Box::new(keep), false, f)
+}
+
+/// As [`trace`], keeping no output, for timing: models may then run layouts whose
+/// intermediate outputs are not NCHW (MobileNetV2's channel-blocked blocks), as untraced.
+pub fn trace_timing<R>(f: impl FnOnce() -> R) -> (R, Vec<Event>) {
+    trace_with(Box::new(|_| false), true, f)
+}
+
+/// Whether layer outputs must be NCHW tensors: something is tracing and may keep them or
+/// read their shapes ([`trace`], not [`trace_timing`]).
+pub fn wants_nchw() -> bool {
+    TRACER.with(|t| t.borrow().as_ref().is_some_and(|tr| !tr.timing))
+}
+
+fn trace_with<R>(keep: Box<dyn Fn(&str) -> bool>, timing: bool, f: impl FnOnce() -> R) -> (R, Vec<Event>) {
     let previous = TRACER.with(|t| {
         t.borrow_mut().replace(Tracer {
-            keep: Box::new(keep),
+            keep,
+            timing,
             events: Vec::new(),
             last: Instant::now(),
         })

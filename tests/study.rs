@@ -72,7 +72,23 @@ fn inspect_writes_grids_stats_and_the_true_activations() {
     let want_stem = stem.forward(&x).unwrap();
     let want_last = model.net.forward_features(&x).unwrap();
     assert_eq!(max_abs_diff(&acts["features.0.0"], &want_stem), 0.0);
-    assert_eq!(max_abs_diff(&acts["features.18"], &want_last), 0.0);
+    // the traced pass runs the NCHW kernels; an untraced MobileNetV2 may run its blocks on
+    // channel-blocked data (kernels::nchwc): the same values up to float rounding
+    let scale = want_last
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_abs_diff(&acts["features.18"], &want_last);
+    eprintln!("features.18: max diff {diff:e} (scale {scale})");
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "features.18 differs by {diff} (scale {scale})"
+    );
 
     for (layer, (c, h, w)) in [("features.0.0", (32, 112, 112)), ("features.18", (1280, 7, 7))] {
         let png = image::open(out.join(format!("{layer}.png"))).unwrap();

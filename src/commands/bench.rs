@@ -91,7 +91,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
     // multiply-adds per image, from one traced pass (each layer reports its own)
-    let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(&x));
+    let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&x));
     out?;
     let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
     let gflops = 2.0 * gmacs / (ms_per_image / 1e3);
@@ -145,7 +145,7 @@ fn profile(net: &dyn ferrovision::Network, x: &candle_core::Tensor, runs: usize)
     let mut layers: Vec<(String, String, u64, Vec<f64>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for _ in 0..runs {
-        let (out, events) = ferrovision::trace::trace(|_| false, || net.forward(x));
+        let (out, events) = ferrovision::trace::trace_timing(|| net.forward(x));
         out?;
         for e in events {
             let i = *index.entry(e.name.clone()).or_insert_with(|| {

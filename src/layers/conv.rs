@@ -373,8 +373,13 @@ impl Conv2d {
 
     /// The kernels' geometry of this convolution on `x` (N×C×H×W, C checked).
     fn geometry(&self, x: &Tensor) -> Result<ConvGeometry> {
+        self.geometry_of(x.dims4()?)
+    }
+
+    /// [`Conv2d::geometry`] for an input of N×C×H×W `dims`.
+    pub(crate) fn geometry_of(&self, dims: (usize, usize, usize, usize)) -> Result<ConvGeometry> {
         let s = &self.spec;
-        let (n, c, h, w) = x.dims4()?;
+        let (n, c, h, w) = dims;
         if c != s.in_channels {
             bail!(
                 "conv `{}`: input has {c} channels, expected {}",
@@ -473,8 +478,43 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// This 1×1 (stride 1, unpadded, one group, f32 weights) packed for the channel-blocked
+    /// kernel, or `None` for any other convolution.
+    pub(crate) fn blocked_pointwise(&self) -> Result<Option<crate::kernels::nchwc::Pointwise>> {
+        let s = &self.spec;
+        let plain = s.kernel == (1, 1) && s.stride == 1 && s.groups == 1 && self.pads(1, 1) == ((0, 0), (0, 0));
+        if !plain || self.weight.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
+        let w = to_f32_vec(&self.weight)?;
+        Ok(Some(crate::kernels::nchwc::Pointwise::new(
+            &w,
+            bias.as_deref(),
+            s.out_channels,
+            s.in_channels,
+        )))
+    }
+
+    /// This 3×3 depthwise convolution (stride 1 or 2, no dilation, f32 weights) packed for the
+    /// channel-blocked kernel, or `None` for any other.
+    pub(crate) fn blocked_depthwise(&self) -> Result<Option<crate::kernels::nchwc::Depthwise3x3>> {
+        let s = &self.spec;
+        let fits = s.is_depthwise() && s.kernel == (3, 3) && s.dilation == 1 && (s.stride == 1 || s.stride == 2);
+        if !fits || self.weight.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
+        let w = to_f32_vec(&self.weight)?;
+        Ok(Some(crate::kernels::nchwc::Depthwise3x3::new(
+            &w,
+            bias.as_deref(),
+            s.out_channels,
+        )))
+    }
+
     /// Reports the output to a tracer, if any (see [`crate::trace`]).
-    fn traced(&self, y: Tensor, ho: usize, wo: usize) -> Result<Tensor> {
+    pub(crate) fn traced(&self, y: Tensor, ho: usize, wo: usize) -> Result<Tensor> {
         if crate::trace::active() {
             let s = &self.spec;
             let (kh, kw) = s.kernel;

@@ -32,37 +32,49 @@ pub fn blocks(c: usize) -> usize {
     c.div_ceil(BLOCK)
 }
 
-/// `x` (N×C×pixels, NCHW) blocked, the channels past C zero.
+/// `x` (N×C×pixels, NCHW) blocked, the channels past C zero: pixel by pixel, each block's
+/// 16 channel planes read side by side, in tasks of [`CONVERT_PIXELS`] pixels.
 pub fn to_blocked(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * c * pixels, "NCHW size");
     let cb = blocks(c);
-    let mut out = vec![0f32; n * cb * pixels * BLOCK];
-    out.par_chunks_mut(pixels * BLOCK).enumerate().for_each(|(t, dst)| {
+    let mut out = super::uninit_output(n * cb * pixels * BLOCK);
+    out.par_chunks_mut(pixels * BLOCK).enumerate().for_each(|(t, plane)| {
         let (img, b) = (t / cb, t % cb);
         let lanes = BLOCK.min(c - b * BLOCK);
-        for l in 0..lanes {
-            let src = &x[(img * c + b * BLOCK + l) * pixels..][..pixels];
-            for (d, &v) in dst.chunks_exact_mut(BLOCK).zip(src) {
-                d[l] = v;
-            }
-        }
+        let src = &x[(img * c + b * BLOCK) * pixels..][..lanes * pixels];
+        plane
+            .par_chunks_mut(CONVERT_PIXELS * BLOCK)
+            .enumerate()
+            .for_each(|(k, dst)| {
+                let p0 = k * CONVERT_PIXELS;
+                for (i, px) in dst.chunks_exact_mut(BLOCK).enumerate() {
+                    for (l, v) in px.iter_mut().enumerate() {
+                        v.write(if l < lanes { src[l * pixels + p0 + i] } else { 0.0 });
+                    }
+                }
+            });
     });
-    out
+    // SAFETY: every value of every block was written above.
+    unsafe { super::assume_init(out) }
 }
+
+/// Pixels per task of [`to_blocked`] and [`from_blocked`].
+const CONVERT_PIXELS: usize = 1024;
 
 /// The NCHW (N×C×pixels) copy of blocked `x`.
 pub fn from_blocked(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
     let cb = blocks(c);
     assert_eq!(x.len(), n * cb * pixels * BLOCK, "blocked size");
-    let mut out = vec![0f32; n * c * pixels];
+    let mut out = super::uninit_output(n * c * pixels);
     out.par_chunks_mut(pixels).enumerate().for_each(|(t, dst)| {
         let (img, ch) = (t / c, t % c);
         let src = &x[(img * cb + ch / BLOCK) * pixels * BLOCK..][..pixels * BLOCK];
         for (d, s) in dst.iter_mut().zip(src.chunks_exact(BLOCK)) {
-            *d = s[ch % BLOCK];
+            d.write(s[ch % BLOCK]);
         }
     });
-    out
+    // SAFETY: every plane was written above.
+    unsafe { super::assume_init(out) }
 }
 
 /// A 1×1 convolution's weights for [`pointwise`], packed once: per pair of output blocks (32

@@ -47,6 +47,12 @@ pub fn to_blocked(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
             .enumerate()
             .for_each(|(k, dst)| {
                 let p0 = k * CONVERT_PIXELS;
+                #[cfg(target_arch = "x86_64")]
+                if available() {
+                    // SAFETY: AVX-512 checked; `dst` holds pixels p0.. of this block
+                    unsafe { block_pixels_avx512(src, lanes, pixels, p0, dst) };
+                    return;
+                }
                 for (i, px) in dst.chunks_exact_mut(BLOCK).enumerate() {
                     for (l, v) in px.iter_mut().enumerate() {
                         v.write(if l < lanes { src[l * pixels + p0 + i] } else { 0.0 });
@@ -56,6 +62,77 @@ pub fn to_blocked(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
     });
     // SAFETY: every value of every block was written above.
     unsafe { super::assume_init(out) }
+}
+
+/// [`to_blocked`]'s copy of pixels `p0..` of one block (`src`: its `lanes` channel planes of
+/// `pixels`), 16 pixels at a time: 16 rows loaded, transposed in registers (unpacks, then
+/// 128-bit lane shuffles), 16 pixel vectors stored.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_pixels_avx512(
+    src: &[f32],
+    lanes: usize,
+    pixels: usize,
+    p0: usize,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    use std::arch::x86_64::*;
+    let count = dst.len() / BLOCK;
+    let out = dst.as_mut_ptr().cast::<f32>();
+    for i0 in (0..count).step_by(BLOCK) {
+        let n = BLOCK.min(count - i0);
+        let mask = ((1u32 << n) - 1) as __mmask16;
+        let r: [__m512; BLOCK] = std::array::from_fn(|l| {
+            if l < lanes {
+                _mm512_maskz_loadu_ps(mask, src.as_ptr().add(l * pixels + p0 + i0))
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        // pairs of rows interleaved, then quads: u[4g + j] holds, per 128-bit lane k, rows
+        // 4g..4g + 4 of column 4k + j
+        let t: [__m512; BLOCK] = std::array::from_fn(|m| {
+            let (a, b) = (r[m & !1], r[m | 1]);
+            if m % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        let u: [__m512; BLOCK] = std::array::from_fn(|m| {
+            let (g, j) = (m / 4, m % 4);
+            let (a, b) = (
+                _mm512_castps_pd(t[4 * g + j / 2]),
+                _mm512_castps_pd(t[4 * g + 2 + j / 2]),
+            );
+            _mm512_castpd_ps(if j % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        for j in 0..4 {
+            let v = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let w = _mm512_shuffle_f32x4::<0xdd>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + j], u[12 + j]);
+            // column 4k + j of the 16 rows: pixel i0 + 4k + j
+            let cols = [
+                _mm512_shuffle_f32x4::<0x88>(v, v2),
+                _mm512_shuffle_f32x4::<0x88>(w, w2),
+                _mm512_shuffle_f32x4::<0xdd>(v, v2),
+                _mm512_shuffle_f32x4::<0xdd>(w, w2),
+            ];
+            for (k, c) in cols.into_iter().enumerate() {
+                if 4 * k + j < n {
+                    _mm512_storeu_ps(out.add((i0 + 4 * k + j) * BLOCK), c);
+                }
+            }
+        }
+    }
 }
 
 /// Pixels per task of [`to_blocked`] and [`from_blocked`].

@@ -502,6 +502,36 @@ proptest! {
         assert_close(&got, &want, &format!("blocked 1×1 n {n} k {k} o {o} pixels {pixels}"));
     }
 
+    /// The RGB stem into blocked output ([`nchwc::stem`]) against the naive convolution: 1 to
+    /// 4 input channels, kernels up to 7×7, stride 1 and 2, padding symmetric or TF "SAME",
+    /// rows of 1 to 40 outputs (tiles at both borders, short tiles), partial blocks and pairs.
+    #[test]
+    fn blocked_stem_matches_naive(
+        n in 1usize..3, c in 1usize..5, o in 1usize..40, h in 1usize..12, w in 1usize..80, k in 1usize..8,
+        stride in 1usize..3, pad in prop::option::of(0usize..4), act in 0u8..3, seed in any::<u64>()
+    ) {
+        prop_assume!(h + 2 * pad.unwrap_or(0) >= k && w + 2 * pad.unwrap_or(0) >= k && pad.unwrap_or(0) < k);
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, c, h, w], seed);
+        let wt = arr([o, c, k, k], seed ^ 1);
+        let b = lcg_values(seed ^ 2, o);
+        let ((pt, pb), (pl, pr)) = match pad {
+            Some(p) => ((p, p), (p, p)),
+            None => (tf_same(h, k, stride, 1), tf_same(w, k, stride, 1)),
+        };
+        let mut want = naive_conv(&x, &wt, Some(b.as_slice()), stride, [pt, pb, pl, pr], 1, 1);
+        let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
+        want.v.iter_mut().for_each(|v| *v = act.of(*v));
+        let [_, _, ho, wo] = want.d;
+        let g = nchwc::StemGeometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let packed = nchwc::Stem::new(&wt.v, Some(&b), o, c, (k, k));
+        let y = nchwc::stem(&x.v, n, &g, &packed, act);
+        let got = Tensor::from_vec(nchwc::from_blocked(&y, n, o, ho * wo), (n, o, ho, wo), &Device::Cpu).unwrap();
+        assert_close(&got, &want, &format!("blocked stem n {n} c {c} o {o} {h}×{w} k {k}/{stride} pad {pad:?}"));
+    }
+
     /// The channel-blocked 3×3 depthwise ([`nchwc::depthwise3x3`]) against the naive
     /// convolution: stride 1 and 2, padding 1 or TF "SAME" (none before, one after, at stride
     /// 2 on even maps), maps from 1×1 (every tap on the border) to 14×30, partial blocks.

@@ -171,6 +171,8 @@ pub struct MobileNetV2 {
     last: Conv2d,
     /// `last` packed for the channel-blocked kernel on first use.
     last_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Pointwise>>,
+    /// `stem` packed for the blocked stem kernel on first use.
+    stem_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Stem>>,
     classifier: Option<Linear>,
     num_features: usize,
     num_classes: usize,
@@ -218,6 +220,7 @@ impl MobileNetV2 {
             blocks,
             last,
             last_blocked: Default::default(),
+            stem_blocked: Default::default(),
             classifier,
             num_features: last_channel,
             num_classes: opts.num_classes,
@@ -244,13 +247,39 @@ impl MobileNetV2 {
         let Some(last) = last.as_ref() else {
             return Ok(None);
         };
+        let stem = self
+            .stem_blocked
+            .get_or_init(|| self.stem.blocked_stem().ok().flatten());
         let mut stages: Vec<Stage> = vec![Box::new(|x| {
-            let h = self.stem.forward(x)?; // N×32α×H/2×W/2
+            let h = match stem {
+                // straight into blocked output
+                Some(stem) => {
+                    let g = self.stem.geometry_of(x.dims4()?)?;
+                    let sg = nchwc::StemGeometry {
+                        in_h: g.in_h,
+                        in_w: g.in_w,
+                        stride: g.stride,
+                        pad_top: g.pad_top,
+                        pad_left: g.pad_left,
+                        out_h: g.out_h,
+                        out_w: g.out_w,
+                    };
+                    let act = self.stem.spec().activation;
+                    let y =
+                        crate::layers::with_cpu_f32(x, "features.0", |xs| nchwc::stem(xs, g.batch, &sg, stem, act))?;
+                    let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
+                    self.stem
+                        .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?
+                }
+                None => {
+                    let h = self.stem.forward(x)?;
+                    let (n, c, h2, w2) = h.dims4()?;
+                    let b = crate::layers::with_cpu_f32(&h, "features.0", |hs| nchwc::to_blocked(hs, n, c, h2 * w2))?;
+                    Tensor::from_vec(b, (n, nchwc::blocks(c), h2, w2, nchwc::BLOCK), x.device())?
+                }
+            }; // N×⌈32α/16⌉×H/2×W/2×16
             crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
-            let (n, c, h2, w2) = h.dims4()?;
-            let b = crate::layers::with_cpu_f32(&h, "features.0", |hs| nchwc::to_blocked(hs, n, c, h2 * w2))?;
-            Tensor::from_vec(b, (n, nchwc::blocks(c), h2, w2, nchwc::BLOCK), x.device())
-            // N×⌈32α/16⌉×H/2×W/2×16
+            Ok(h)
         })];
         for (i, b) in self.blocks.iter().enumerate() {
             stages.push(Box::new(move |h| {

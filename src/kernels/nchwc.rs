@@ -490,3 +490,204 @@ unsafe fn dw_plane<const ACT: u8>(
         }
     }
 }
+
+/// A convolution from a few NCHW input channels (an RGB stem) straight into blocked output,
+/// weights packed once: per pair of output blocks, per tap (c, i, j), the 32 weights.
+#[derive(Debug, Clone)]
+pub struct Stem {
+    c: usize,
+    o: usize,
+    kernel: (usize, usize),
+    w: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Stem {
+    /// `weight`: O×C×kh×kw (one group); `bias`: O values.
+    pub fn new(weight: &[f32], bias: Option<&[f32]>, o: usize, c: usize, kernel: (usize, usize)) -> Self {
+        let taps = c * kernel.0 * kernel.1;
+        assert_eq!(weight.len(), o * taps, "stem weight size");
+        let pairs = blocks(o).div_ceil(2);
+        let mut w = vec![0f32; pairs * taps * 2 * BLOCK];
+        for (oc, row) in weight.chunks_exact(taps).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                w[((oc / (2 * BLOCK)) * taps + t) * 2 * BLOCK + oc % (2 * BLOCK)] = v;
+            }
+        }
+        let mut b = vec![0f32; pairs * 2 * BLOCK];
+        if let Some(bias) = bias {
+            b[..o].copy_from_slice(bias);
+        }
+        Self {
+            c,
+            o,
+            kernel,
+            w,
+            bias: b,
+        }
+    }
+}
+
+/// Geometry of a [`stem`] layer: input H×W, stride, padding before the first row and column,
+/// output Ho×Wo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StemGeometry {
+    pub in_h: usize,
+    pub in_w: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// `y = act(conv(x) + b)`, `x` N×C×H×W (NCHW), `y` blocked N×⌈O/16⌉: tiles of [`TILE`] pixels
+/// of one output row × 32 channels, each tap's input value broadcast (the blocked 1×1's tile
+/// with the taps as its input channels); tasks over (image, pair of blocks, output row).
+pub fn stem(x: &[f32], n: usize, g: &StemGeometry, p: &Stem, act: Activation) -> Vec<f32> {
+    assert_eq!(x.len(), n * p.c * g.in_h * g.in_w, "stem input size");
+    let (ob, pixels) = (blocks(p.o), g.out_h * g.out_w);
+    let mut y = super::uninit_output(n * ob * pixels * BLOCK);
+    let out = super::SyncPtr(y.as_mut_ptr().cast::<f32>());
+    let pairs = ob.div_ceil(2);
+    (0..n * pairs * g.out_h).into_par_iter().for_each(|u| {
+        let (img, q, oy) = (u / (pairs * g.out_h), u / g.out_h % pairs, u % g.out_h);
+        let two = 2 * q + 1 < ob;
+        let taps = p.c * p.kernel.0 * p.kernel.1;
+        for p0 in (0..g.out_w).step_by(TILE) {
+            // SAFETY: the caller checked available(); this unit alone writes row oy of blocks
+            // 2q (and 2q + 1) of image img
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let job = StemJob {
+                    x: &x[img * p.c * g.in_h * g.in_w..][..p.c * g.in_h * g.in_w],
+                    w: &p.w[q * taps * 2 * BLOCK..][..taps * 2 * BLOCK],
+                    bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
+                    c: p.c,
+                    kernel: p.kernel,
+                    g,
+                    oy,
+                    p0,
+                    pixels,
+                    y: out.add(((img * ob + 2 * q) * pixels + oy * g.out_w) * BLOCK).0,
+                };
+                match (act, two) {
+                    (Activation::None, true) => stem_dispatch::<0, true>(&job),
+                    (Activation::None, false) => stem_dispatch::<0, false>(&job),
+                    (Activation::Relu, true) => stem_dispatch::<1, true>(&job),
+                    (Activation::Relu, false) => stem_dispatch::<1, false>(&job),
+                    (Activation::Relu6, true) => stem_dispatch::<2, true>(&job),
+                    (Activation::Relu6, false) => stem_dispatch::<2, false>(&job),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {oy}, {two}, {taps}, {p0})");
+        }
+    });
+    // SAFETY: the units cover every (image, block, row), each tile every pixel of its row.
+    unsafe { super::assume_init(y) }
+}
+
+/// One stem tile's operands: the image's input planes, the pair's weights and bias, the
+/// output row and first pixel, the output at the row's first pixel of the pair's first block.
+struct StemJob<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: &'a [f32],
+    c: usize,
+    kernel: (usize, usize),
+    g: &'a StemGeometry,
+    oy: usize,
+    p0: usize,
+    pixels: usize,
+    y: *mut f32,
+}
+
+/// [`stem_tile`] for the tile's pixel count.
+///
+/// # Safety
+/// As [`stem_tile`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn stem_dispatch<const ACT: u8, const TWO: bool>(j: &StemJob) {
+    match TILE.min(j.g.out_w - j.p0) {
+        12 => stem_tile::<12, ACT, TWO>(j),
+        11 => stem_tile::<11, ACT, TWO>(j),
+        10 => stem_tile::<10, ACT, TWO>(j),
+        9 => stem_tile::<9, ACT, TWO>(j),
+        8 => stem_tile::<8, ACT, TWO>(j),
+        7 => stem_tile::<7, ACT, TWO>(j),
+        6 => stem_tile::<6, ACT, TWO>(j),
+        5 => stem_tile::<5, ACT, TWO>(j),
+        4 => stem_tile::<4, ACT, TWO>(j),
+        3 => stem_tile::<3, ACT, TWO>(j),
+        2 => stem_tile::<2, ACT, TWO>(j),
+        _ => stem_tile::<1, ACT, TWO>(j),
+    }
+}
+
+/// `R` pixels of one output row × one or (`TWO`) two output blocks; input columns outside the
+/// row read as zero (checked only in tiles that reach past a border).
+///
+/// # Safety
+/// The CPU has AVX-512F; `y` covers the pixels written, blocks `pixels·16` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stem_tile<const R: usize, const ACT: u8, const TWO: bool>(j: &StemJob) {
+    use std::arch::x86_64::*;
+    let g = j.g;
+    let (kh, kw) = j.kernel;
+    let (b0, b1) = (
+        _mm512_loadu_ps(j.bias.as_ptr()),
+        _mm512_loadu_ps(j.bias.as_ptr().add(BLOCK)),
+    );
+    let (mut a0, mut a1) = ([b0; R], [b1; R]);
+    let first = (j.p0 * g.stride) as isize - g.pad_left as isize;
+    let last = first + ((R - 1) * g.stride + kw - 1) as isize;
+    let inside = first >= 0 && last < g.in_w as isize;
+    let top = (j.oy * g.stride) as isize - g.pad_top as isize;
+    for c in 0..j.c {
+        for i in 0..kh {
+            let iy = top + i as isize;
+            if !(0..g.in_h as isize).contains(&iy) {
+                continue;
+            }
+            let row = &j.x[(c * g.in_h + iy as usize) * g.in_w..][..g.in_w];
+            for jj in 0..kw {
+                let wt = j.w.as_ptr().add(((c * kh + i) * kw + jj) * 2 * BLOCK);
+                let w0 = _mm512_loadu_ps(wt);
+                let w1 = if TWO { _mm512_loadu_ps(wt.add(BLOCK)) } else { w0 };
+                for r in 0..R {
+                    let ix = first + (r * g.stride + jj) as isize;
+                    let v = if inside {
+                        *row.get_unchecked(ix as usize)
+                    } else if (0..g.in_w as isize).contains(&ix) {
+                        row[ix as usize]
+                    } else {
+                        0.0
+                    };
+                    let v = _mm512_set1_ps(v);
+                    a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
+                    if TWO {
+                        a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
+                    }
+                }
+            }
+        }
+    }
+    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+    let act = |mut v: __m512| {
+        if ACT >= 1 {
+            v = _mm512_max_ps(v, zero);
+        }
+        if ACT == 2 {
+            v = _mm512_min_ps(v, six);
+        }
+        v
+    };
+    for r in 0..R {
+        _mm512_storeu_ps(j.y.add((j.p0 + r) * BLOCK), act(a0[r]));
+        if TWO {
+            _mm512_storeu_ps(j.y.add((j.pixels + j.p0 + r) * BLOCK), act(a1[r]));
+        }
+    }
+}

@@ -496,6 +496,25 @@ impl Conv2d {
         )))
     }
 
+    /// This convolution from at most 4 input channels (an RGB stem: one group, no dilation,
+    /// f32 weights) packed for the channel-blocked stem kernel, or `None` for any other.
+    pub(crate) fn blocked_stem(&self) -> Result<Option<crate::kernels::nchwc::Stem>> {
+        let s = &self.spec;
+        let fits = s.in_channels <= 4 && s.groups == 1 && s.dilation == 1;
+        if !fits || self.weight.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
+        let w = to_f32_vec(&self.weight)?;
+        Ok(Some(crate::kernels::nchwc::Stem::new(
+            &w,
+            bias.as_deref(),
+            s.out_channels,
+            s.in_channels,
+            s.kernel,
+        )))
+    }
+
     /// This 3×3 depthwise convolution (stride 1 or 2, no dilation, f32 weights) packed for the
     /// channel-blocked kernel, or `None` for any other.
     pub(crate) fn blocked_depthwise(&self) -> Result<Option<crate::kernels::nchwc::Depthwise3x3>> {

@@ -1,6 +1,6 @@
 //! Channel-blocked activations, `[N][⌈C/16⌉][H][W][16]` (oneDNN's `nChw16c`, ONNX Runtime's
-//! NCHWc on AVX-512), and the kernels of MobileNetV2's inverted residual blocks on them: the
-//! 1×1 convolution and the 3×3 depthwise one, AVX-512.
+//! NCHWc on AVX-512), and the kernels of MobileNetV2 on them, AVX-512: the 1×1 convolution,
+//! the 3×3 depthwise one, and the RGB stem from NCHW input ([`stem`]).
 //!
 //! A pixel's 16 channels are one vector. The depthwise convolution then needs no padded copy
 //! and no shuffles at any stride: each tap is one load and one multiply-add per 16 channels

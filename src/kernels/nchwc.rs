@@ -33,7 +33,7 @@ pub fn blocks(c: usize) -> usize {
 }
 
 /// `x` (N×C×pixels, NCHW) blocked, the channels past C zero: pixel by pixel, each block's
-/// 16 channel planes read side by side, in tasks of [`CONVERT_PIXELS`] pixels.
+/// 16 channel planes read side by side, in tasks of 1024 pixels.
 pub fn to_blocked(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * c * pixels, "NCHW size");
     let cb = blocks(c);

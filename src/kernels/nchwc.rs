@@ -168,20 +168,28 @@ impl Pointwise {
     /// `weight`: O×K row-major; `bias`: O values.
     pub fn new(weight: &[f32], bias: Option<&[f32]>, o: usize, k: usize) -> Self {
         assert_eq!(weight.len(), o * k, "1×1 weight size");
-        let (pairs, k16) = (blocks(o).div_ceil(2), blocks(k) * BLOCK);
-        let mut w = vec![0f32; pairs * k16 * 2 * BLOCK];
-        for (oc, row) in weight.chunks_exact(k).enumerate() {
-            let (q, j) = (oc / (2 * BLOCK), oc % (2 * BLOCK));
-            for (c, &v) in row.iter().enumerate() {
-                w[(q * k16 + c) * 2 * BLOCK + j] = v;
-            }
-        }
-        let mut b = vec![0f32; pairs * 2 * BLOCK];
-        if let Some(bias) = bias {
-            b[..o].copy_from_slice(bias);
-        }
-        Self { k, o, w, bias: b }
+        let (w, bias) = pack_pairs(weight, bias, o, k, blocks(k) * BLOCK);
+        Self { k, o, w, bias }
     }
+}
+
+/// O×K row-major `weight` and its bias laid out for the pair tiles of [`pointwise`] and
+/// [`stem`]: per pair of output blocks (32 channels), `depth` rows (K rounded up as the input
+/// wants, zero past K) of 32 weights, zero past O; the bias 32 per pair, zero past O.
+fn pack_pairs(weight: &[f32], bias: Option<&[f32]>, o: usize, k: usize, depth: usize) -> (Vec<f32>, Vec<f32>) {
+    let pairs = blocks(o).div_ceil(2);
+    let mut w = vec![0f32; pairs * depth * 2 * BLOCK];
+    for (oc, row) in weight.chunks_exact(k).enumerate() {
+        let (q, j) = (oc / (2 * BLOCK), oc % (2 * BLOCK));
+        for (c, &v) in row.iter().enumerate() {
+            w[(q * depth + c) * 2 * BLOCK + j] = v;
+        }
+    }
+    let mut b = vec![0f32; pairs * 2 * BLOCK];
+    if let Some(bias) = bias {
+        b[..o].copy_from_slice(bias);
+    }
+    (w, b)
 }
 
 /// `y = act(x · Wᵀ + b (+ residual))` on blocked data: `x` N×⌈K/16⌉ blocks of `pixels`,
@@ -305,25 +313,54 @@ unsafe fn tile<const R: usize, const ACT: u8, const TWO: bool>(j: &Job) {
             }
         }
     }
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+    store_pair_tile::<R, ACT, TWO>(&a0, &a1, j.y, j.residual, j.pixels, j.p0);
+}
+
+/// The store of a pair tile ([`tile`], [`stem_tile`]): pixels `p0..p0 + R` of one block from
+/// `a0` and, with `TWO`, of the next (`pixels·16` further) from `a1`, `act(a + residual)`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `y` (and `residual`) cover those values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_pair_tile<const R: usize, const ACT: u8, const TWO: bool>(
+    a0: &[std::arch::x86_64::__m512; R],
+    a1: &[std::arch::x86_64::__m512; R],
+    y: *mut f32,
+    residual: Option<*const f32>,
+    pixels: usize,
+    p0: usize,
+) {
+    use std::arch::x86_64::*;
     let finish = |mut v: __m512, at: usize| {
-        if let Some(res) = j.residual {
+        if let Some(res) = residual {
             v = _mm512_add_ps(v, _mm512_loadu_ps(res.add(at)));
         }
-        if ACT >= 1 {
-            v = _mm512_max_ps(v, zero);
-        }
-        if ACT == 2 {
-            v = _mm512_min_ps(v, six);
-        }
-        _mm512_storeu_ps(j.y.add(at), v);
+        _mm512_storeu_ps(y.add(at), activate::<ACT>(v));
     };
     for r in 0..R {
-        finish(a0[r], (j.p0 + r) * BLOCK);
+        finish(a0[r], (p0 + r) * BLOCK);
         if TWO {
-            finish(a1[r], (j.pixels + j.p0 + r) * BLOCK);
+            finish(a1[r], (pixels + p0 + r) * BLOCK);
         }
     }
+}
+
+/// `ACT` (0 none, 1 ReLU, 2 ReLU6) on 16 values.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn activate<const ACT: u8>(mut v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    if ACT >= 1 {
+        v = _mm512_max_ps(v, _mm512_setzero_ps());
+    }
+    if ACT == 2 {
+        v = _mm512_min_ps(v, _mm512_set1_ps(6.0));
+    }
+    v
 }
 
 /// A 3×3 depthwise convolution's weights for [`depthwise3x3`]: per block, per tap, 16 weights
@@ -417,19 +454,10 @@ unsafe fn dw_plane<const ACT: u8>(
     let s = g.stride;
     let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_loadu_ps(w.as_ptr().add(t * BLOCK)));
     let bv = _mm512_loadu_ps(bias.as_ptr());
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
     let xp = x.as_ptr();
     let yp = y.as_mut_ptr().cast::<f32>();
     let px = |iy: usize, ix: usize| _mm512_loadu_ps(xp.add((iy * g.in_w + ix) * BLOCK));
-    let store = |o: usize, mut v: __m512| {
-        if ACT >= 1 {
-            v = _mm512_max_ps(v, zero);
-        }
-        if ACT == 2 {
-            v = _mm512_min_ps(v, six);
-        }
-        _mm512_storeu_ps(yp.add(o * BLOCK), v);
-    };
+    let store = |o: usize, v: __m512| _mm512_storeu_ps(yp.add(o * BLOCK), activate::<ACT>(v));
     // output columns whose three taps are all inside: ox·s − pl ≥ 0 and ox·s − pl + 2 < W
     let lo = g.pad_left.div_ceil(s).min(g.out_w);
     let hi = if g.in_w + g.pad_left >= 3 {
@@ -507,24 +535,8 @@ impl Stem {
     pub fn new(weight: &[f32], bias: Option<&[f32]>, o: usize, c: usize, kernel: (usize, usize)) -> Self {
         let taps = c * kernel.0 * kernel.1;
         assert_eq!(weight.len(), o * taps, "stem weight size");
-        let pairs = blocks(o).div_ceil(2);
-        let mut w = vec![0f32; pairs * taps * 2 * BLOCK];
-        for (oc, row) in weight.chunks_exact(taps).enumerate() {
-            for (t, &v) in row.iter().enumerate() {
-                w[((oc / (2 * BLOCK)) * taps + t) * 2 * BLOCK + oc % (2 * BLOCK)] = v;
-            }
-        }
-        let mut b = vec![0f32; pairs * 2 * BLOCK];
-        if let Some(bias) = bias {
-            b[..o].copy_from_slice(bias);
-        }
-        Self {
-            c,
-            o,
-            kernel,
-            w,
-            bias: b,
-        }
+        let (w, bias) = pack_pairs(weight, bias, o, taps, taps);
+        Self { c, o, kernel, w, bias }
     }
 }
 
@@ -674,20 +686,5 @@ unsafe fn stem_tile<const R: usize, const ACT: u8, const TWO: bool>(j: &StemJob)
             }
         }
     }
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-    let act = |mut v: __m512| {
-        if ACT >= 1 {
-            v = _mm512_max_ps(v, zero);
-        }
-        if ACT == 2 {
-            v = _mm512_min_ps(v, six);
-        }
-        v
-    };
-    for r in 0..R {
-        _mm512_storeu_ps(j.y.add((j.p0 + r) * BLOCK), act(a0[r]));
-        if TWO {
-            _mm512_storeu_ps(j.y.add((j.pixels + j.p0 + r) * BLOCK), act(a1[r]));
-        }
-    }
+    store_pair_tile::<R, ACT, TWO>(&a0, &a1, j.y, None, j.pixels, j.p0);
 }

@@ -8,6 +8,7 @@ use super::batch_norm::{BatchNorm2d, Norm};
 use super::padding::{same_pad, window_out, Pad1, Padding};
 use super::Activation;
 use crate::kernels::conv::{ConvGeometry, PackedConv};
+use crate::kernels::nchwc;
 
 /// Hyper-parameters of one convolution, as in `torch.nn.Conv2d`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -480,56 +481,38 @@ impl Conv2d {
 impl Conv2d {
     /// This 1×1 (stride 1, unpadded, one group, f32 weights) packed for the channel-blocked
     /// kernel, or `None` for any other convolution.
-    pub(crate) fn blocked_pointwise(&self) -> Result<Option<crate::kernels::nchwc::Pointwise>> {
+    pub(crate) fn blocked_pointwise(&self) -> Result<Option<nchwc::Pointwise>> {
         let s = &self.spec;
         let plain = s.kernel == (1, 1) && s.stride == 1 && s.groups == 1 && self.pads(1, 1) == ((0, 0), (0, 0));
-        if !plain || self.weight.dtype() != candle_core::DType::F32 {
-            return Ok(None);
-        }
-        let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
-        let w = to_f32_vec(&self.weight)?;
-        Ok(Some(crate::kernels::nchwc::Pointwise::new(
-            &w,
-            bias.as_deref(),
-            s.out_channels,
-            s.in_channels,
-        )))
+        self.blocked_pack(plain, |w, b| nchwc::Pointwise::new(w, b, s.out_channels, s.in_channels))
     }
 
     /// This convolution from at most 4 input channels (an RGB stem: one group, no dilation,
     /// f32 weights) packed for the channel-blocked stem kernel, or `None` for any other.
-    pub(crate) fn blocked_stem(&self) -> Result<Option<crate::kernels::nchwc::Stem>> {
+    pub(crate) fn blocked_stem(&self) -> Result<Option<nchwc::Stem>> {
         let s = &self.spec;
         let fits = s.in_channels <= 4 && s.groups == 1 && s.dilation == 1;
-        if !fits || self.weight.dtype() != candle_core::DType::F32 {
-            return Ok(None);
-        }
-        let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
-        let w = to_f32_vec(&self.weight)?;
-        Ok(Some(crate::kernels::nchwc::Stem::new(
-            &w,
-            bias.as_deref(),
-            s.out_channels,
-            s.in_channels,
-            s.kernel,
-        )))
+        self.blocked_pack(fits, |w, b| {
+            nchwc::Stem::new(w, b, s.out_channels, s.in_channels, s.kernel)
+        })
     }
 
     /// This 3×3 depthwise convolution (stride 1 or 2, no dilation, f32 weights) packed for the
     /// channel-blocked kernel, or `None` for any other.
-    pub(crate) fn blocked_depthwise(&self) -> Result<Option<crate::kernels::nchwc::Depthwise3x3>> {
+    pub(crate) fn blocked_depthwise(&self) -> Result<Option<nchwc::Depthwise3x3>> {
         let s = &self.spec;
         let fits = s.is_depthwise() && s.kernel == (3, 3) && s.dilation == 1 && (s.stride == 1 || s.stride == 2);
+        self.blocked_pack(fits, |w, b| nchwc::Depthwise3x3::new(w, b, s.out_channels))
+    }
+
+    /// `pack(weights, bias)` on this layer's f32 weights and bias where `fits` and the weights
+    /// are stored in f32, else `None`.
+    fn blocked_pack<T>(&self, fits: bool, pack: impl FnOnce(&[f32], Option<&[f32]>) -> T) -> Result<Option<T>> {
         if !fits || self.weight.dtype() != candle_core::DType::F32 {
             return Ok(None);
         }
         let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
-        let w = to_f32_vec(&self.weight)?;
-        Ok(Some(crate::kernels::nchwc::Depthwise3x3::new(
-            &w,
-            bias.as_deref(),
-            s.out_channels,
-        )))
+        Ok(Some(pack(&to_f32_vec(&self.weight)?, bias.as_deref())))
     }
 
     /// Reports the output to a tracer, if any (see [`crate::trace`]).

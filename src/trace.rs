@@ -109,15 +109,37 @@ pub fn record_with(
     also: Option<&str>,
     detail: impl FnOnce() -> String,
 ) {
+    record_output(name, kind, Output::Tensor(out), macs, also, detail)
+}
+
+/// What a layer reports of its output: the tensor, or (a layer that wrote its part of a larger
+/// array) only the shape, which no tracer that keeps outputs sees ([`wants_nchw`]).
+pub(crate) enum Output<'a> {
+    Tensor(&'a Tensor),
+    Shape(&'a [usize]),
+}
+
+/// As [`record_with`], for an [`Output`].
+pub(crate) fn record_output(
+    name: &str,
+    kind: &'static str,
+    out: Output,
+    macs: u64,
+    also: Option<&str>,
+    detail: impl FnOnce() -> String,
+) {
     TRACER.with(|t| {
         if let Some(tr) = t.borrow_mut().as_mut() {
-            let tensor = (tr.keep)(name).then(|| out.clone());
+            let (shape, tensor) = match out {
+                Output::Tensor(y) => (y.dims().to_vec(), (tr.keep)(name).then(|| y.clone())),
+                Output::Shape(s) => (s.to_vec(), None),
+            };
             let now = Instant::now();
             let elapsed = now - tr.last;
             tr.events.push(Event {
                 name: name.to_string(),
                 kind,
-                shape: out.dims().to_vec(),
+                shape,
                 macs,
                 also: also.map(str::to_string),
                 detail: detail(),

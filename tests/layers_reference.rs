@@ -477,8 +477,8 @@ proptest! {
 
     /// The channel-blocked 1×1 ([`nchwc::pointwise`]) against the naive convolution: channel
     /// counts that leave blocks and pairs of blocks partial, maps shorter and longer than a
-    /// 12-pixel tile, batches, bias, residual and activations; the NCHW round trip through
-    /// `to_blocked` / `from_blocked` with it.
+    /// 12-pixel tile, batches, bias, residual and activations, alone or written into blocks
+    /// 1.. of a wider array; the NCHW round trip through `to_blocked` / `from_blocked` with it.
     #[test]
     fn blocked_pointwise_matches_naive(
         n in 1usize..3, k in 1usize..70, o in 1usize..70, pixels in 1usize..40, act in 0u8..3, residual in any::<bool>(), seed in any::<u64>()
@@ -494,7 +494,18 @@ proptest! {
         let packed = nchwc::Pointwise::new(&w.v, Some(&b), o, k);
         let rb = residual.then(|| nchwc::to_blocked(&r.v, n, o, pixels));
         let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
-        let y = nchwc::pointwise(&nchwc::to_blocked(&x.v, n, k, pixels), n, pixels, &packed, act, rb.as_deref());
+        let xb = nchwc::to_blocked(&x.v, n, k, pixels);
+        let y = if seed & 8 == 0 {
+            nchwc::pointwise(&xb, n, pixels, &packed, act, rb.as_deref())
+        } else {
+            // into blocks 1.. of an array one block wider, as a concatenation's second part
+            let (ob, plane) = (nchwc::blocks(o), pixels * nchwc::BLOCK);
+            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); n * (ob + 1) * plane];
+            nchwc::pointwise_into(&xb, n, pixels, &packed, act, rb.as_deref(), nchwc::Target { y: &mut y, blocks: ob + 1, first: 1 });
+            let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+            prop_assert!(y.chunks(plane * (ob + 1)).all(|img| img[..plane].iter().all(|v| v.is_nan())), "block 0 written");
+            y.chunks(plane * (ob + 1)).flat_map(|img| img[plane..].to_vec()).collect()
+        };
         for (i, v) in want.v.iter_mut().enumerate() {
             *v = act.of(*v + if residual { r.v[i] } else { 0.0 });
         }
@@ -502,7 +513,7 @@ proptest! {
         assert_close(&got, &want, &format!("blocked 1×1 n {n} k {k} o {o} pixels {pixels}"));
     }
 
-    /// The RGB stem into blocked output ([`nchwc::stem`]) against the naive convolution: 1 to
+    /// The RGB stem into blocked output ([`nchwc::Conv::nchw`]) against the naive convolution: 1 to
     /// 4 input channels, kernels up to 7×7, stride 1 and 2, padding symmetric or TF "SAME",
     /// rows of 1 to 40 outputs (tiles at both borders, short tiles), partial blocks and pairs.
     #[test]
@@ -525,11 +536,80 @@ proptest! {
         let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
         want.v.iter_mut().for_each(|v| *v = act.of(*v));
         let [_, _, ho, wo] = want.d;
-        let g = nchwc::StemGeometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
-        let packed = nchwc::Stem::new(&wt.v, Some(&b), o, c, (k, k));
-        let y = nchwc::stem(&x.v, n, &g, &packed, act);
+        let g = nchwc::Geometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let packed = nchwc::Conv::nchw(&wt.v, Some(&b), o, c, (k, k));
+        let y = nchwc::conv(&x.v, n, &g, &packed, act);
         let got = Tensor::from_vec(nchwc::from_blocked(&y, n, o, ho * wo), (n, o, ho, wo), &Device::Cpu).unwrap();
         assert_close(&got, &want, &format!("blocked stem n {n} c {c} o {o} {h}×{w} k {k}/{stride} pad {pad:?}"));
+    }
+
+    /// The dense convolution on blocked input ([`nchwc::Conv::blocked`]) against the naive
+    /// one: input channels leaving blocks partial, 1×1 to 5×5 and rectangular kernels, stride 1
+    /// and 2, symmetric or TF "SAME" padding, rows shorter and longer than a tile; written into
+    /// its blocks of a wider array (a concatenation) whose other blocks must stay unwritten.
+    #[test]
+    fn blocked_conv_matches_naive(
+        n in 1usize..3, c in 1usize..40, o in 1usize..40, h in 1usize..9, w in 1usize..30, kh in 1usize..6,
+        kw in 1usize..6, stride in 1usize..3, pad in prop::option::of(0usize..3), before in 0usize..3,
+        after in 0usize..2, act in 0u8..3, seed in any::<u64>()
+    ) {
+        let p = pad.unwrap_or(0);
+        prop_assume!(h + 2 * p >= kh && w + 2 * p >= kw && p < kh.min(kw));
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, c, h, w], seed);
+        let wt = arr([o, c, kh, kw], seed ^ 1);
+        let b = lcg_values(seed ^ 2, o);
+        let ((pt, pb), (pl, pr)) = match pad {
+            Some(p) => ((p, p), (p, p)),
+            None => (tf_same(h, kh, stride, 1), tf_same(w, kw, stride, 1)),
+        };
+        let mut want = naive_conv(&x, &wt, Some(b.as_slice()), stride, [pt, pb, pl, pr], 1, 1);
+        let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
+        want.v.iter_mut().for_each(|v| *v = act.of(*v));
+        let [_, _, ho, wo] = want.d;
+        let g = nchwc::Geometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let packed = nchwc::Conv::blocked(&wt.v, Some(&b), o, c, (kh, kw));
+        let xb = nchwc::to_blocked(&x.v, n, c, h * w);
+        let (ob, plane) = (nchwc::blocks(o), ho * wo * nchwc::BLOCK);
+        let total = before + ob + after;
+        let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); n * total * plane];
+        nchwc::conv_into(&xb, n, &g, &packed, act, nchwc::Target { y: &mut y, blocks: total, first: before });
+        let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+        let (mut mine, mut untouched) = (Vec::new(), true);
+        for img in y.chunks(total * plane) {
+            mine.extend_from_slice(&img[before * plane..][..ob * plane]);
+            untouched &= img[..before * plane].iter().chain(&img[(before + ob) * plane..]).all(|v| v.is_nan());
+        }
+        prop_assert!(untouched, "blocks outside the target written");
+        let got = Tensor::from_vec(nchwc::from_blocked(&mine, n, o, ho * wo), (n, o, ho, wo), &Device::Cpu).unwrap();
+        assert_close(&got, &want, &format!("blocked conv n {n} c {c} o {o} {h}×{w} k {kh}×{kw}/{stride} pad {pad:?}"));
+    }
+
+    /// Max pooling on blocked data ([`nchwc::max_pool`]) against PyTorch's loops: padding,
+    /// ceil mode (windows past the edge), strides, partial blocks; and the global average
+    /// ([`nchwc::global_avg_pool`]) against the plane means.
+    #[test]
+    fn blocked_pools_match_pytorch_loops(
+        n in 1usize..3, c in 1usize..40, h in 1usize..14, w in 1usize..30, k in 1usize..5,
+        s in 1usize..4, p in 0usize..3, ceil in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(2 * p <= k && h + 2 * p >= k && w + 2 * p >= k);
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, c, h, w], seed);
+        let want = naive_pool(&x, k, s, p, ceil, true, false);
+        let [_, _, ho, wo] = want.d;
+        let g = nchwc::Geometry { in_h: h, in_w: w, stride: s, pad_top: p, pad_left: p, out_h: ho, out_w: wo };
+        let xb = nchwc::to_blocked(&x.v, n, c, h * w);
+        let y = nchwc::max_pool(&xb, n, c, &g, k);
+        let got = Tensor::from_vec(nchwc::from_blocked(&y, n, c, ho * wo), (n, c, ho, wo), &Device::Cpu).unwrap();
+        assert_close(&got, &want, &format!("blocked max pool n {n} c {c} {h}×{w} k {k}/{s} pad {p} ceil {ceil}"));
+        let means = Arr { d: [n, c, 1, 1], v: x.v.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect() };
+        let got = Tensor::from_vec(nchwc::global_avg_pool(&xb, n, c, h * w), (n, c, 1, 1), &Device::Cpu).unwrap();
+        assert_close(&got, &means, &format!("blocked global average pool n {n} c {c} {h}×{w}"));
     }
 
     /// The channel-blocked 3×3 depthwise ([`nchwc::depthwise3x3`]) against the naive
@@ -550,7 +630,7 @@ proptest! {
         let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
         want.v.iter_mut().for_each(|v| *v = act.of(*v));
         let [_, _, ho, wo] = want.d;
-        let g = nchwc::DwGeometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let g = nchwc::Geometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
         let packed = nchwc::Depthwise3x3::new(&wt.v, Some(&b), c);
         let y = nchwc::depthwise3x3(&nchwc::to_blocked(&x.v, n, c, h * w), n, &g, &packed, act);
         let got = Tensor::from_vec(nchwc::from_blocked(&y, n, c, ho * wo), (n, c, ho, wo), &Device::Cpu).unwrap();

@@ -172,7 +172,7 @@ pub struct MobileNetV2 {
     /// `last` packed for the channel-blocked kernel on first use.
     last_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Pointwise>>,
     /// `stem` packed for the blocked stem kernel on first use.
-    stem_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Stem>>,
+    stem_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Conv>>,
     classifier: Option<Linear>,
     num_features: usize,
     num_classes: usize,
@@ -255,18 +255,10 @@ impl MobileNetV2 {
                 // straight into blocked output
                 Some(stem) => {
                     let g = self.stem.geometry_of(x.dims4()?)?;
-                    let sg = nchwc::StemGeometry {
-                        in_h: g.in_h,
-                        in_w: g.in_w,
-                        stride: g.stride,
-                        pad_top: g.pad_top,
-                        pad_left: g.pad_left,
-                        out_h: g.out_h,
-                        out_w: g.out_w,
-                    };
+                    let sg = nchwc::Geometry::from(&g);
                     let act = self.stem.spec().activation;
                     let y =
-                        crate::layers::with_cpu_f32(x, "features.0", |xs| nchwc::stem(xs, g.batch, &sg, stem, act))?;
+                        crate::layers::with_cpu_f32(x, "features.0", |xs| nchwc::conv(xs, g.batch, &sg, stem, act))?;
                     let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
                     self.stem
                         .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?

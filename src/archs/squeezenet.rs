@@ -6,6 +6,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::kernels::nchwc;
 use crate::layers::{global_avg_pool, Activation, Conv2d, ConvSpec, Fire, MaxPool2d, PoolSpec};
 use crate::model::{ModelOptions, Network};
 
@@ -63,6 +64,10 @@ pub struct SqueezeNet {
     features: Vec<Layer>,
     classifier: Option<Conv2d>,
     num_classes: usize,
+    /// `stem` packed for the blocked convolution kernel on first use.
+    stem_blocked: std::sync::OnceLock<Option<nchwc::Conv>>,
+    /// `classifier` packed for the blocked 1×1 kernel on first use.
+    classifier_blocked: std::sync::OnceLock<Option<nchwc::Pointwise>>,
 }
 
 impl SqueezeNet {
@@ -98,7 +103,104 @@ impl SqueezeNet {
             features,
             classifier,
             num_classes: opts.num_classes,
+            stem_blocked: Default::default(),
+            classifier_blocked: Default::default(),
         })
+    }
+
+    /// [`Network::forward_features`] on channel-blocked data ([`nchwc`]): the stem writes
+    /// blocks, each Fire module's expand layers write their blocks of its output (no
+    /// concatenation copy), the pools run on blocks, and the last output is unblocked. `None`
+    /// where that does not run: no AVX-512, not f32 on the CPU, a tracer that wants NCHW
+    /// outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
+    fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let usable = nchwc::available()
+            && x.dtype() == candle_core::DType::F32
+            && x.device().is_cpu()
+            && !crate::trace::wants_nchw();
+        let fires = || {
+            self.features.iter().filter_map(|l| match l {
+                Layer::Fire(f) => Some(f),
+                Layer::Pool => None,
+            })
+        };
+        if !usable || fires().any(|f| f.blocked_layers().is_none()) {
+            return Ok(None);
+        }
+        let Some(stem) = self
+            .stem_blocked
+            .get_or_init(|| self.stem.blocked_stem().ok().flatten())
+        else {
+            return Ok(None);
+        };
+        let g = self.stem.geometry_of(x.dims4()?)?;
+        let act = self.stem.spec().activation;
+        let y = crate::layers::with_cpu_f32(x, "features.0", |xs| {
+            nchwc::conv(xs, g.batch, &nchwc::Geometry::from(&g), stem, act)
+        })?;
+        let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
+        let h = self
+            .stem
+            .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?;
+        let mut h = POOL.forward_blocked(&h)?;
+        crate::trace::record_lazy(|| "features.2".to_string(), "MaxPool2d", &h, 0);
+        for (i, l) in self.features.iter().enumerate() {
+            h = match l {
+                Layer::Fire(f) => f
+                    .forward_blocked(&h)?
+                    .ok_or_else(|| candle_core::Error::Msg(format!("features.{}: no blocked kernels", i + 3)))?,
+                Layer::Pool => POOL.forward_blocked(&h)?,
+            };
+            let kind = if matches!(l, Layer::Fire(_)) {
+                "Fire"
+            } else {
+                "MaxPool2d"
+            };
+            crate::trace::record_lazy(|| format!("features.{}", i + 3), kind, &h, 0);
+        }
+        let (n, _, hh, ww, _) = h.dims5()?;
+        let c = self.num_features();
+        let y = crate::layers::with_cpu_f32(&h, "features", |hs| nchwc::from_blocked(hs, n, c, hh * ww))?;
+        Tensor::from_vec(y, (n, c, hh, ww), x.device()).map(Some) // N×512×h×w (13×13 at 224)
+    }
+
+    /// The classifier and average pool on channel-blocked data (the features blocked again:
+    /// 512×13×13 at 224, a few µs), where [`SqueezeNet::forward_features_blocked`] runs.
+    fn class_scores_blocked(&self, f: &Tensor) -> Result<Option<Tensor>> {
+        let usable = nchwc::available()
+            && f.dtype() == candle_core::DType::F32
+            && f.device().is_cpu()
+            && !crate::trace::wants_nchw();
+        let Some(conv) = self.classifier.as_ref().filter(|_| usable) else {
+            return Ok(None);
+        };
+        let Some(p) = self
+            .classifier_blocked
+            .get_or_init(|| conv.blocked_pointwise().ok().flatten())
+        else {
+            return Ok(None);
+        };
+        let (n, c, h, w) = f.dims4()?;
+        if c != conv.spec().in_channels {
+            candle_core::bail!(
+                "classifier: features have {c} channels, expected {}",
+                conv.spec().in_channels
+            )
+        }
+        let o = conv.spec().out_channels;
+        let y = crate::layers::with_cpu_f32(f, "classifier", |fs| {
+            nchwc::pointwise(
+                &nchwc::to_blocked(fs, n, c, h * w),
+                n,
+                h * w,
+                p,
+                conv.spec().activation,
+                None,
+            )
+        })?;
+        conv.traced_shape(&[n, nchwc::blocks(o), h, w, nchwc::BLOCK], h, w);
+        let y = Tensor::from_vec(nchwc::global_avg_pool(&y, n, o, h * w), (n, o), f.device())?;
+        Ok(Some(y)) // N×classes
     }
 }
 
@@ -110,6 +212,9 @@ impl Network for SqueezeNet {
         }
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(f) = self.forward_features_blocked(x)? {
+            return Ok(f);
+        }
         let mut h = POOL.forward(&self.stem.forward(x)?)?;
         crate::trace::record_lazy(|| "features.2".to_string(), "MaxPool2d", &h, 0);
         for (i, l) in self.features.iter().enumerate() {
@@ -128,7 +233,10 @@ impl Network for SqueezeNet {
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         match &self.classifier {
-            Some(c) if !pre_logits => global_avg_pool(&c.forward(f)?), // N×classes
+            Some(c) if !pre_logits => match self.class_scores_blocked(f)? {
+                Some(y) => Ok(y),
+                None => global_avg_pool(&c.forward(f)?), // N×classes
+            },
             _ => global_avg_pool(f),
         }
     }

@@ -1,6 +1,8 @@
 //! Channel-blocked activations, `[N][⌈C/16⌉][H][W][16]` (oneDNN's `nChw16c`, ONNX Runtime's
-//! NCHWc on AVX-512), and the kernels of MobileNetV2 on them, AVX-512: the 1×1 convolution,
-//! the 3×3 depthwise one, and the RGB stem from NCHW input ([`stem`]).
+//! NCHWc on AVX-512), and the kernels of MobileNetV2 and SqueezeNet on them, AVX-512: the 1×1
+//! convolution, the 3×3 depthwise one, the dense k×k one ([`conv`], from blocked input or
+//! from an NCHW RGB image), max and global average pooling. The 1×1 and k×k kernels can write
+//! their blocks of a wider array ([`Target`]), so a channel concatenation costs no copy.
 //!
 //! A pixel's 16 channels are one vector. The depthwise convolution then needs no padded copy
 //! and no shuffles at any stride: each tap is one load and one multiply-add per 16 channels
@@ -10,8 +12,13 @@
 //! the map (a 7×7 map in 16-pixel strips computes 64 columns for 49). Channels are padded with
 //! zeros to whole blocks (MobileNetV2's 24 become 32).
 //!
-//! Layers alone against the NCHW kernels (`examples`-style A/B, batch 1, 2 threads, this
-//! session's Zen 4): depthwise 0.23-0.78×, 1×1 0.73-0.89× (1.04× on the 24-channel ones).
+//! The k×k kernel runs the 1×1's tile with the taps as its input channels; the columns whose
+//! window crosses the border run one pixel at a time with checks, the others unchecked.
+//!
+//! Layers alone against the NCHW kernels (`examples`-style A/B, batch 1, 2 threads, the 2026
+//! sessions' Zen 4): depthwise 0.23-0.78×, 1×1 0.73-0.89× (1.04× on the 24-channel ones);
+//! SqueezeNet 1.1's 3×3 expand layers against Winograd, inside the model, 0.53-0.81× at 55²
+//! and 27², 0.82-1.19× at 13² (median of 30 forward passes alternating, two runs).
 
 use rayon::prelude::*;
 
@@ -168,21 +175,29 @@ impl Pointwise {
     /// `weight`: O×K row-major; `bias`: O values.
     pub fn new(weight: &[f32], bias: Option<&[f32]>, o: usize, k: usize) -> Self {
         assert_eq!(weight.len(), o * k, "1×1 weight size");
-        let (w, bias) = pack_pairs(weight, bias, o, k, blocks(k) * BLOCK);
+        let (w, bias) = pack_pairs(weight, bias, o, k, blocks(k) * BLOCK, |t| t);
         Self { k, o, w, bias }
     }
 }
 
 /// O×K row-major `weight` and its bias laid out for the pair tiles of [`pointwise`] and
-/// [`stem`]: per pair of output blocks (32 channels), `depth` rows (K rounded up as the input
-/// wants, zero past K) of 32 weights, zero past O; the bias 32 per pair, zero past O.
-fn pack_pairs(weight: &[f32], bias: Option<&[f32]>, o: usize, k: usize, depth: usize) -> (Vec<f32>, Vec<f32>) {
+/// [`conv`]: per pair of output blocks (32 channels), `depth` rows (K rounded up as the input
+/// wants, zero elsewhere; column t of `weight` goes to row `at(t)`) of 32 weights, zero past
+/// O; the bias 32 per pair, zero past O.
+fn pack_pairs(
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    o: usize,
+    k: usize,
+    depth: usize,
+    at: impl Fn(usize) -> usize,
+) -> (Vec<f32>, Vec<f32>) {
     let pairs = blocks(o).div_ceil(2);
     let mut w = vec![0f32; pairs * depth * 2 * BLOCK];
     for (oc, row) in weight.chunks_exact(k).enumerate() {
         let (q, j) = (oc / (2 * BLOCK), oc % (2 * BLOCK));
         for (c, &v) in row.iter().enumerate() {
-            w[(q * depth + c) * 2 * BLOCK + j] = v;
+            w[(q * depth + at(c)) * 2 * BLOCK + j] = v;
         }
     }
     let mut b = vec![0f32; pairs * 2 * BLOCK];
@@ -193,8 +208,7 @@ fn pack_pairs(weight: &[f32], bias: Option<&[f32]>, o: usize, k: usize, depth: u
 }
 
 /// `y = act(x · Wᵀ + b (+ residual))` on blocked data: `x` N×⌈K/16⌉ blocks of `pixels`,
-/// `residual` (if any) and `y` N×⌈O/16⌉ blocks. Tasks over runs of (image, pair of output
-/// blocks, tile of pixels), a pair's weights reused by its tiles.
+/// `residual` (if any) and `y` N×⌈O/16⌉ blocks.
 pub fn pointwise(
     x: &[f32],
     n: usize,
@@ -203,14 +217,37 @@ pub fn pointwise(
     act: Activation,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
+    let ob = blocks(p.o);
+    let mut y = super::uninit_output(n * ob * pixels * BLOCK);
+    let target = Target {
+        y: &mut y,
+        blocks: ob,
+        first: 0,
+    };
+    pointwise_into(x, n, pixels, p, act, residual, target);
+    // SAFETY: pointwise_into wrote every block of every image.
+    unsafe { super::assume_init(y) }
+}
+
+/// [`pointwise`] written into `to`. Tasks over runs of (image, pair of output blocks, tile of
+/// pixels), a pair's weights reused by its tiles.
+pub fn pointwise_into(
+    x: &[f32],
+    n: usize,
+    pixels: usize,
+    p: &Pointwise,
+    act: Activation,
+    residual: Option<&[f32]>,
+    to: Target,
+) {
     let (kb, ob) = (blocks(p.k), blocks(p.o));
     assert_eq!(x.len(), n * kb * pixels * BLOCK, "1×1 input size");
-    let len = n * ob * pixels * BLOCK;
     if let Some(r) = residual {
-        assert_eq!(r.len(), len, "1×1 residual size");
+        assert_eq!(r.len(), n * ob * pixels * BLOCK, "1×1 residual size");
     }
-    let mut y = super::uninit_output(len);
-    let out = super::SyncPtr(y.as_mut_ptr().cast::<f32>());
+    assert!(to.first + ob <= to.blocks, "1×1 target blocks");
+    assert_eq!(to.y.len(), n * to.blocks * pixels * BLOCK, "1×1 target size");
+    let out = super::SyncPtr(to.y.as_mut_ptr().cast::<f32>());
     let (pairs, tiles) = (ob.div_ceil(2), pixels.div_ceil(TILE));
     let units = n * pairs * tiles;
     let per_task = units.div_ceil(6 * rayon::current_num_threads()).max(1);
@@ -220,7 +257,7 @@ pub fn pointwise(
             let p0 = tile * TILE;
             let two = 2 * q + 1 < ob;
             // SAFETY: the caller checked available(); this unit alone writes pixels p0.. of
-            // output blocks 2q (and 2q + 1) of image img
+            // target blocks first + 2q (and the next) of image img
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 let job = Job {
@@ -229,7 +266,7 @@ pub fn pointwise(
                     bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
                     pixels,
                     p0,
-                    y: out.add((img * ob + 2 * q) * pixels * BLOCK).0,
+                    y: out.add((img * to.blocks + to.first + 2 * q) * pixels * BLOCK).0,
                     residual: residual.map(|r| r[(img * ob + 2 * q) * pixels * BLOCK..].as_ptr()),
                 };
                 match (act, two) {
@@ -245,8 +282,6 @@ pub fn pointwise(
             unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {p0}, {two})");
         }
     });
-    // SAFETY: the units cover every (image, block, pixel) of `y`, each written by its tile.
-    unsafe { super::assume_init(y) }
 }
 
 /// One tile's operands: the image's input blocks, the pair's weights (`[K16][32]`) and bias,
@@ -316,7 +351,7 @@ unsafe fn tile<const R: usize, const ACT: u8, const TWO: bool>(j: &Job) {
     store_pair_tile::<R, ACT, TWO>(&a0, &a1, j.y, j.residual, j.pixels, j.p0);
 }
 
-/// The store of a pair tile ([`tile`], [`stem_tile`]): pixels `p0..p0 + R` of one block from
+/// The store of a pair tile ([`tile`], [`conv_tile`]): pixels `p0..p0 + R` of one block from
 /// `a0` and, with `TWO`, of the next (`pixels·16` further) from `a1`, `act(a + residual)`.
 ///
 /// # Safety
@@ -391,10 +426,10 @@ impl Depthwise3x3 {
     }
 }
 
-/// Geometry of a blocked 3×3 depthwise layer: input H×W, stride, the padding before the first
-/// row and column (the far side follows from the output size), output Ho×Wo.
+/// Geometry of a blocked layer: input H×W, stride, the padding before the first row and
+/// column (the far side follows from the output size), output Ho×Wo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DwGeometry {
+pub struct Geometry {
     pub in_h: usize,
     pub in_w: usize,
     pub stride: usize,
@@ -404,9 +439,23 @@ pub struct DwGeometry {
     pub out_w: usize,
 }
 
+impl From<&super::conv::ConvGeometry> for Geometry {
+    fn from(g: &super::conv::ConvGeometry) -> Self {
+        Self {
+            in_h: g.in_h,
+            in_w: g.in_w,
+            stride: g.stride,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+            out_h: g.out_h,
+            out_w: g.out_w,
+        }
+    }
+}
+
 /// `y = act(depthwise3x3(x) + b)` on blocked data (N×⌈C/16⌉ blocks), zero outside the
 /// input. Tasks over runs of (image, block) planes.
-pub fn depthwise3x3(x: &[f32], n: usize, g: &DwGeometry, p: &Depthwise3x3, act: Activation) -> Vec<f32> {
+pub fn depthwise3x3(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, act: Activation) -> Vec<f32> {
     let cb = blocks(p.c);
     let (plane_in, plane_out) = (g.in_h * g.in_w * BLOCK, g.out_h * g.out_w * BLOCK);
     assert_eq!(x.len(), n * cb * plane_in, "depthwise input size");
@@ -447,7 +496,7 @@ unsafe fn dw_plane<const ACT: u8>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
-    g: &DwGeometry,
+    g: &Geometry,
     y: &mut [std::mem::MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::*;
@@ -519,132 +568,206 @@ unsafe fn dw_plane<const ACT: u8>(
     }
 }
 
-/// A convolution from a few NCHW input channels (an RGB stem) straight into blocked output,
-/// weights packed once: per pair of output blocks, per tap (c, i, j), the 32 weights.
+/// A dense k×k convolution (one group, no dilation) into blocked output, weights packed once:
+/// per pair of output blocks, per tap, the 32 weights. Its input is NCHW ([`Conv::nchw`]: a
+/// few channels, as an RGB stem) or blocked ([`Conv::blocked`]).
 #[derive(Debug, Clone)]
-pub struct Stem {
+pub struct Conv {
     c: usize,
     o: usize,
     kernel: (usize, usize),
+    /// Channels per input vector: 1 for NCHW input, [`BLOCK`] for blocked.
+    lanes: usize,
     w: Vec<f32>,
     bias: Vec<f32>,
 }
 
-impl Stem {
-    /// `weight`: O×C×kh×kw (one group); `bias`: O values.
-    pub fn new(weight: &[f32], bias: Option<&[f32]>, o: usize, c: usize, kernel: (usize, usize)) -> Self {
+impl Conv {
+    /// For NCHW input. `weight`: O×C×kh×kw; `bias`: O values. Taps in the order (c, i, j).
+    pub fn nchw(weight: &[f32], bias: Option<&[f32]>, o: usize, c: usize, kernel: (usize, usize)) -> Self {
         let taps = c * kernel.0 * kernel.1;
-        assert_eq!(weight.len(), o * taps, "stem weight size");
-        let (w, bias) = pack_pairs(weight, bias, o, taps, taps);
-        Self { c, o, kernel, w, bias }
+        assert_eq!(weight.len(), o * taps, "conv weight size");
+        let (w, bias) = pack_pairs(weight, bias, o, taps, taps, |t| t);
+        Self {
+            c,
+            o,
+            kernel,
+            lanes: 1,
+            w,
+            bias,
+        }
+    }
+
+    /// For blocked input. `weight`: O×C×kh×kw; `bias`: O values. Taps in the order (block of
+    /// C, i, j, channel in the block), zero past C.
+    pub fn blocked(weight: &[f32], bias: Option<&[f32]>, o: usize, c: usize, kernel: (usize, usize)) -> Self {
+        let (kh, kw) = kernel;
+        assert_eq!(weight.len(), o * c * kh * kw, "conv weight size");
+        let depth = blocks(c) * kh * kw * BLOCK;
+        let at = |t: usize| {
+            let (ch, ij) = (t / (kh * kw), t % (kh * kw));
+            ((ch / BLOCK) * kh * kw + ij) * BLOCK + ch % BLOCK
+        };
+        let (w, bias) = pack_pairs(weight, bias, o, c * kh * kw, depth, at);
+        Self {
+            c,
+            o,
+            kernel,
+            lanes: BLOCK,
+            w,
+            bias,
+        }
     }
 }
 
-/// Geometry of a [`stem`] layer: input H×W, stride, padding before the first row and column,
-/// output Ho×Wo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StemGeometry {
-    pub in_h: usize,
-    pub in_w: usize,
-    pub stride: usize,
-    pub pad_top: usize,
-    pub pad_left: usize,
-    pub out_h: usize,
-    pub out_w: usize,
+/// Blocks `first..` of `y`: the place of a layer's output in a larger blocked array of
+/// `blocks` blocks per image (a channel concatenation, the layer's channels starting at block
+/// `first`).
+pub struct Target<'a> {
+    pub y: &'a mut [std::mem::MaybeUninit<f32>],
+    pub blocks: usize,
+    pub first: usize,
 }
 
-/// `y = act(conv(x) + b)`, `x` N×C×H×W (NCHW), `y` blocked N×⌈O/16⌉: tiles of [`TILE`] pixels
-/// of one output row × 32 channels, each tap's input value broadcast (the blocked 1×1's tile
-/// with the taps as its input channels); tasks over (image, pair of blocks, output row).
-pub fn stem(x: &[f32], n: usize, g: &StemGeometry, p: &Stem, act: Activation) -> Vec<f32> {
-    assert_eq!(x.len(), n * p.c * g.in_h * g.in_w, "stem input size");
-    let (ob, pixels) = (blocks(p.o), g.out_h * g.out_w);
-    let mut y = super::uninit_output(n * ob * pixels * BLOCK);
-    let out = super::SyncPtr(y.as_mut_ptr().cast::<f32>());
-    let pairs = ob.div_ceil(2);
-    (0..n * pairs * g.out_h).into_par_iter().for_each(|u| {
-        let (img, q, oy) = (u / (pairs * g.out_h), u / g.out_h % pairs, u % g.out_h);
-        let two = 2 * q + 1 < ob;
-        let taps = p.c * p.kernel.0 * p.kernel.1;
-        for p0 in (0..g.out_w).step_by(TILE) {
-            // SAFETY: the caller checked available(); this unit alone writes row oy of blocks
-            // 2q (and 2q + 1) of image img
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                let job = StemJob {
-                    x: &x[img * p.c * g.in_h * g.in_w..][..p.c * g.in_h * g.in_w],
-                    w: &p.w[q * taps * 2 * BLOCK..][..taps * 2 * BLOCK],
-                    bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
-                    c: p.c,
-                    kernel: p.kernel,
-                    g,
-                    oy,
-                    p0,
-                    pixels,
-                    y: out.add(((img * ob + 2 * q) * pixels + oy * g.out_w) * BLOCK).0,
-                };
-                match (act, two) {
-                    (Activation::None, true) => stem_dispatch::<0, true>(&job),
-                    (Activation::None, false) => stem_dispatch::<0, false>(&job),
-                    (Activation::Relu, true) => stem_dispatch::<1, true>(&job),
-                    (Activation::Relu, false) => stem_dispatch::<1, false>(&job),
-                    (Activation::Relu6, true) => stem_dispatch::<2, true>(&job),
-                    (Activation::Relu6, false) => stem_dispatch::<2, false>(&job),
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {oy}, {two}, {taps}, {p0})");
-        }
-    });
-    // SAFETY: the units cover every (image, block, row), each tile every pixel of its row.
+/// `y = act(conv(x) + b)` for `x` N×C×H×W (NCHW, [`Conv::nchw`]) or N×⌈C/16⌉ blocks
+/// ([`Conv::blocked`]), `y` blocked N×⌈O/16⌉.
+pub fn conv(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation) -> Vec<f32> {
+    let ob = blocks(p.o);
+    let mut y = super::uninit_output(n * ob * g.out_h * g.out_w * BLOCK);
+    let target = Target {
+        y: &mut y,
+        blocks: ob,
+        first: 0,
+    };
+    conv_into(x, n, g, p, act, target);
+    // SAFETY: conv_into wrote every block of every image.
     unsafe { super::assume_init(y) }
 }
 
-/// One stem tile's operands: the image's input planes, the pair's weights and bias, the
-/// output row and first pixel, the output at the row's first pixel of the pair's first block.
-struct StemJob<'a> {
+/// [`conv`] written into `to`. Each output row splits into the columns whose window lies
+/// inside the input, in tiles of [`TILE`] pixels × 32 channels with no bounds checks (each
+/// tap's input value broadcast: the blocked 1×1's tile with the taps as its input channels),
+/// and the border columns, one pixel at a time with checks. Tasks over (image, pair of
+/// blocks, output row).
+pub fn conv_into(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation, to: Target) {
+    let planes = if p.lanes == 1 { p.c } else { blocks(p.c) };
+    let image = planes * g.in_h * g.in_w * p.lanes;
+    assert_eq!(x.len(), n * image, "conv input size");
+    let (ob, pixels) = (blocks(p.o), g.out_h * g.out_w);
+    assert!(to.first + ob <= to.blocks, "conv target blocks");
+    assert_eq!(to.y.len(), n * to.blocks * pixels * BLOCK, "conv target size");
+    let out = super::SyncPtr(to.y.as_mut_ptr().cast::<f32>());
+    let pairs = ob.div_ceil(2);
+    let depth = p.w.len() / (pairs * 2 * BLOCK);
+    let (s, kw) = (g.stride, p.kernel.1);
+    // output columns whose kw taps are all inside: ox·s − pl ≥ 0 and ox·s − pl + kw ≤ W; the
+    // unchecked tiles run at stride 1 and 2
+    let lo = g.pad_left.div_ceil(s).min(g.out_w);
+    let hi = if g.in_w + g.pad_left >= kw && s <= 2 {
+        ((g.in_w + g.pad_left - kw) / s + 1).clamp(lo, g.out_w)
+    } else {
+        lo
+    };
+    (0..n * pairs * g.out_h).into_par_iter().for_each(|u| {
+        let (img, q, oy) = (u / (pairs * g.out_h), u / g.out_h % pairs, u % g.out_h);
+        let two = 2 * q + 1 < ob;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let job = ConvJob {
+                x: &x[img * image..][..image],
+                w: &p.w[q * depth * 2 * BLOCK..][..depth * 2 * BLOCK],
+                bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
+                planes,
+                lanes: p.lanes,
+                kernel: p.kernel,
+                g,
+                oy,
+                pixels,
+                act,
+                // SAFETY: in bounds of the target, checked above
+                y: unsafe {
+                    out.add(((img * to.blocks + to.first + 2 * q) * pixels + oy * g.out_w) * BLOCK)
+                        .0
+                },
+            };
+            // SAFETY: the caller checked available(); this unit alone writes row oy of blocks
+            // first + 2q (and the next) of image img, each column once
+            unsafe {
+                for ox in (0..lo).chain(hi..g.out_w) {
+                    if two {
+                        conv_edge::<true>(&job, ox)
+                    } else {
+                        conv_edge::<false>(&job, ox)
+                    }
+                }
+                for p0 in (lo..hi).step_by(TILE) {
+                    let r = TILE.min(hi - p0);
+                    match (two, p.lanes == 1, s == 1) {
+                        (true, true, true) => conv_dispatch::<true, 1, 1>(&job, p0, r),
+                        (true, true, false) => conv_dispatch::<true, 1, 2>(&job, p0, r),
+                        (true, false, true) => conv_dispatch::<true, BLOCK, 1>(&job, p0, r),
+                        (true, false, false) => conv_dispatch::<true, BLOCK, 2>(&job, p0, r),
+                        (false, true, true) => conv_dispatch::<false, 1, 1>(&job, p0, r),
+                        (false, true, false) => conv_dispatch::<false, 1, 2>(&job, p0, r),
+                        (false, false, true) => conv_dispatch::<false, BLOCK, 1>(&job, p0, r),
+                        (false, false, false) => conv_dispatch::<false, BLOCK, 2>(&job, p0, r),
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {oy}, {two}, {depth}, {lo}, {hi})");
+    });
+}
+
+/// One conv row's operands: the image's input (`planes` planes of vectors of `lanes`
+/// channels), the pair's weights and bias, the output row, the output at the row's first
+/// pixel of the pair's first block.
+struct ConvJob<'a> {
     x: &'a [f32],
     w: &'a [f32],
     bias: &'a [f32],
-    c: usize,
+    planes: usize,
+    lanes: usize,
     kernel: (usize, usize),
-    g: &'a StemGeometry,
+    g: &'a Geometry,
     oy: usize,
-    p0: usize,
     pixels: usize,
+    act: Activation,
     y: *mut f32,
 }
 
-/// [`stem_tile`] for the tile's pixel count.
+/// [`conv_tile`] for a tile of `r` (1 to [`TILE`]) pixels from column `p0`.
 ///
 /// # Safety
-/// As [`stem_tile`].
+/// As [`conv_tile`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn stem_dispatch<const ACT: u8, const TWO: bool>(j: &StemJob) {
-    match TILE.min(j.g.out_w - j.p0) {
-        12 => stem_tile::<12, ACT, TWO>(j),
-        11 => stem_tile::<11, ACT, TWO>(j),
-        10 => stem_tile::<10, ACT, TWO>(j),
-        9 => stem_tile::<9, ACT, TWO>(j),
-        8 => stem_tile::<8, ACT, TWO>(j),
-        7 => stem_tile::<7, ACT, TWO>(j),
-        6 => stem_tile::<6, ACT, TWO>(j),
-        5 => stem_tile::<5, ACT, TWO>(j),
-        4 => stem_tile::<4, ACT, TWO>(j),
-        3 => stem_tile::<3, ACT, TWO>(j),
-        2 => stem_tile::<2, ACT, TWO>(j),
-        _ => stem_tile::<1, ACT, TWO>(j),
+unsafe fn conv_dispatch<const TWO: bool, const LANES: usize, const S: usize>(j: &ConvJob, p0: usize, r: usize) {
+    match r {
+        12 => conv_tile::<12, TWO, LANES, S>(j, p0),
+        11 => conv_tile::<11, TWO, LANES, S>(j, p0),
+        10 => conv_tile::<10, TWO, LANES, S>(j, p0),
+        9 => conv_tile::<9, TWO, LANES, S>(j, p0),
+        8 => conv_tile::<8, TWO, LANES, S>(j, p0),
+        7 => conv_tile::<7, TWO, LANES, S>(j, p0),
+        6 => conv_tile::<6, TWO, LANES, S>(j, p0),
+        5 => conv_tile::<5, TWO, LANES, S>(j, p0),
+        4 => conv_tile::<4, TWO, LANES, S>(j, p0),
+        3 => conv_tile::<3, TWO, LANES, S>(j, p0),
+        2 => conv_tile::<2, TWO, LANES, S>(j, p0),
+        _ => conv_tile::<1, TWO, LANES, S>(j, p0),
     }
 }
 
-/// `R` pixels of one output row × one or (`TWO`) two output blocks; input columns outside the
-/// row read as zero (checked only in tiles that reach past a border).
+/// Pixels `p0..p0 + R` of one output row × one or (`TWO`) two output blocks, at stride `S`,
+/// input vectors of `LANES` channels; every tap of every pixel inside the row.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `y` covers the pixels written, blocks `pixels·16` apart.
+/// The CPU has AVX-512F; the columns' windows lie inside the input row; `y` covers the
+/// pixels written, blocks `pixels·16` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn stem_tile<const R: usize, const ACT: u8, const TWO: bool>(j: &StemJob) {
+unsafe fn conv_tile<const R: usize, const TWO: bool, const LANES: usize, const S: usize>(j: &ConvJob, p0: usize) {
     use std::arch::x86_64::*;
     let g = j.g;
     let (kh, kw) = j.kernel;
@@ -653,38 +776,176 @@ unsafe fn stem_tile<const R: usize, const ACT: u8, const TWO: bool>(j: &StemJob)
         _mm512_loadu_ps(j.bias.as_ptr().add(BLOCK)),
     );
     let (mut a0, mut a1) = ([b0; R], [b1; R]);
-    let first = (j.p0 * g.stride) as isize - g.pad_left as isize;
-    let last = first + ((R - 1) * g.stride + kw - 1) as isize;
-    let inside = first >= 0 && last < g.in_w as isize;
-    let top = (j.oy * g.stride) as isize - g.pad_top as isize;
-    for c in 0..j.c {
+    let first = p0 * S - g.pad_left;
+    let top = (j.oy * S) as isize - g.pad_top as isize;
+    let row_len = g.in_w * LANES;
+    for c in 0..j.planes {
         for i in 0..kh {
             let iy = top + i as isize;
             if !(0..g.in_h as isize).contains(&iy) {
                 continue;
             }
-            let row = &j.x[(c * g.in_h + iy as usize) * g.in_w..][..g.in_w];
+            let row = j.x.as_ptr().add((c * g.in_h + iy as usize) * row_len);
             for jj in 0..kw {
-                let wt = j.w.as_ptr().add(((c * kh + i) * kw + jj) * 2 * BLOCK);
-                let w0 = _mm512_loadu_ps(wt);
-                let w1 = if TWO { _mm512_loadu_ps(wt.add(BLOCK)) } else { w0 };
-                for r in 0..R {
-                    let ix = first + (r * g.stride + jj) as isize;
-                    let v = if inside {
-                        *row.get_unchecked(ix as usize)
-                    } else if (0..g.in_w as isize).contains(&ix) {
-                        row[ix as usize]
+                let wt = j.w.as_ptr().add(((c * kh + i) * kw + jj) * LANES * 2 * BLOCK);
+                let xt = row.add((first + jj) * LANES);
+                for l in 0..LANES {
+                    let w0 = _mm512_loadu_ps(wt.add(l * 2 * BLOCK));
+                    let w1 = if TWO {
+                        _mm512_loadu_ps(wt.add(l * 2 * BLOCK + BLOCK))
                     } else {
-                        0.0
+                        w0
                     };
-                    let v = _mm512_set1_ps(v);
-                    a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
-                    if TWO {
-                        a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
+                    for r in 0..R {
+                        let v = _mm512_set1_ps(*xt.add(r * S * LANES + l));
+                        a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
+                        if TWO {
+                            a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
+                        }
                     }
                 }
             }
         }
     }
-    store_pair_tile::<R, ACT, TWO>(&a0, &a1, j.y, None, j.pixels, j.p0);
+    store_pair_act::<R, TWO>(&a0, &a1, j, p0);
+}
+
+/// Output column `ox` of one row, any stride, input columns outside the row read as zero.
+///
+/// # Safety
+/// The CPU has AVX-512F; `y` covers the pixel written.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_edge<const TWO: bool>(j: &ConvJob, ox: usize) {
+    use std::arch::x86_64::*;
+    let g = j.g;
+    let (kh, kw) = j.kernel;
+    let (mut a0, mut a1) = (
+        [_mm512_loadu_ps(j.bias.as_ptr())],
+        [_mm512_loadu_ps(j.bias.as_ptr().add(BLOCK))],
+    );
+    let left = (ox * g.stride) as isize - g.pad_left as isize;
+    let top = (j.oy * g.stride) as isize - g.pad_top as isize;
+    for c in 0..j.planes {
+        for i in 0..kh {
+            let iy = top + i as isize;
+            if !(0..g.in_h as isize).contains(&iy) {
+                continue;
+            }
+            for jj in 0..kw {
+                let ix = left + jj as isize;
+                if !(0..g.in_w as isize).contains(&ix) {
+                    continue;
+                }
+                let wt = j.w.as_ptr().add(((c * kh + i) * kw + jj) * j.lanes * 2 * BLOCK);
+                let xt = &j.x[((c * g.in_h + iy as usize) * g.in_w + ix as usize) * j.lanes..][..j.lanes];
+                for (l, &v) in xt.iter().enumerate() {
+                    let v = _mm512_set1_ps(v);
+                    a0[0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(wt.add(l * 2 * BLOCK)), a0[0]);
+                    if TWO {
+                        a1[0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(wt.add(l * 2 * BLOCK + BLOCK)), a1[0]);
+                    }
+                }
+            }
+        }
+    }
+    store_pair_act::<1, TWO>(&a0, &a1, j, ox);
+}
+
+/// [`store_pair_tile`] with the row's activation, pixels `p0..p0 + R` of the row.
+///
+/// # Safety
+/// As [`store_pair_tile`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_pair_act<const R: usize, const TWO: bool>(
+    a0: &[std::arch::x86_64::__m512; R],
+    a1: &[std::arch::x86_64::__m512; R],
+    j: &ConvJob,
+    p0: usize,
+) {
+    match j.act {
+        Activation::None => store_pair_tile::<R, 0, TWO>(a0, a1, j.y, None, j.pixels, p0),
+        Activation::Relu => store_pair_tile::<R, 1, TWO>(a0, a1, j.y, None, j.pixels, p0),
+        Activation::Relu6 => store_pair_tile::<R, 2, TWO>(a0, a1, j.y, None, j.pixels, p0),
+    }
+}
+
+/// `kernel`×`kernel` max pooling on blocked data (N×⌈C/16⌉ blocks of H×W): each window
+/// clipped to the input (padding and ceil mode's overhang count as −∞, as in PyTorch). Tasks
+/// over runs of (image, block) planes.
+pub fn max_pool(x: &[f32], n: usize, c: usize, g: &Geometry, kernel: usize) -> Vec<f32> {
+    let cb = blocks(c);
+    let (plane_in, plane_out) = (g.in_h * g.in_w * BLOCK, g.out_h * g.out_w * BLOCK);
+    assert_eq!(x.len(), n * cb * plane_in, "max pool input size");
+    let mut y = super::uninit_output(n * cb * plane_out);
+    let run = super::planes_per_task(n * cb);
+    y.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
+        for (i, yp) in ys.chunks_mut(plane_out).enumerate() {
+            let xs = &x[(t * run + i) * plane_in..][..plane_in];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked available(); `yp` is this plane's output
+            unsafe {
+                max_plane(xs, g, kernel, yp)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("blocked kernels run on AVX-512 only ({xs:?}, {yp:?})");
+        }
+    });
+    // SAFETY: max_plane writes every pixel of its plane.
+    unsafe { super::assume_init(y) }
+}
+
+/// The window rows (or columns) `[o·s − p, o·s − p + k)` of output `o`, clipped to `0..len`.
+fn window(o: usize, s: usize, p: usize, k: usize, len: usize) -> std::ops::Range<usize> {
+    let start = (o * s).saturating_sub(p);
+    start..(o * s + k).saturating_sub(p).min(len)
+}
+
+/// One block plane of [`max_pool`].
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_plane(x: &[f32], g: &Geometry, kernel: usize, y: &mut [std::mem::MaybeUninit<f32>]) {
+    use std::arch::x86_64::*;
+    let xp = x.as_ptr();
+    let yp = y.as_mut_ptr().cast::<f32>();
+    for oy in 0..g.out_h {
+        let rows = window(oy, g.stride, g.pad_top, kernel, g.in_h);
+        for ox in 0..g.out_w {
+            let cols = window(ox, g.stride, g.pad_left, kernel, g.in_w);
+            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+            for iy in rows.clone() {
+                for ix in cols.clone() {
+                    m = _mm512_max_ps(m, _mm512_loadu_ps(xp.add((iy * g.in_w + ix) * BLOCK)));
+                }
+            }
+            _mm512_storeu_ps(yp.add((oy * g.out_w + ox) * BLOCK), m);
+        }
+    }
+}
+
+/// Global average pooling of blocked data (N×⌈C/16⌉ blocks of `pixels`) into N×C values.
+pub fn global_avg_pool(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
+    let cb = blocks(c);
+    assert_eq!(x.len(), n * cb * pixels * BLOCK, "average pool input size");
+    let mut y = vec![0f32; n * c];
+    for (img, yi) in y.chunks_exact_mut(c).enumerate() {
+        for (b, plane) in x[img * cb * pixels * BLOCK..][..cb * pixels * BLOCK]
+            .chunks_exact(pixels * BLOCK)
+            .enumerate()
+        {
+            let mut sum = [0f32; BLOCK];
+            for px in plane.chunks_exact(BLOCK) {
+                sum.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+            }
+            let lanes = BLOCK.min(c - b * BLOCK);
+            for (o, s) in yi[b * BLOCK..][..lanes].iter_mut().zip(sum) {
+                *o = s / pixels as f32;
+            }
+        }
+    }
+    y
 }

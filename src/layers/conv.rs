@@ -487,13 +487,23 @@ impl Conv2d {
         self.blocked_pack(plain, |w, b| nchwc::Pointwise::new(w, b, s.out_channels, s.in_channels))
     }
 
-    /// This convolution from at most 4 input channels (an RGB stem: one group, no dilation,
-    /// f32 weights) packed for the channel-blocked stem kernel, or `None` for any other.
-    pub(crate) fn blocked_stem(&self) -> Result<Option<nchwc::Stem>> {
+    /// This convolution from at most 4 NCHW input channels (an RGB stem: one group, no
+    /// dilation, f32 weights) packed for the channel-blocked convolution kernel, or `None`.
+    pub(crate) fn blocked_stem(&self) -> Result<Option<nchwc::Conv>> {
         let s = &self.spec;
         let fits = s.in_channels <= 4 && s.groups == 1 && s.dilation == 1;
         self.blocked_pack(fits, |w, b| {
-            nchwc::Stem::new(w, b, s.out_channels, s.in_channels, s.kernel)
+            nchwc::Conv::nchw(w, b, s.out_channels, s.in_channels, s.kernel)
+        })
+    }
+
+    /// This convolution (one group, no dilation, f32 weights) packed for the channel-blocked
+    /// convolution kernel on blocked input, or `None` for any other.
+    pub(crate) fn blocked_conv(&self) -> Result<Option<nchwc::Conv>> {
+        let s = &self.spec;
+        let fits = s.groups == 1 && s.dilation == 1;
+        self.blocked_pack(fits, |w, b| {
+            nchwc::Conv::blocked(w, b, s.out_channels, s.in_channels, s.kernel)
         })
     }
 
@@ -517,6 +527,16 @@ impl Conv2d {
 
     /// Reports the output to a tracer, if any (see [`crate::trace`]).
     pub(crate) fn traced(&self, y: Tensor, ho: usize, wo: usize) -> Result<Tensor> {
+        self.report(crate::trace::Output::Tensor(&y), ho, wo);
+        Ok(y)
+    }
+
+    /// [`Conv2d::traced`] for an output written into a larger array: only its shape reported.
+    pub(crate) fn traced_shape(&self, shape: &[usize], ho: usize, wo: usize) {
+        self.report(crate::trace::Output::Shape(shape), ho, wo);
+    }
+
+    fn report(&self, y: crate::trace::Output, ho: usize, wo: usize) {
         if crate::trace::active() {
             let s = &self.spec;
             let (kh, kw) = s.kernel;
@@ -525,8 +545,7 @@ impl Conv2d {
                 let dw = if s.is_depthwise() { " depthwise" } else { "" };
                 format!("{kh}×{kw}/{}{dw}", s.stride)
             };
-            crate::trace::record_with(&self.name, "Conv2d", &y, macs, self.norm_name.as_deref(), detail);
+            crate::trace::record_output(&self.name, "Conv2d", y, macs, self.norm_name.as_deref(), detail);
         }
-        Ok(y)
     }
 }

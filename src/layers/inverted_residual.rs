@@ -8,7 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{Activation, Conv2d, ConvSpec, Norm, PaddingMode};
-use crate::kernels::nchwc::{self, Depthwise3x3, DwGeometry, Pointwise};
+use crate::kernels::nchwc::{self, Depthwise3x3, Pointwise};
 
 /// Weight names follow torchvision: `conv.0.{0,1}` expansion (absent when t = 1),
 /// then the depthwise `conv.k.{0,1}`, the projection conv `conv.k+1` and its BN `conv.k+2`.
@@ -94,15 +94,7 @@ impl InvertedResidual {
             _ => x.clone(),
         };
         let g = self.depthwise.geometry_of((n, hidden, h, w))?;
-        let dg = DwGeometry {
-            in_h: h,
-            in_w: w,
-            stride: g.stride,
-            pad_top: g.pad_top,
-            pad_left: g.pad_left,
-            out_h: g.out_h,
-            out_w: g.out_w,
-        };
+        let dg = nchwc::Geometry::from(&g);
         let act = self.depthwise.spec().activation;
         let d = super::with_cpu_f32(&hx, "depthwise", |hs| {
             nchwc::depthwise3x3(hs, n, &dg, &l.depthwise, act)

@@ -115,6 +115,30 @@ impl Module for MaxPool2d {
     }
 }
 
+impl MaxPool2d {
+    /// The pool on channel-blocked data ([`nchwc`](crate::kernels::nchwc)): `x`
+    /// N×⌈C/16⌉×H×W×16, f32 on the CPU, where [`nchwc::available`](crate::kernels::nchwc::available).
+    pub(crate) fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        use crate::kernels::nchwc;
+        let (n, cb, h, w, _) = x.dims5()?;
+        let s = self.0;
+        let ((ho, wo), _) = s.geometry(h, w, "max pool")?;
+        let g = nchwc::Geometry {
+            in_h: h,
+            in_w: w,
+            stride: s.stride,
+            pad_top: s.padding,
+            pad_left: s.padding,
+            out_h: ho,
+            out_w: wo,
+        };
+        let y = super::with_cpu_f32(x, "max pool", |xs| {
+            nchwc::max_pool(xs, n, cb * nchwc::BLOCK, &g, s.kernel)
+        })?;
+        Tensor::from_vec(y, (n, cb, ho, wo, nchwc::BLOCK), x.device())
+    }
+}
+
 /// `nn.AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)`.
 #[derive(Debug, Clone, Copy)]
 pub struct AvgPool2d {

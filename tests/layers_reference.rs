@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use ferrovision::kernels::nchwc;
+use ferrovision::kernels::winograd::Tile;
 use ferrovision::layers::{
     Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, Linear, MaxPool2d, Padding, PoolSpec,
 };
@@ -585,6 +586,52 @@ proptest! {
         prop_assert!(untouched, "blocks outside the target written");
         let got = Tensor::from_vec(nchwc::from_blocked(&mine, n, o, ho * wo), (n, o, ho, wo), &Device::Cpu).unwrap();
         assert_close(&got, &want, &format!("blocked conv n {n} c {c} o {o} {h}×{w} k {kh}×{kw}/{stride} pad {pad:?}"));
+    }
+
+    /// Winograd on blocked data ([`nchwc::winograd_into`]) against the naive convolution:
+    /// F(2×2) and F(4×4), maps from 1×1 (partial tiles, every tap on the border) to 19×19,
+    /// padding 0, 1 or TF "SAME", partial blocks, residual, batches (so both the per-block
+    /// tasks and the spread single block run); written into its blocks of a wider array.
+    #[test]
+    fn blocked_winograd_matches_naive(
+        n in 1usize..4, c in 1usize..40, o in 1usize..40, h in 1usize..20, w in 1usize..20, pad in prop::option::of(0usize..2),
+        f4 in any::<bool>(), residual in any::<bool>(), before in 0usize..2, act in 0u8..3, seed in any::<u64>()
+    ) {
+        let p = pad.unwrap_or(0);
+        prop_assume!(h + 2 * p >= 3 && w + 2 * p >= 3);
+        if !nchwc::available() {
+            return Ok(()); // AVX-512 kernels only
+        }
+        let x = arr([n, c, h, w], seed);
+        let wt = arr([o, c, 3, 3], seed ^ 1);
+        let b = lcg_values(seed ^ 2, o);
+        let ((pt, pb), (pl, pr)) = match pad {
+            Some(p) => ((p, p), (p, p)),
+            None => (tf_same(h, 3, 1, 1), tf_same(w, 3, 1, 1)),
+        };
+        let mut want = naive_conv(&x, &wt, Some(b.as_slice()), 1, [pt, pb, pl, pr], 1, 1);
+        let [_, _, ho, wo] = want.d;
+        let r = arr(want.d, seed ^ 3);
+        if residual {
+            want.v.iter_mut().zip(&r.v).for_each(|(y, r)| *y += r);
+        }
+        let scale = scale_of(&want);
+        let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
+        want.v.iter_mut().for_each(|v| *v = act.of(*v));
+        let g = nchwc::Geometry { in_h: h, in_w: w, stride: 1, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
+        let tile = if f4 { Tile::F4x4 } else { Tile::F2x2 };
+        let packed = nchwc::Winograd::new(&wt.v, Some(&b), o, c, tile);
+        let xb = nchwc::to_blocked(&x.v, n, c, h * w);
+        let rb = residual.then(|| nchwc::to_blocked(&r.v, n, o, ho * wo));
+        let (ob, plane) = (nchwc::blocks(o), ho * wo * nchwc::BLOCK);
+        let total = before + ob;
+        let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); n * total * plane];
+        nchwc::winograd_into(&xb, n, &g, &packed, act, rb.as_deref(), nchwc::Target { y: &mut y, blocks: total, first: before });
+        let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+        prop_assert!(y.chunks(total * plane).all(|img| img[..before * plane].iter().all(|v| v.is_nan())), "blocks before the target written");
+        let mine: Vec<f32> = y.chunks(total * plane).flat_map(|img| img[before * plane..].to_vec()).collect();
+        let got = Tensor::from_vec(nchwc::from_blocked(&mine, n, o, ho * wo), (n, o, ho, wo), &Device::Cpu).unwrap();
+        assert_close_scaled(&got, &want, &format!("blocked winograd {tile:?} n {n} c {c} o {o} {h}×{w} pad {pad:?}"), 3e-5, scale);
     }
 
     /// Max pooling on blocked data ([`nchwc::max_pool`]) against PyTorch's loops: padding,

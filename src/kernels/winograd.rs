@@ -177,38 +177,47 @@ pub fn transform_weights(weight: &[f32], out_channels: usize, in_channels: usize
     u
 }
 
+/// The values the transforms below run on: one f32, or a vector of channels
+/// ([`super::nchwc::winograd`]).
+pub(crate) trait Value:
+    Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<f32, Output = Self>
+{
+}
+
+impl Value for f32 {}
+
 /// `Bᵀ d` for F(2×2): d0 − d2, d1 + d2, d2 − d1, d1 − d3.
 #[inline(always)]
-fn bt2([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+pub(crate) fn bt2<T: Value>([d0, d1, d2, d3]: [T; 4]) -> [T; 4] {
     [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
 }
 
 /// `Bᵀ d` for F(4×4) (Lavin & Gray eq. 10).
 #[inline(always)]
-fn bt4([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
-    let (p, q) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
-    let (r, s) = (d4 - d2, 2.0 * (d3 - d1));
+pub(crate) fn bt4<T: Value>([d0, d1, d2, d3, d4, d5]: [T; 6]) -> [T; 6] {
+    let (p, q) = (d4 - d2 * 4.0, d3 - d1 * 4.0);
+    let (r, s) = (d4 - d2, (d3 - d1) * 2.0);
     [
-        4.0 * d0 - 5.0 * d2 + d4,
+        d0 * 4.0 - d2 * 5.0 + d4,
         p + q,
         p - q,
         r + s,
         r - s,
-        4.0 * d1 - 5.0 * d3 + d5,
+        d1 * 4.0 - d3 * 5.0 + d5,
     ]
 }
 
 /// `Aᵀ m` for F(2×2): m0 + m1 + m2, m1 − m2 − m3.
 #[inline(always)]
-fn at2([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
+pub(crate) fn at2<T: Value>([m0, m1, m2, m3]: [T; 4]) -> [T; 2] {
     [m0 + m1 + m2, m1 - m2 - m3]
 }
 
 /// `Aᵀ m` for F(4×4) (Lavin & Gray eq. 10).
 #[inline(always)]
-fn at4([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+pub(crate) fn at4<T: Value>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 4] {
     let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
-    [m0 + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m5]
+    [m0 + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m5]
 }
 
 thread_local! {

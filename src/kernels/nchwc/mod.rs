@@ -24,6 +24,10 @@ use rayon::prelude::*;
 
 use crate::layers::Activation;
 
+pub mod winograd;
+
+pub use winograd::{winograd_into, Winograd};
+
 /// Channels per block.
 pub const BLOCK: usize = 16;
 /// Pixels per 1×1 tile: 24 of the 32 vector registers accumulate.
@@ -255,43 +259,79 @@ pub fn pointwise_into(
         for u in t * per_task..units.min((t + 1) * per_task) {
             let (img, q, tile) = (u / (pairs * tiles), u / tiles % pairs, u % tiles);
             let p0 = tile * TILE;
-            let two = 2 * q + 1 < ob;
             // SAFETY: the caller checked available(); this unit alone writes pixels p0.. of
             // target blocks first + 2q (and the next) of image img
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                let job = Job {
-                    x: &x[img * kb * pixels * BLOCK..][..kb * pixels * BLOCK],
-                    w: &p.w[q * kb * BLOCK * 2 * BLOCK..][..kb * BLOCK * 2 * BLOCK],
-                    bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
+                pair_tiles(
+                    &x[img * kb * pixels * BLOCK..][..kb * pixels * BLOCK],
+                    p,
+                    q,
                     pixels,
-                    p0,
-                    y: out.add((img * to.blocks + to.first + 2 * q) * pixels * BLOCK).0,
-                    residual: residual.map(|r| r[(img * ob + 2 * q) * pixels * BLOCK..].as_ptr()),
-                };
-                match (act, two) {
-                    (Activation::None, true) => tile_dispatch::<0, true>(&job),
-                    (Activation::None, false) => tile_dispatch::<0, false>(&job),
-                    (Activation::Relu, true) => tile_dispatch::<1, true>(&job),
-                    (Activation::Relu, false) => tile_dispatch::<1, false>(&job),
-                    (Activation::Relu6, true) => tile_dispatch::<2, true>(&job),
-                    (Activation::Relu6, false) => tile_dispatch::<2, false>(&job),
-                }
+                    p0..pixels.min(p0 + TILE),
+                    act,
+                    out.add((img * to.blocks + to.first + 2 * q) * pixels * BLOCK).0,
+                    residual.map(|r| r[(img * ob + 2 * q) * pixels * BLOCK..].as_ptr()),
+                );
             }
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {p0}, {two})");
+            unreachable!("blocked kernels run on AVX-512 only ({img}, {q}, {p0})");
         }
     });
 }
 
+/// Pixels `range` of output blocks 2q (and 2q + 1, where O reaches it) of one image, in tiles
+/// of [`TILE`]: `x` the image's input blocks of `pixels`, `y` (and `residual`) at block 2q.
+///
+/// # Safety
+/// The CPU has AVX-512F; `y` (and `residual`) cover those pixels of those blocks, `pixels·16`
+/// apart.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pair_tiles(
+    x: &[f32],
+    p: &Pointwise,
+    q: usize,
+    pixels: usize,
+    range: std::ops::Range<usize>,
+    act: Activation,
+    y: *mut f32,
+    residual: Option<*const f32>,
+) {
+    let kb = blocks(p.k);
+    let two = 2 * q + 1 < blocks(p.o);
+    for p0 in range.clone().step_by(TILE) {
+        let job = Job {
+            x,
+            w: &p.w[q * kb * BLOCK * 2 * BLOCK..][..kb * BLOCK * 2 * BLOCK],
+            bias: &p.bias[q * 2 * BLOCK..][..2 * BLOCK],
+            pixels,
+            p0,
+            r: TILE.min(range.end - p0),
+            y,
+            residual,
+        };
+        match (act, two) {
+            (Activation::None, true) => tile_dispatch::<0, true>(&job),
+            (Activation::None, false) => tile_dispatch::<0, false>(&job),
+            (Activation::Relu, true) => tile_dispatch::<1, true>(&job),
+            (Activation::Relu, false) => tile_dispatch::<1, false>(&job),
+            (Activation::Relu6, true) => tile_dispatch::<2, true>(&job),
+            (Activation::Relu6, false) => tile_dispatch::<2, false>(&job),
+        }
+    }
+}
+
 /// One tile's operands: the image's input blocks, the pair's weights (`[K16][32]`) and bias,
-/// the first pixel, and the output (and residual) at the pair's first block.
+/// the first pixel and the tile's width, and the output (and residual) at the pair's first
+/// block.
 struct Job<'a> {
     x: &'a [f32],
     w: &'a [f32],
     bias: &'a [f32],
     pixels: usize,
     p0: usize,
+    r: usize,
     y: *mut f32,
     residual: Option<*const f32>,
 }
@@ -302,7 +342,7 @@ struct Job<'a> {
 /// As [`tile`].
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile_dispatch<const ACT: u8, const TWO: bool>(j: &Job) {
-    match TILE.min(j.pixels - j.p0) {
+    match j.r {
         12 => tile::<12, ACT, TWO>(j),
         11 => tile::<11, ACT, TWO>(j),
         10 => tile::<10, ACT, TWO>(j),

@@ -159,8 +159,12 @@ fn conv_layers(c: &mut Criterion) {
                 let packed = PackedConv::winograd(co, ci, b);
                 packed.prepare(&geom, || Ok::<_, ()>(w)).unwrap();
                 packed
+            } else if PackedConv::wants_panels(DType::F32) {
+                let packed = PackedConv::panels(co, 1, b);
+                packed.prepare(&geom, || Ok::<_, ()>(w)).unwrap();
+                packed
             } else {
-                PackedConv::new(w, b, DType::F32, co, 1)
+                PackedConv::im2col(w, b, DType::F32)
             };
             let x = random(batch * ci * hw * hw, 5);
             g.throughput(Throughput::Elements(2 * (batch * co * out * out * ci * k * k) as u64));

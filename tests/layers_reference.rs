@@ -546,8 +546,9 @@ proptest! {
 
     /// The dense convolution on blocked input ([`nchwc::Conv::blocked`]) against the naive
     /// one: input channels leaving blocks partial, 1×1 to 5×5 and rectangular kernels, stride 1
-    /// and 2, symmetric or TF "SAME" padding, rows shorter and longer than a tile; written into
-    /// its blocks of a wider array (a concatenation) whose other blocks must stay unwritten.
+    /// and 2, symmetric or TF "SAME" padding, rows shorter and longer than a tile, residual;
+    /// written into its blocks of a wider array (a concatenation) whose other blocks must stay
+    /// unwritten.
     #[test]
     fn blocked_conv_matches_naive(
         n in 1usize..3, c in 1usize..40, o in 1usize..40, h in 1usize..9, w in 1usize..30, kh in 1usize..6,
@@ -567,16 +568,22 @@ proptest! {
             None => (tf_same(h, kh, stride, 1), tf_same(w, kw, stride, 1)),
         };
         let mut want = naive_conv(&x, &wt, Some(b.as_slice()), stride, [pt, pb, pl, pr], 1, 1);
+        let [_, _, ho, wo] = want.d;
+        let r = arr(want.d, seed ^ 3);
+        let residual = seed & 16 != 0;
+        if residual {
+            want.v.iter_mut().zip(&r.v).for_each(|(y, r)| *y += r);
+        }
+        let rb = residual.then(|| nchwc::to_blocked(&r.v, n, o, ho * wo));
         let act = [Activation::None, Activation::Relu, Activation::Relu6][act as usize];
         want.v.iter_mut().for_each(|v| *v = act.of(*v));
-        let [_, _, ho, wo] = want.d;
         let g = nchwc::Geometry { in_h: h, in_w: w, stride, pad_top: pt, pad_left: pl, out_h: ho, out_w: wo };
         let packed = nchwc::Conv::blocked(&wt.v, Some(&b), o, c, (kh, kw));
         let xb = nchwc::to_blocked(&x.v, n, c, h * w);
         let (ob, plane) = (nchwc::blocks(o), ho * wo * nchwc::BLOCK);
         let total = before + ob + after;
         let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); n * total * plane];
-        nchwc::conv_into(&xb, n, &g, &packed, act, nchwc::Target { y: &mut y, blocks: total, first: before });
+        nchwc::conv_into(&xb, n, &g, &packed, act, rb.as_deref(), nchwc::Target { y: &mut y, blocks: total, first: before });
         let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
         let (mut mine, mut untouched) = (Vec::new(), true);
         for img in y.chunks(total * plane) {

@@ -5,6 +5,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::kernels::nchwc;
 use crate::layers::ResidualStyle;
 use crate::layers::{
     global_avg_pool, linear, Activation, BasicBlock, Bottleneck, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
@@ -55,8 +56,31 @@ resnet_fns!(resnet18 => 18, resnet34 => 34, resnet50 => 50, resnet101 => 101, re
 
 #[derive(Debug, Clone)]
 enum Block {
-    Basic(BasicBlock),
-    Bottleneck(Bottleneck),
+    Basic(Box<BasicBlock>),
+    Bottleneck(Box<Bottleneck>),
+}
+
+impl Block {
+    fn kind(&self) -> &'static str {
+        match self {
+            Block::Basic(_) => "BasicBlock",
+            Block::Bottleneck(_) => "Bottleneck",
+        }
+    }
+
+    fn fits_blocked(&self) -> bool {
+        match self {
+            Block::Basic(b) => b.fits_blocked(),
+            Block::Bottleneck(b) => b.fits_blocked(),
+        }
+    }
+
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Block::Basic(b) => b.forward_blocked(x),
+            Block::Bottleneck(b) => b.forward_blocked(x),
+        }
+    }
 }
 
 impl Module for Block {
@@ -76,6 +100,8 @@ pub struct ResNet {
     fc: Option<Linear>,
     num_features: usize,
     num_classes: usize,
+    /// `conv1` packed for the blocked convolution kernel on first use.
+    stem_blocked: std::sync::OnceLock<Option<nchwc::Conv>>,
 }
 
 impl ResNet {
@@ -104,8 +130,10 @@ impl ResNet {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let bvb = lvb.pp(i);
                 blocks.push(match cfg.block {
-                    BlockKind::Basic => Block::Basic(BasicBlock::load(&bvb, cin, planes, stride, style)?),
-                    BlockKind::Bottleneck => Block::Bottleneck(Bottleneck::load(&bvb, cin, planes, stride, style)?),
+                    BlockKind::Basic => Block::Basic(Box::new(BasicBlock::load(&bvb, cin, planes, stride, style)?)),
+                    BlockKind::Bottleneck => {
+                        Block::Bottleneck(Box::new(Bottleneck::load(&bvb, cin, planes, stride, style)?))
+                    }
                 });
                 cin = planes * expansion;
             }
@@ -123,6 +151,7 @@ impl ResNet {
             fc,
             num_features: cin,
             num_classes: opts.num_classes,
+            stem_blocked: Default::default(),
         })
     }
 
@@ -134,11 +163,7 @@ impl ResNet {
         for (s, blocks) in self.layers.iter().enumerate() {
             for (i, b) in blocks.iter().enumerate() {
                 h = b.forward(&h)?;
-                let kind = match b {
-                    Block::Basic(_) => "BasicBlock",
-                    Block::Bottleneck(_) => "Bottleneck",
-                };
-                crate::trace::record_lazy(|| format!("layer{}.{i}", s + 1), kind, &h, 0);
+                crate::trace::record_lazy(|| format!("layer{}.{i}", s + 1), b.kind(), &h, 0);
             }
             crate::trace::record_lazy(|| format!("layer{}", s + 1), "Sequential", &h, 0);
             out.push(h.clone()); // N×{64,128,256,512}·e×H/{4,8,16,32}
@@ -147,11 +172,57 @@ impl ResNet {
     }
 }
 
+impl ResNet {
+    /// [`Network::forward_features`] on channel-blocked data ([`nchwc`]): the stem writes
+    /// blocks, the blocks run the blocked 1×1, Winograd and k×k kernels, the last output is
+    /// unblocked. `None` where that does not run: no AVX-512, not f32 on the CPU, a tracer
+    /// that wants NCHW outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
+    fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let usable = nchwc::available()
+            && x.dtype() == candle_core::DType::F32
+            && x.device().is_cpu()
+            && !crate::trace::wants_nchw();
+        if !usable || !self.layers.iter().flatten().all(Block::fits_blocked) {
+            return Ok(None);
+        }
+        let Some(stem) = self
+            .stem_blocked
+            .get_or_init(|| self.conv1.blocked_stem().ok().flatten())
+        else {
+            return Ok(None);
+        };
+        let g = self.conv1.geometry_of(x.dims4()?)?;
+        let act = self.conv1.spec().activation;
+        let y = crate::layers::with_cpu_f32(x, "conv1", |xs| {
+            nchwc::conv(xs, g.batch, &nchwc::Geometry::from(&g), stem, act)
+        })?;
+        let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
+        let h = self
+            .conv1
+            .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?; // N×64×H/2×W/2
+        let mut h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward_blocked(&h)?; // N×64×H/4×W/4
+        for (s, blocks) in self.layers.iter().enumerate() {
+            for (i, b) in blocks.iter().enumerate() {
+                h = b.forward_blocked(&h)?;
+                crate::trace::record_lazy(|| format!("layer{}.{i}", s + 1), b.kind(), &h, 0);
+            }
+            crate::trace::record_lazy(|| format!("layer{}", s + 1), "Sequential", &h, 0);
+        }
+        let (n, _, hh, ww, _) = h.dims5()?;
+        let c = self.num_features;
+        let y = crate::layers::with_cpu_f32(&h, "layer4", |hs| nchwc::from_blocked(hs, n, c, hh * ww))?;
+        Tensor::from_vec(y, (n, c, hh, ww), x.device()).map(Some) // N×512·e×H/32×W/32
+    }
+}
+
 impl Network for ResNet {
     fn name(&self) -> &str {
         self.name
     }
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(f) = self.forward_features_blocked(x)? {
+            return Ok(f);
+        }
         Ok(self.stages(x)?.pop().expect("four stages")) // N×512·e×H/32×W/32
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {

@@ -70,7 +70,7 @@ vgg_fns!(vgg11 => 11, false, vgg13 => 13, false, vgg16 => 16, false, vgg19 => 19
 
 #[derive(Debug, Clone)]
 enum Layer {
-    Conv(Conv2d),
+    Conv(Box<Conv2d>),
     Pool,
 }
 
@@ -104,7 +104,7 @@ impl Vgg {
                         idx += 2; // conv, relu
                         c
                     };
-                    features.push(Layer::Conv(conv));
+                    features.push(Layer::Conv(Box::new(conv)));
                     cin = cout;
                 }
             }

@@ -21,6 +21,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -87,8 +88,10 @@ pub enum Packed {
     /// `O × C_g·kh·kw` row-major (OIHW flattened): im2col + the `gemm` crate.
     Im2col(Weights),
     /// f32 weights packed for our own GEMM ([`super::sgemm`]), one [`PanelsA`] per group:
-    /// im2col fused into the packing of the activations (where [`sgemm::available`]).
-    Panels(Vec<PanelsA>),
+    /// im2col fused into the packing of the activations (where [`sgemm::available`]). Packed
+    /// on first use ([`PackedConv::prepare`]), so a layer that runs on other kernels (the
+    /// channel-blocked ones) never holds this copy.
+    Panels(LazyPanels),
     /// 3×3 stride 1, one group, f32 only: the Winograd-domain matrices `U[ξ]` (O×C) for the
     /// tile size each map size wants, transformed on first use ([`PackedConv::prepare`]), see
     /// [`super::winograd`]. (Half precision would round the transformed filters a second
@@ -96,25 +99,40 @@ pub enum Packed {
     Winograd(super::winograd::LazyFilters),
 }
 
+/// [`Packed::Panels`]' panels, one per group, packed on first use.
+#[derive(Debug, Clone)]
+pub struct LazyPanels {
+    out_channels: usize,
+    groups: usize,
+    panels: OnceLock<Vec<PanelsA>>,
+}
+
 impl PackedConv {
     /// `weight`: O×C_g×kh×kw (OIHW) flattened, stored as `dtype` (f32, f16 or bf16);
-    /// `bias`: O values.
-    /// `weight` holds `out_channels` rows in `groups` groups; f32 storage is packed for our own
-    /// GEMM where it runs on this CPU.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, dtype: DType, out_channels: usize, groups: usize) -> Self {
-        let weights = if dtype == DType::F32 && sgemm::available() {
-            let (og, per_group) = (out_channels / groups, weight.len() / groups);
-            let depth = per_group / og;
-            Packed::Panels(
-                weight
-                    .chunks_exact(per_group)
-                    .map(|w| PanelsA::pack(w, og, depth))
-                    .collect(),
-            )
-        } else {
-            Packed::Im2col(Weights::new(weight, dtype))
-        };
-        Self { weights, bias }
+    /// `bias`: O values. For the im2col path (half storage, or no GEMM of our own on this CPU,
+    /// see [`PackedConv::panels`]).
+    pub fn im2col(weight: Vec<f32>, bias: Option<Vec<f32>>, dtype: DType) -> Self {
+        Self {
+            weights: Packed::Im2col(Weights::new(weight, dtype)),
+            bias,
+        }
+    }
+
+    /// Whether f32 weights of this CPU go to our own GEMM ([`PackedConv::panels`]).
+    pub fn wants_panels(dtype: DType) -> bool {
+        dtype == DType::F32 && sgemm::available()
+    }
+
+    /// f32 weights for our own GEMM, packed by [`PackedConv::prepare`] on first use.
+    pub fn panels(out_channels: usize, groups: usize, bias: Option<Vec<f32>>) -> Self {
+        Self {
+            weights: Packed::Panels(LazyPanels {
+                out_channels,
+                groups,
+                panels: OnceLock::new(),
+            }),
+            bias,
+        }
     }
 
     /// A 3×3 stride-1 single-group convolution by Winograd F(m×m, 3×3), f32 weights; the
@@ -126,17 +144,30 @@ impl PackedConv {
         }
     }
 
-    /// Readies the weights for a call with geometry `g`: a Winograd layer transforms its
-    /// filters (`weight()`: O×C×3×3 f32) for the tile that `g`'s output map wants, unless done
-    /// before ([`Tile::for_output`]); the other layouts are ready at load. Call before
-    /// [`conv2d_f32`].
+    /// Readies the weights for a call with geometry `g` (`weight()`: O×C_g×kh×kw f32): our
+    /// GEMM's panels are packed, and a Winograd layer's filters transformed for the tile that
+    /// `g`'s output map wants ([`Tile::for_output`]), unless done before; im2col weights are
+    /// ready at load. Call before [`conv2d_f32`].
     pub fn prepare<E>(&self, g: &ConvGeometry, weight: impl FnOnce() -> Result<Vec<f32>, E>) -> Result<(), E> {
-        if let Packed::Winograd(w) = &self.weights {
-            let tile = Tile::for_output(g.out_h, g.out_w);
-            if w.get(tile).is_none() {
-                let weight = weight()?;
-                w.get_or_init(tile, || weight);
+        match &self.weights {
+            Packed::Winograd(w) => {
+                let tile = Tile::for_output(g.out_h, g.out_w);
+                if w.get(tile).is_none() {
+                    let weight = weight()?;
+                    w.get_or_init(tile, || weight);
+                }
             }
+            Packed::Panels(p) if p.panels.get().is_none() => {
+                let weight = weight()?;
+                let (og, per_group) = (p.out_channels / p.groups, weight.len() / p.groups);
+                p.panels.get_or_init(|| {
+                    weight
+                        .chunks_exact(per_group)
+                        .map(|w| PanelsA::pack(w, og, per_group / og))
+                        .collect()
+                });
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -190,7 +221,10 @@ pub(crate) unsafe fn conv2d_f32_into(
                 .expect("Winograd filters transformed for this map size (PackedConv::prepare)");
             return super::winograd::winograd_f32_into(x, u, packed.bias.as_deref(), act, residual, g, dest);
         }
-        Packed::Panels(panels) => return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g, dest),
+        Packed::Panels(p) => {
+            let panels = p.panels.get().expect("panels packed (PackedConv::prepare)");
+            return conv2d_panels(x, panels, packed.bias.as_deref(), act, residual, g, dest);
+        }
     };
     let plane_out = g.out_h * g.out_w;
     assert_eq!(x.len(), g.batch * g.in_channels * g.in_h * g.in_w, "conv input size");

@@ -1,6 +1,8 @@
 //! 2-D convolution with stride, dilation, groups, both padding conventions, an optional
 //! folded BatchNorm and a fused activation.
 
+use std::sync::OnceLock;
+
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -9,6 +11,7 @@ use super::padding::{same_pad, window_out, Pad1, Padding};
 use super::Activation;
 use crate::kernels::conv::{ConvGeometry, PackedConv};
 use crate::kernels::nchwc;
+use crate::kernels::winograd::Tile;
 
 /// Hyper-parameters of one convolution, as in `torch.nn.Conv2d`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +143,19 @@ pub struct Conv2d {
     packed: Option<Box<PackedConv>>,
     /// The BatchNorm folded into this convolution, for parameter accounting.
     norm_name: Option<String>,
+    /// The channel-blocked kernel packed on first use ([`Conv2d::forward_blocked`]), or
+    /// `None` where none fits.
+    blocked: OnceLock<Option<Box<BlockedKernel>>>,
+}
+
+/// The channel-blocked kernel of a convolution ([`Conv2d::forward_blocked`]).
+#[derive(Debug, Clone)]
+enum BlockedKernel {
+    Pointwise(nchwc::Pointwise),
+    Conv(nchwc::Conv),
+    /// Winograd filters per tile size ([`Tile::F2x2`], [`Tile::F4x4`]), transformed when a
+    /// map first wants that size.
+    Winograd([OnceLock<nchwc::Winograd>; 2]),
 }
 
 impl Conv2d {
@@ -170,9 +186,11 @@ impl Conv2d {
             let f32_storage = weight.dtype() == candle_core::DType::F32;
             Some(Box::new(if spec.use_winograd() && f32_storage {
                 PackedConv::winograd(spec.out_channels, spec.in_channels, packed_bias)
+            } else if PackedConv::wants_panels(weight.dtype()) {
+                PackedConv::panels(spec.out_channels, spec.groups, packed_bias)
             } else {
                 let w = to_f32_vec(&weight)?;
-                PackedConv::new(w, packed_bias, weight.dtype(), spec.out_channels, spec.groups)
+                PackedConv::im2col(w, packed_bias, weight.dtype())
             }))
         } else {
             None
@@ -199,6 +217,7 @@ impl Conv2d {
             norm_name: None,
             packed_dw,
             packed,
+            blocked: OnceLock::new(),
         })
     }
 
@@ -513,6 +532,102 @@ impl Conv2d {
         let s = &self.spec;
         let fits = s.is_depthwise() && s.kernel == (3, 3) && s.dilation == 1 && (s.stride == 1 || s.stride == 2);
         self.blocked_pack(fits, |w, b| nchwc::Depthwise3x3::new(w, b, s.out_channels))
+    }
+
+    /// `act(conv(x) + b (+ residual))` on channel-blocked data: `x` (and `residual`)
+    /// N×⌈C/16⌉×H×W×16, f32 on the CPU, where [`nchwc::available`]. The blocked 1×1 for 1×1
+    /// stride 1, Winograd for 3×3 stride 1 where it pays (as on NCHW), the k×k kernel for the
+    /// rest. `None` (nothing run) where no blocked kernel fits: groups, dilation, half weights.
+    pub(crate) fn forward_blocked(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: Activation,
+    ) -> Result<Option<Tensor>> {
+        let Some(kernel) = self.blocked_kernel() else {
+            return Ok(None);
+        };
+        let s = &self.spec;
+        let (n, cb, h, w, _) = x.dims5()?;
+        if cb != nchwc::blocks(s.in_channels) {
+            bail!(
+                "conv `{}`: input has {cb} channel blocks, expected {}",
+                self.name,
+                nchwc::blocks(s.in_channels)
+            )
+        }
+        let g = self.geometry_of((n, s.in_channels, h, w))?;
+        let (geo, ob) = (nchwc::Geometry::from(&g), nchwc::blocks(s.out_channels));
+        let shape = (n, ob, g.out_h, g.out_w, nchwc::BLOCK);
+        if let Some(r) = residual {
+            if r.dims() != [shape.0, shape.1, shape.2, shape.3, shape.4] {
+                bail!(
+                    "conv `{}`: residual has shape {:?}, expected {shape:?}",
+                    self.name,
+                    r.dims()
+                )
+            }
+        }
+        let run = |xs: &[f32], rs: Option<&[f32]>| -> Result<Vec<f32>> {
+            let mut y = crate::kernels::uninit_output(shape.0 * shape.1 * shape.2 * shape.3 * shape.4);
+            let to = nchwc::Target {
+                y: &mut y,
+                blocks: ob,
+                first: 0,
+            };
+            match kernel {
+                BlockedKernel::Pointwise(p) => nchwc::pointwise_into(xs, n, g.out_h * g.out_w, p, act, rs, to),
+                BlockedKernel::Conv(p) => nchwc::conv_into(xs, n, &geo, p, act, rs, to),
+                BlockedKernel::Winograd(slots) => {
+                    let tile = Tile::for_output(g.out_h, g.out_w);
+                    let slot = &slots[(tile == Tile::F4x4) as usize];
+                    let p = match slot.get() {
+                        Some(p) => p,
+                        None => {
+                            let bias = self.bias.as_ref().map(to_f32_vec).transpose()?;
+                            let w = to_f32_vec(&self.weight)?;
+                            slot.get_or_init(|| {
+                                nchwc::Winograd::new(&w, bias.as_deref(), s.out_channels, s.in_channels, tile)
+                            })
+                        }
+                    };
+                    nchwc::winograd_into(xs, n, &geo, p, act, rs, to)
+                }
+            }
+            // SAFETY: the kernels write every value of their target.
+            Ok(unsafe { crate::kernels::assume_init(y) })
+        };
+        let y = super::with_cpu_f32(x, &self.name, |xs| match residual {
+            Some(r) => super::with_cpu_f32(r, &self.name, |rs| run(xs, Some(rs)))?,
+            None => run(xs, None),
+        })??;
+        let y = Tensor::from_vec(y, shape, x.device())?;
+        self.traced(y, g.out_h, g.out_w).map(Some)
+    }
+
+    /// Whether [`Conv2d::forward_blocked`] runs this convolution (packing it on first call).
+    pub(crate) fn fits_blocked(&self) -> bool {
+        self.blocked_kernel().is_some()
+    }
+
+    fn blocked_kernel(&self) -> Option<&BlockedKernel> {
+        self.blocked
+            .get_or_init(|| self.pack_blocked_kernel().ok().flatten().map(Box::new))
+            .as_deref()
+    }
+
+    fn pack_blocked_kernel(&self) -> Result<Option<BlockedKernel>> {
+        let s = &self.spec;
+        if s.groups != 1 || s.dilation != 1 || !self.weight.device().is_cpu() {
+            return Ok(None);
+        }
+        if let Some(p) = self.blocked_pointwise()? {
+            return Ok(Some(BlockedKernel::Pointwise(p)));
+        }
+        if s.use_winograd() && self.weight.dtype() == candle_core::DType::F32 {
+            return Ok(Some(BlockedKernel::Winograd(Default::default())));
+        }
+        Ok(self.blocked_conv()?.map(BlockedKernel::Conv))
     }
 
     /// `pack(weights, bias)` on this layer's f32 weights and bias where `fits` and the weights

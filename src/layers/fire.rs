@@ -85,7 +85,7 @@ impl Fire {
                 blocks: b1 + b3,
                 first: b1,
             };
-            nchwc::conv_into(ss, n, &g, &l.expand3x3, self.expand3x3.spec().activation, to);
+            nchwc::conv_into(ss, n, &g, &l.expand3x3, self.expand3x3.spec().activation, None, to);
             self.expand3x3.traced_shape(&[n, b3, h, w, nchwc::BLOCK], h, w);
         })?;
         // SAFETY: the two expand layers wrote blocks 0..b1 and b1..b1 + b3 of every image.

@@ -679,22 +679,26 @@ pub fn conv(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation) -> Vec
         blocks: ob,
         first: 0,
     };
-    conv_into(x, n, g, p, act, target);
+    conv_into(x, n, g, p, act, None, target);
     // SAFETY: conv_into wrote every block of every image.
     unsafe { super::assume_init(y) }
 }
 
-/// [`conv`] written into `to`. Each output row splits into the columns whose window lies
+/// [`conv`] written into `to`, `act(conv(x) + b (+ residual))` (`residual` N×⌈O/16⌉ blocks
+/// of the output's size). Each output row splits into the columns whose window lies
 /// inside the input, in tiles of [`TILE`] pixels × 32 channels with no bounds checks (each
 /// tap's input value broadcast: the blocked 1×1's tile with the taps as its input channels),
 /// and the border columns, one pixel at a time with checks. Tasks over (image, pair of
 /// blocks, output row).
-pub fn conv_into(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation, to: Target) {
+pub fn conv_into(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation, residual: Option<&[f32]>, to: Target) {
     let planes = if p.lanes == 1 { p.c } else { blocks(p.c) };
     let image = planes * g.in_h * g.in_w * p.lanes;
     assert_eq!(x.len(), n * image, "conv input size");
     let (ob, pixels) = (blocks(p.o), g.out_h * g.out_w);
     assert!(to.first + ob <= to.blocks, "conv target blocks");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), n * ob * pixels * BLOCK, "conv residual size");
+    }
     assert_eq!(to.y.len(), n * to.blocks * pixels * BLOCK, "conv target size");
     let out = super::SyncPtr(to.y.as_mut_ptr().cast::<f32>());
     let pairs = ob.div_ceil(2);
@@ -729,6 +733,7 @@ pub fn conv_into(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation, t
                     out.add(((img * to.blocks + to.first + 2 * q) * pixels + oy * g.out_w) * BLOCK)
                         .0
                 },
+                residual: residual.map(|r| r[((img * ob + 2 * q) * pixels + oy * g.out_w) * BLOCK..].as_ptr()),
             };
             // SAFETY: the caller checked available(); this unit alone writes row oy of blocks
             // first + 2q (and the next) of image img, each column once
@@ -775,6 +780,7 @@ struct ConvJob<'a> {
     pixels: usize,
     act: Activation,
     y: *mut f32,
+    residual: Option<*const f32>,
 }
 
 /// [`conv_tile`] for a tile of `r` (1 to [`TILE`]) pixels from column `p0`.
@@ -905,9 +911,9 @@ unsafe fn store_pair_act<const R: usize, const TWO: bool>(
     p0: usize,
 ) {
     match j.act {
-        Activation::None => store_pair_tile::<R, 0, TWO>(a0, a1, j.y, None, j.pixels, p0),
-        Activation::Relu => store_pair_tile::<R, 1, TWO>(a0, a1, j.y, None, j.pixels, p0),
-        Activation::Relu6 => store_pair_tile::<R, 2, TWO>(a0, a1, j.y, None, j.pixels, p0),
+        Activation::None => store_pair_tile::<R, 0, TWO>(a0, a1, j.y, j.residual, j.pixels, p0),
+        Activation::Relu => store_pair_tile::<R, 1, TWO>(a0, a1, j.y, j.residual, j.pixels, p0),
+        Activation::Relu6 => store_pair_tile::<R, 2, TWO>(a0, a1, j.y, j.residual, j.pixels, p0),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use ferrovision::kernels::nchwc;
+use ferrovision::kernels::pool::PoolOp;
 use ferrovision::kernels::winograd::Tile;
 use ferrovision::layers::{
     Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvSpec, Linear, MaxPool2d, Padding, PoolSpec,
@@ -641,26 +642,29 @@ proptest! {
         assert_close_scaled(&got, &want, &format!("blocked winograd {tile:?} n {n} c {c} o {o} {h}×{w} pad {pad:?}"), 3e-5, scale);
     }
 
-    /// Max pooling on blocked data ([`nchwc::max_pool`]) against PyTorch's loops: padding,
-    /// ceil mode (windows past the edge), strides, partial blocks; and the global average
-    /// ([`nchwc::global_avg_pool`]) against the plane means.
+    /// Max and average pooling on blocked data ([`nchwc::pool`]) against PyTorch's loops:
+    /// padding (counted in the average's divisor or not), ceil mode (windows past the edge),
+    /// strides, partial blocks; and the global average ([`nchwc::global_avg_pool`]) against
+    /// the plane means.
     #[test]
     fn blocked_pools_match_pytorch_loops(
         n in 1usize..3, c in 1usize..40, h in 1usize..14, w in 1usize..30, k in 1usize..5,
-        s in 1usize..4, p in 0usize..3, ceil in any::<bool>(), seed in any::<u64>()
+        s in 1usize..4, p in 0usize..3, ceil in any::<bool>(), include_pad in any::<bool>(), seed in any::<u64>()
     ) {
         prop_assume!(2 * p <= k && h + 2 * p >= k && w + 2 * p >= k);
         if !nchwc::available() {
             return Ok(()); // AVX-512 kernels only
         }
         let x = arr([n, c, h, w], seed);
-        let want = naive_pool(&x, k, s, p, ceil, true, false);
-        let [_, _, ho, wo] = want.d;
-        let g = nchwc::Geometry { in_h: h, in_w: w, stride: s, pad_top: p, pad_left: p, out_h: ho, out_w: wo };
         let xb = nchwc::to_blocked(&x.v, n, c, h * w);
-        let y = nchwc::max_pool(&xb, n, c, &g, k);
-        let got = Tensor::from_vec(nchwc::from_blocked(&y, n, c, ho * wo), (n, c, ho, wo), &Device::Cpu).unwrap();
-        assert_close(&got, &want, &format!("blocked max pool n {n} c {c} {h}×{w} k {k}/{s} pad {p} ceil {ceil}"));
+        for op in [PoolOp::Max, PoolOp::Avg { count_include_pad: include_pad }] {
+            let want = naive_pool(&x, k, s, p, ceil, op == PoolOp::Max, include_pad);
+            let [_, _, ho, wo] = want.d;
+            let g = nchwc::Geometry { in_h: h, in_w: w, stride: s, pad_top: p, pad_left: p, out_h: ho, out_w: wo };
+            let y = nchwc::pool(&xb, n, c, &g, k, op);
+            let got = Tensor::from_vec(nchwc::from_blocked(&y, n, c, ho * wo), (n, c, ho, wo), &Device::Cpu).unwrap();
+            assert_close(&got, &want, &format!("blocked {op:?} n {n} c {c} {h}×{w} k {k}/{s} pad {p} ceil {ceil}"));
+        }
         let means = Arr { d: [n, c, 1, 1], v: x.v.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect() };
         let got = Tensor::from_vec(nchwc::global_avg_pool(&xb, n, c, h * w), (n, c, 1, 1), &Device::Cpu).unwrap();
         assert_close(&got, &means, &format!("blocked global average pool n {n} c {c} {h}×{w}"));

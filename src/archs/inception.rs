@@ -103,9 +103,17 @@ impl Network for GoogLeNet {
             x.clone()
         };
         use crate::trace::record;
+        // on channel blocks from conv1's output on where the CPU allows (the modules, pools and
+        // concatenations take either layout), unblocked at the end
+        let blocked = crate::layers::blocked_usable(&x);
+        let h = if blocked {
+            crate::layers::stem_into_blocks(&self.conv1, &x)?
+        } else {
+            self.conv1.forward(&x)?
+        };
         // the max pools are traced under torchvision's names, or their time would be counted in
         // the next traced layer
-        let h = pool3.forward(&self.conv1.forward(&x)?)?; // N×64×56×56 at 224
+        let h = pool3.forward(&h)?; // N×64×56×56 at 224
         record("maxpool1", "MaxPool2d", &h, 0);
         let mut h = pool3.forward(&self.conv3.forward(&self.conv2.forward(&h)?)?)?; // N×192×28×28
         record("maxpool2", "MaxPool2d", &h, 0);
@@ -123,6 +131,9 @@ impl Network for GoogLeNet {
                 }
                 _ => {}
             }
+        }
+        if blocked {
+            h = crate::layers::unblock(&h, self.num_features())?;
         }
         Ok(h) // N×1024×7×7
     }
@@ -216,7 +227,15 @@ impl Network for InceptionV3 {
             x.clone()
         };
         let [c1a, c2a, c2b, c3b, c4a] = &self.stem;
-        let h = c2b.forward(&c2a.forward(&c1a.forward(&x)?)?)?; // N×64×147×147 at 299
+        // on channel blocks from Conv2d_1a's output on where the CPU allows (the modules, pools
+        // and concatenations take either layout), unblocked at the end
+        let blocked = crate::layers::blocked_usable(&x);
+        let h = if blocked {
+            crate::layers::stem_into_blocks(c1a, &x)?
+        } else {
+            c1a.forward(&x)?
+        };
+        let h = c2b.forward(&c2a.forward(&h)?)?; // N×64×147×147 at 299
         use crate::trace::record;
         let h = pool.forward(&h)?; // N×64×73×73
         record("maxpool1", "MaxPool2d", &h, 0); // traced, or counted in the next layer
@@ -241,6 +260,9 @@ impl Network for InceptionV3 {
         for (m, name) in self.mixed_7.iter().zip(["Mixed_7b", "Mixed_7c"]) {
             h = m.forward(&h)?; // N×2048×8×8
             record(name, "InceptionE", &h, 0);
+        }
+        if blocked {
+            h = crate::layers::unblock(&h, self.num_features())?;
         }
         Ok(h)
     }

@@ -171,8 +171,6 @@ pub struct MobileNetV2 {
     last: Conv2d,
     /// `last` packed for the channel-blocked kernel on first use.
     last_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Pointwise>>,
-    /// `stem` packed for the blocked stem kernel on first use.
-    stem_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Conv>>,
     classifier: Option<Linear>,
     num_features: usize,
     num_classes: usize,
@@ -220,7 +218,6 @@ impl MobileNetV2 {
             blocks,
             last,
             last_blocked: Default::default(),
-            stem_blocked: Default::default(),
             classifier,
             num_features: last_channel,
             num_classes: opts.num_classes,
@@ -234,11 +231,7 @@ impl MobileNetV2 {
     /// unblocked. `None` where that does not run: no AVX-512, not f32 on the CPU, a tracer that
     /// wants NCHW outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
     fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let usable = nchwc::available()
-            && x.dtype() == candle_core::DType::F32
-            && x.device().is_cpu()
-            && !crate::trace::wants_nchw();
-        if !usable || self.blocks.iter().any(|b| b.blocked_layers().is_none()) {
+        if !crate::layers::blocked_usable(x) || self.blocks.iter().any(|b| b.blocked_layers().is_none()) {
             return Ok(None);
         }
         let last = self
@@ -247,29 +240,8 @@ impl MobileNetV2 {
         let Some(last) = last.as_ref() else {
             return Ok(None);
         };
-        let stem = self
-            .stem_blocked
-            .get_or_init(|| self.stem.blocked_stem().ok().flatten());
         let mut stages: Vec<Stage> = vec![Box::new(|x| {
-            let h = match stem {
-                // straight into blocked output
-                Some(stem) => {
-                    let g = self.stem.geometry_of(x.dims4()?)?;
-                    let sg = nchwc::Geometry::from(&g);
-                    let act = self.stem.spec().activation;
-                    let y =
-                        crate::layers::with_cpu_f32(x, "features.0", |xs| nchwc::conv(xs, g.batch, &sg, stem, act))?;
-                    let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
-                    self.stem
-                        .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?
-                }
-                None => {
-                    let h = self.stem.forward(x)?;
-                    let (n, c, h2, w2) = h.dims4()?;
-                    let b = crate::layers::with_cpu_f32(&h, "features.0", |hs| nchwc::to_blocked(hs, n, c, h2 * w2))?;
-                    Tensor::from_vec(b, (n, nchwc::blocks(c), h2, w2, nchwc::BLOCK), x.device())?
-                }
-            }; // N×⌈32α/16⌉×H/2×W/2×16
+            let h = crate::layers::stem_into_blocks(&self.stem, x)?; // N×⌈32α/16⌉×H/2×W/2×16
             crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
             Ok(h)
         })];

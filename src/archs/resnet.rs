@@ -100,8 +100,6 @@ pub struct ResNet {
     fc: Option<Linear>,
     num_features: usize,
     num_classes: usize,
-    /// `conv1` packed for the blocked convolution kernel on first use.
-    stem_blocked: std::sync::OnceLock<Option<nchwc::Conv>>,
 }
 
 impl ResNet {
@@ -151,7 +149,6 @@ impl ResNet {
             fc,
             num_features: cin,
             num_classes: opts.num_classes,
-            stem_blocked: Default::default(),
         })
     }
 
@@ -178,29 +175,11 @@ impl ResNet {
     /// unblocked. `None` where that does not run: no AVX-512, not f32 on the CPU, a tracer
     /// that wants NCHW outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
     fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let usable = nchwc::available()
-            && x.dtype() == candle_core::DType::F32
-            && x.device().is_cpu()
-            && !crate::trace::wants_nchw();
-        if !usable || !self.layers.iter().flatten().all(Block::fits_blocked) {
+        if !crate::layers::blocked_usable(x) || !self.layers.iter().flatten().all(Block::fits_blocked) {
             return Ok(None);
         }
-        let Some(stem) = self
-            .stem_blocked
-            .get_or_init(|| self.conv1.blocked_stem().ok().flatten())
-        else {
-            return Ok(None);
-        };
-        let g = self.conv1.geometry_of(x.dims4()?)?;
-        let act = self.conv1.spec().activation;
-        let y = crate::layers::with_cpu_f32(x, "conv1", |xs| {
-            nchwc::conv(xs, g.batch, &nchwc::Geometry::from(&g), stem, act)
-        })?;
-        let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
-        let h = self
-            .conv1
-            .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?; // N×64×H/2×W/2
-        let mut h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward_blocked(&h)?; // N×64×H/4×W/4
+        let h = crate::layers::stem_into_blocks(&self.conv1, x)?; // N×64×H/2×W/2
+        let mut h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward(&h)?; // N×64×H/4×W/4
         for (s, blocks) in self.layers.iter().enumerate() {
             for (i, b) in blocks.iter().enumerate() {
                 h = b.forward_blocked(&h)?;

@@ -65,8 +65,6 @@ pub struct SqueezeNet {
     features: Vec<Layer>,
     classifier: Option<Conv2d>,
     num_classes: usize,
-    /// `stem` packed for the blocked convolution kernel on first use.
-    stem_blocked: std::sync::OnceLock<Option<nchwc::Conv>>,
     /// `classifier` packed for the blocked 1×1 kernel on first use.
     classifier_blocked: std::sync::OnceLock<Option<nchwc::Pointwise>>,
 }
@@ -104,7 +102,6 @@ impl SqueezeNet {
             features,
             classifier,
             num_classes: opts.num_classes,
-            stem_blocked: Default::default(),
             classifier_blocked: Default::default(),
         })
     }
@@ -115,36 +112,18 @@ impl SqueezeNet {
     /// where that does not run: no AVX-512, not f32 on the CPU, a tracer that wants NCHW
     /// outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
     fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let usable = nchwc::available()
-            && x.dtype() == candle_core::DType::F32
-            && x.device().is_cpu()
-            && !crate::trace::wants_nchw();
         let fires = || {
             self.features.iter().filter_map(|l| match l {
                 Layer::Fire(f) => Some(f),
                 Layer::Pool => None,
             })
         };
-        if !usable || fires().any(|f| f.blocked_layers().is_none()) {
+        if !crate::layers::blocked_usable(x) || fires().any(|f| f.blocked_layers().is_none()) {
             return Ok(None);
         }
-        let Some(stem) = self
-            .stem_blocked
-            .get_or_init(|| self.stem.blocked_stem().ok().flatten())
-        else {
-            return Ok(None);
-        };
         let mut stages: Vec<Stage> = vec![Box::new(|x| {
-            let g = self.stem.geometry_of(x.dims4()?)?;
-            let act = self.stem.spec().activation;
-            let y = crate::layers::with_cpu_f32(x, "features.0", |xs| {
-                nchwc::conv(xs, g.batch, &nchwc::Geometry::from(&g), stem, act)
-            })?;
-            let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
-            let h = self
-                .stem
-                .traced(Tensor::from_vec(y, shape, x.device())?, g.out_h, g.out_w)?;
-            let h = POOL.forward_blocked(&h)?;
+            let h = crate::layers::stem_into_blocks(&self.stem, x)?;
+            let h = POOL.forward(&h)?;
             crate::trace::record_lazy(|| "features.2".to_string(), "MaxPool2d", &h, 0);
             Ok(h)
         })];
@@ -154,7 +133,7 @@ impl SqueezeNet {
                     Layer::Fire(f) => f
                         .forward_blocked(h)?
                         .ok_or_else(|| candle_core::Error::Msg(format!("features.{}: no blocked kernels", i + 3)))?,
-                    Layer::Pool => POOL.forward_blocked(h)?,
+                    Layer::Pool => POOL.forward(h)?,
                 };
                 let kind = if matches!(l, Layer::Fire(_)) {
                     "Fire"
@@ -187,11 +166,7 @@ impl SqueezeNet {
     /// The classifier and average pool on channel-blocked data (the features blocked again:
     /// 512×13×13 at 224, a few µs), where [`SqueezeNet::forward_features_blocked`] runs.
     fn class_scores_blocked(&self, f: &Tensor) -> Result<Option<Tensor>> {
-        let usable = nchwc::available()
-            && f.dtype() == candle_core::DType::F32
-            && f.device().is_cpu()
-            && !crate::trace::wants_nchw();
-        let Some(conv) = self.classifier.as_ref().filter(|_| usable) else {
+        let Some(conv) = self.classifier.as_ref().filter(|_| crate::layers::blocked_usable(f)) else {
             return Ok(None);
         };
         let Some(p) = self

@@ -148,9 +148,14 @@ pub struct Conv2d {
     blocked: OnceLock<Option<Box<BlockedKernel>>>,
 }
 
+/// A blocked output's shape: N, ⌈O/16⌉, Ho, Wo, 16.
+pub(crate) type BlockedShape = (usize, usize, usize, usize, usize);
+
 /// The channel-blocked kernel of a convolution ([`Conv2d::forward_blocked`]).
 #[derive(Debug, Clone)]
 enum BlockedKernel {
+    /// From NCHW input of at most 4 channels (an RGB stem) into blocks.
+    Stem(nchwc::Conv),
     Pointwise(nchwc::Pointwise),
     Conv(nchwc::Conv),
     /// Winograd filters per tile size ([`Tile::F2x2`], [`Tile::F4x4`]), transformed when a
@@ -351,7 +356,11 @@ fn strided_slice(x: &Tensor, dim: usize, start: usize, count: usize, stride: usi
 }
 
 impl Module for Conv2d {
+    /// On NCHW, or on channel-blocked data (rank 5, see [`nchwc`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 5 {
+            return self.forward_on_blocks(x, None, self.spec.activation);
+        }
         self.forward_fused(x, None, self.spec.activation)
     }
 }
@@ -366,7 +375,22 @@ impl Conv2d {
                 self.name
             )
         }
+        if x.rank() == 5 {
+            return self.forward_on_blocks(x, Some(residual), act);
+        }
         self.forward_fused(x, Some(residual), act)
+    }
+
+    /// Blocked `x` (and `residual`) to blocked output: [`Conv2d::forward_blocked`], or where no
+    /// blocked kernel fits this layer, through NCHW and back.
+    fn forward_on_blocks(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        if let Some(y) = self.forward_blocked(x, residual, act)? {
+            return Ok(y);
+        }
+        let s = &self.spec;
+        let r = residual.map(|r| super::unblock(r, s.out_channels)).transpose()?;
+        let y = self.forward_fused(&super::unblock(x, s.in_channels)?, r.as_ref(), act)?;
+        super::block(&y)
     }
 
     /// `self.forward(x)` written straight into `dest` (its output's place in a larger array,
@@ -534,50 +558,104 @@ impl Conv2d {
         self.blocked_pack(fits, |w, b| nchwc::Depthwise3x3::new(w, b, s.out_channels))
     }
 
-    /// `act(conv(x) + b (+ residual))` on channel-blocked data: `x` (and `residual`)
-    /// N×⌈C/16⌉×H×W×16, f32 on the CPU, where [`nchwc::available`]. The blocked 1×1 for 1×1
-    /// stride 1, Winograd for 3×3 stride 1 where it pays (as on NCHW), the k×k kernel for the
-    /// rest. `None` (nothing run) where no blocked kernel fits: groups, dilation, half weights.
+    /// `act(conv(x) + b (+ residual))` into channel-blocked output ([`nchwc`], f32 on the CPU,
+    /// where [`nchwc::available`]): from NCHW `x` for a stem (at most 4 input channels), else
+    /// from blocked `x` (N×⌈C/16⌉×H×W×16); `residual` blocked like the output. The blocked 1×1
+    /// for 1×1 stride 1, Winograd for 3×3 stride 1 where it pays (as on NCHW), the k×k kernel
+    /// for the rest. `None` (nothing run) where no blocked kernel fits this layer and input:
+    /// groups, dilation, half weights, a stem given blocked input.
     pub(crate) fn forward_blocked(
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
         act: Activation,
     ) -> Result<Option<Tensor>> {
+        let Some(shape) = self.blocked_output(x)? else {
+            return Ok(None);
+        };
+        let (n, ob, ho, wo, _) = shape;
+        let mut y = crate::kernels::uninit_output(n * ob * ho * wo * nchwc::BLOCK);
+        let to = nchwc::Target {
+            y: &mut y,
+            blocks: ob,
+            first: 0,
+        };
+        self.run_blocked(x, residual, act, to)?;
+        // SAFETY: the kernels write every value of their target.
+        let y = Tensor::from_vec(unsafe { crate::kernels::assume_init(y) }, shape, x.device())?;
+        self.traced(y, ho, wo).map(Some)
+    }
+
+    /// [`Conv2d::forward_blocked`] written into its blocks of a wider array, `to` (a channel
+    /// concatenation); `Ok(false)`, nothing written, where no blocked kernel fits.
+    pub(crate) fn forward_blocked_into(&self, x: &Tensor, act: Activation, to: nchwc::Target) -> Result<bool> {
+        let Some((n, ob, ho, wo, b)) = self.blocked_output(x)? else {
+            return Ok(false);
+        };
+        self.run_blocked(x, None, act, to)?;
+        self.traced_shape(&[n, ob, ho, wo, b], ho, wo);
+        Ok(true)
+    }
+
+    /// The blocked output shape (N, ⌈O/16⌉, Ho, Wo, 16) of this layer on `x`, where a blocked
+    /// kernel fits it and its layout (NCHW for a stem, blocked for the others); else `None`.
+    pub(crate) fn blocked_output(&self, x: &Tensor) -> Result<Option<BlockedShape>> {
         let Some(kernel) = self.blocked_kernel() else {
             return Ok(None);
         };
         let s = &self.spec;
-        let (n, cb, h, w, _) = x.dims5()?;
-        if cb != nchwc::blocks(s.in_channels) {
-            bail!(
-                "conv `{}`: input has {cb} channel blocks, expected {}",
-                self.name,
-                nchwc::blocks(s.in_channels)
-            )
-        }
+        let (n, h, w) = match (kernel, x.rank()) {
+            (BlockedKernel::Stem(_), 4) => {
+                let (n, _, h, w) = x.dims4()?;
+                (n, h, w)
+            }
+            (BlockedKernel::Stem(_), _) | (_, 4) => return Ok(None),
+            _ => {
+                let (n, cb, h, w, _) = x.dims5()?;
+                if cb != nchwc::blocks(s.in_channels) {
+                    bail!(
+                        "conv `{}`: input has {cb} channel blocks, expected {}",
+                        self.name,
+                        nchwc::blocks(s.in_channels)
+                    )
+                }
+                (n, h, w)
+            }
+        };
+        let (ho, wo) = self.out_size(h, w)?;
+        Ok(Some((n, nchwc::blocks(s.out_channels), ho, wo, nchwc::BLOCK)))
+    }
+
+    /// The blocked kernel on `x` (checked by [`Conv2d::blocked_output`]) into `to`.
+    fn run_blocked(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation, to: nchwc::Target) -> Result<()> {
+        let kernel = self.blocked_kernel().expect("checked by blocked_output");
+        let s = &self.spec;
+        let (n, h, w) = match x.rank() {
+            4 => {
+                let (n, _, h, w) = x.dims4()?;
+                (n, h, w)
+            }
+            _ => {
+                let (n, _, h, w, _) = x.dims5()?;
+                (n, h, w)
+            }
+        };
         let g = self.geometry_of((n, s.in_channels, h, w))?;
-        let (geo, ob) = (nchwc::Geometry::from(&g), nchwc::blocks(s.out_channels));
-        let shape = (n, ob, g.out_h, g.out_w, nchwc::BLOCK);
+        let geo = nchwc::Geometry::from(&g);
         if let Some(r) = residual {
-            if r.dims() != [shape.0, shape.1, shape.2, shape.3, shape.4] {
+            let want = [n, nchwc::blocks(s.out_channels), g.out_h, g.out_w, nchwc::BLOCK];
+            if r.dims() != want {
                 bail!(
-                    "conv `{}`: residual has shape {:?}, expected {shape:?}",
+                    "conv `{}`: residual has shape {:?}, expected {want:?}",
                     self.name,
                     r.dims()
                 )
             }
         }
-        let run = |xs: &[f32], rs: Option<&[f32]>| -> Result<Vec<f32>> {
-            let mut y = crate::kernels::uninit_output(shape.0 * shape.1 * shape.2 * shape.3 * shape.4);
-            let to = nchwc::Target {
-                y: &mut y,
-                blocks: ob,
-                first: 0,
-            };
+        let run = |xs: &[f32], rs: Option<&[f32]>, to: nchwc::Target| -> Result<()> {
             match kernel {
                 BlockedKernel::Pointwise(p) => nchwc::pointwise_into(xs, n, g.out_h * g.out_w, p, act, rs, to),
-                BlockedKernel::Conv(p) => nchwc::conv_into(xs, n, &geo, p, act, rs, to),
+                BlockedKernel::Stem(p) | BlockedKernel::Conv(p) => nchwc::conv_into(xs, n, &geo, p, act, rs, to),
                 BlockedKernel::Winograd(slots) => {
                     let tile = Tile::for_output(g.out_h, g.out_w);
                     let slot = &slots[(tile == Tile::F4x4) as usize];
@@ -594,15 +672,12 @@ impl Conv2d {
                     nchwc::winograd_into(xs, n, &geo, p, act, rs, to)
                 }
             }
-            // SAFETY: the kernels write every value of their target.
-            Ok(unsafe { crate::kernels::assume_init(y) })
+            Ok(())
         };
-        let y = super::with_cpu_f32(x, &self.name, |xs| match residual {
-            Some(r) => super::with_cpu_f32(r, &self.name, |rs| run(xs, Some(rs)))?,
-            None => run(xs, None),
-        })??;
-        let y = Tensor::from_vec(y, shape, x.device())?;
-        self.traced(y, g.out_h, g.out_w).map(Some)
+        super::with_cpu_f32(x, &self.name, |xs| match residual {
+            Some(r) => super::with_cpu_f32(r, &self.name, |rs| run(xs, Some(rs), to))?,
+            None => run(xs, None, to),
+        })?
     }
 
     /// Whether [`Conv2d::forward_blocked`] runs this convolution (packing it on first call).
@@ -620,6 +695,9 @@ impl Conv2d {
         let s = &self.spec;
         if s.groups != 1 || s.dilation != 1 || !self.weight.device().is_cpu() {
             return Ok(None);
+        }
+        if let Some(p) = self.blocked_stem()? {
+            return Ok(Some(BlockedKernel::Stem(p)));
         }
         if let Some(p) = self.blocked_pointwise()? {
             return Ok(Some(BlockedKernel::Pointwise(p)));

@@ -202,7 +202,7 @@ impl InceptionB {
 
 impl Module for InceptionB {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = channels(&[&self.branch3x3, &self.branch3x3dbl[2]]) + x.dim(1)?;
+        let c = channels(&[&self.branch3x3, &self.branch3x3dbl[2]]) + super::channels_of(x)?;
         cat_into(
             x,
             c,
@@ -290,7 +290,7 @@ impl InceptionD {
 
 impl Module for InceptionD {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = channels(&[&self.branch3x3[1], &self.branch7x7x3[3]]) + x.dim(1)?;
+        let c = channels(&[&self.branch3x3[1], &self.branch7x7x3[3]]) + super::channels_of(x)?;
         cat_into(
             x,
             c,

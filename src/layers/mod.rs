@@ -46,6 +46,51 @@ pub(crate) fn with_cpu_f32<R>(
     })?
 }
 
+/// Whether a model's forward pass on `x` runs on channel-blocked data
+/// ([`crate::kernels::nchwc`]): AVX-512, f32 on the CPU, and no tracer that wants NCHW layer
+/// outputs ([`crate::trace::wants_nchw`]).
+pub(crate) fn blocked_usable(x: &candle_core::Tensor) -> bool {
+    crate::kernels::nchwc::available()
+        && x.dtype() == candle_core::DType::F32
+        && x.device().is_cpu()
+        && !crate::trace::wants_nchw()
+}
+
+/// A model's first convolution on NCHW `x`, its output in channel blocks: straight from the
+/// blocked stem kernel where it fits, else computed on NCHW and blocked.
+pub(crate) fn stem_into_blocks(conv: &Conv2d, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::Module;
+    match conv.forward_blocked(x, None, conv.spec().activation)? {
+        Some(y) => Ok(y),
+        None => block(&conv.forward(x)?),
+    }
+}
+
+/// NCHW `x` (f32, CPU) in channel blocks, N×⌈C/16⌉×H×W×16 ([`crate::kernels::nchwc`]).
+pub(crate) fn block(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    use crate::kernels::nchwc;
+    let (n, c, h, w) = x.dims4()?;
+    let y = with_cpu_f32(&x.contiguous()?, "block", |v| nchwc::to_blocked(v, n, c, h * w))?;
+    candle_core::Tensor::from_vec(y, (n, nchwc::blocks(c), h, w, nchwc::BLOCK), x.device())
+}
+
+/// Blocked `x` (N×⌈C/16⌉×H×W×16) as NCHW with its first `c` channels.
+pub(crate) fn unblock(x: &candle_core::Tensor, c: usize) -> candle_core::Result<candle_core::Tensor> {
+    use crate::kernels::nchwc;
+    let (n, _, h, w, _) = x.dims5()?;
+    let y = with_cpu_f32(x, "unblock", |v| nchwc::from_blocked(v, n, c, h * w))?;
+    candle_core::Tensor::from_vec(y, (n, c, h, w), x.device())
+}
+
+/// The channels of `x`: NCHW, or blocked (rank 5: its blocks × 16, where every channel count
+/// is whole blocks, as in the concatenations of [`cat_into`]).
+pub(crate) fn channels_of(x: &candle_core::Tensor) -> candle_core::Result<usize> {
+    match x.rank() {
+        5 => Ok(x.dim(1)? * crate::kernels::nchwc::BLOCK),
+        _ => x.dim(1),
+    }
+}
+
 /// One part of a channel concatenation ([`cat_into`]): a tensor, or a convolution of a tensor,
 /// which then writes straight into its channels of the result. Each is computed when
 /// [`cat_into`] reaches it, in order, as the branches of a module would be one after another.
@@ -69,6 +114,9 @@ pub fn cat_into(
 ) -> candle_core::Result<candle_core::Tensor> {
     use crate::kernels::{assume_init, copy_into, uninit_output, Dest, SyncPtr};
     use candle_core::{bail, DType, Module, Tensor};
+    if x.rank() == 5 {
+        return cat_blocks(x, channels, parts);
+    }
     if x.dtype() != DType::F32 || !x.device().is_cpu() {
         let parts = parts
             .into_iter()
@@ -131,6 +179,95 @@ pub fn cat_into(
     }
     // SAFETY: the parts wrote every channel of every image.
     Tensor::from_vec(unsafe { assume_init(buf) }, (n, channels, h, w), x.device())
+}
+
+/// [`cat_into`] on channel-blocked data ([`crate::kernels::nchwc`]): each convolution part
+/// writes its blocks of one uninitialised array, other parts are copied in. Every part but the
+/// last must have whole blocks of channels (an error otherwise).
+fn cat_blocks(
+    x: &candle_core::Tensor,
+    channels: usize,
+    parts: Vec<Part<'_>>,
+) -> candle_core::Result<candle_core::Tensor> {
+    use crate::kernels::nchwc::{self, BLOCK};
+    use candle_core::{bail, Module, Tensor};
+    let total = nchwc::blocks(channels);
+    type Out = (Vec<std::mem::MaybeUninit<f32>>, (usize, usize, usize));
+    let mut out: Option<Out> = None;
+    let mut offset = 0; // channels
+    for part in parts {
+        if offset % BLOCK != 0 {
+            bail!("cat_into: a part starts at channel {offset}, inside a block of {BLOCK}")
+        }
+        let (conv, input) = match part {
+            Part::Tensor(f) => (None, f()?),
+            Part::Conv(conv, f) => (Some(conv), f()?),
+        };
+        let shape_of = |t: &Tensor| -> candle_core::Result<_> {
+            let (n, cb, h, w, _) = t.dims5()?;
+            Ok((n, cb, h, w))
+        };
+        let (n, cb, h, w) = match conv.map(|c| c.blocked_output(&input)).transpose()?.flatten() {
+            Some((n, cb, h, w, _)) => (n, cb, h, w),
+            None => match conv {
+                Some(conv) => {
+                    let (n, _, h, w, _) = input.dims5()?;
+                    let (ho, wo) = conv.out_size(h, w)?;
+                    (n, nchwc::blocks(conv.spec().out_channels), ho, wo)
+                }
+                None => shape_of(&input)?,
+            },
+        };
+        let (buf, shape) =
+            out.get_or_insert_with(|| (crate::kernels::uninit_output(n * total * h * w * BLOCK), (n, h, w)));
+        if *shape != (n, h, w) || offset / BLOCK + cb > total {
+            bail!(
+                "cat_into: a part of {cb} blocks of {:?} does not fit {shape:?} with {channels} channels at channel {offset}",
+                (n, h, w)
+            )
+        }
+        let first = offset / BLOCK;
+        let to = nchwc::Target {
+            y: buf,
+            blocks: total,
+            first,
+        };
+        let written = match conv {
+            Some(conv) => conv.forward_blocked_into(&input, conv.spec().activation, to)?,
+            None => false,
+        };
+        if !written {
+            let t = match conv {
+                Some(conv) => conv.forward(&input)?,
+                None => input,
+            };
+            let plane = h * w * BLOCK;
+            with_cpu_f32(&t, "cat_into", |v| {
+                for (img, src) in v.chunks_exact(cb * plane).enumerate() {
+                    let dst = &mut buf[(img * total + first) * plane..][..cb * plane];
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        d.write(*s);
+                    }
+                }
+            })?;
+        }
+        offset += match conv {
+            Some(conv) => conv.spec().out_channels,
+            None => cb * BLOCK,
+        };
+    }
+    let Some((buf, (n, h, w))) = out else {
+        bail!("cat_into: no parts")
+    };
+    if offset != channels {
+        bail!("cat_into: the parts have {offset} channels, expected {channels}")
+    }
+    // SAFETY: the parts wrote every block of every image (checked: their channels add up).
+    Tensor::from_vec(
+        unsafe { crate::kernels::assume_init(buf) },
+        (n, total, h, w, BLOCK),
+        x.device(),
+    )
 }
 
 /// `Tensor::cat(parts, 1)` for N×Cᵢ×H×W tensors: [`cat_into`] with every part copied in (on

@@ -56,6 +56,27 @@ impl PoolSpec {
 }
 
 impl PoolSpec {
+    /// The pool on channel-blocked data ([`nchwc`](crate::kernels::nchwc)): `x`
+    /// N×⌈C/16⌉×H×W×16, f32 on the CPU, where [`nchwc::available`](crate::kernels::nchwc::available).
+    fn blocked(&self, x: &Tensor, op: PoolOp) -> Result<Tensor> {
+        use crate::kernels::nchwc;
+        let (n, cb, h, w, _) = x.dims5()?;
+        let ((ho, wo), _) = self.geometry(h, w, "pool")?;
+        let g = nchwc::Geometry {
+            in_h: h,
+            in_w: w,
+            stride: self.stride,
+            pad_top: self.padding,
+            pad_left: self.padding,
+            out_h: ho,
+            out_w: wo,
+        };
+        let y = super::with_cpu_f32(x, "pool", |xs| {
+            nchwc::pool(xs, n, cb * nchwc::BLOCK, &g, self.kernel, op)
+        })?;
+        Tensor::from_vec(y, (n, cb, ho, wo, nchwc::BLOCK), x.device())
+    }
+
     /// Our CPU kernel for f32 CPU tensors; `None` for other devices and dtypes (candle's path).
     fn on_cpu(&self, x: &Tensor, ho: usize, wo: usize, op: PoolOp) -> Result<Option<Tensor>> {
         if x.dtype() != DType::F32 || !x.device().is_cpu() {
@@ -101,7 +122,11 @@ fn pad_const(x: &Tensor, dim: usize, before: usize, after: usize, value: f64) ->
 pub struct MaxPool2d(pub PoolSpec);
 
 impl Module for MaxPool2d {
+    /// On NCHW, or on channel-blocked data (rank 5, see [`crate::kernels::nchwc`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 5 {
+            return self.0.blocked(x, PoolOp::Max);
+        }
         let (_, _, h, w) = x.dims4()?;
         let s = self.0;
         let ((ho, wo), (eh, ew)) = s.geometry(h, w, "max pool")?;
@@ -112,30 +137,6 @@ impl Module for MaxPool2d {
         let xp = pad_const(x, 2, p, p + eh, f64::NEG_INFINITY)?;
         let xp = pad_const(&xp, 3, p, p + ew, f64::NEG_INFINITY)?;
         xp.max_pool2d_with_stride(s.kernel, s.stride)
-    }
-}
-
-impl MaxPool2d {
-    /// The pool on channel-blocked data ([`nchwc`](crate::kernels::nchwc)): `x`
-    /// N×⌈C/16⌉×H×W×16, f32 on the CPU, where [`nchwc::available`](crate::kernels::nchwc::available).
-    pub(crate) fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        use crate::kernels::nchwc;
-        let (n, cb, h, w, _) = x.dims5()?;
-        let s = self.0;
-        let ((ho, wo), _) = s.geometry(h, w, "max pool")?;
-        let g = nchwc::Geometry {
-            in_h: h,
-            in_w: w,
-            stride: s.stride,
-            pad_top: s.padding,
-            pad_left: s.padding,
-            out_h: ho,
-            out_w: wo,
-        };
-        let y = super::with_cpu_f32(x, "max pool", |xs| {
-            nchwc::max_pool(xs, n, cb * nchwc::BLOCK, &g, s.kernel)
-        })?;
-        Tensor::from_vec(y, (n, cb, ho, wo, nchwc::BLOCK), x.device())
     }
 }
 
@@ -159,13 +160,17 @@ impl AvgPool2d {
 }
 
 impl Module for AvgPool2d {
+    /// On NCHW, or on channel-blocked data (rank 5, see [`crate::kernels::nchwc`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let s = self.spec;
-        let ((ho, wo), (eh, ew)) = s.geometry(h, w, "average pool")?;
         let op = PoolOp::Avg {
             count_include_pad: self.count_include_pad,
         };
+        if x.rank() == 5 {
+            return self.spec.blocked(x, op);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let s = self.spec;
+        let ((ho, wo), (eh, ew)) = s.geometry(h, w, "average pool")?;
         if let Some(y) = s.on_cpu(x, ho, wo, op)? {
             return Ok(y);
         }

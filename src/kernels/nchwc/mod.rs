@@ -1,7 +1,8 @@
 //! Channel-blocked activations, `[N][⌈C/16⌉][H][W][16]` (oneDNN's `nChw16c`, ONNX Runtime's
-//! NCHWc on AVX-512), and the kernels of MobileNetV2 and SqueezeNet on them, AVX-512: the 1×1
-//! convolution, the 3×3 depthwise one, the dense k×k one ([`conv`], from blocked input or
-//! from an NCHW RGB image), max and global average pooling. The 1×1 and k×k kernels can write
+//! NCHWc on AVX-512), and the kernels of the models that run on them (ResNet, GoogLeNet,
+//! Inception v3, MobileNetV2, SqueezeNet), AVX-512: the 1×1 convolution, the 3×3 depthwise
+//! one, the dense k×k one ([`conv`], from blocked input or from an NCHW RGB image), Winograd
+//! ([`winograd`]), max, average and global average pooling. The 1×1 and k×k kernels can write
 //! their blocks of a wider array ([`Target`]), so a channel concatenation costs no copy.
 //!
 //! A pixel's 16 channels are one vector. The depthwise convolution then needs no padded copy
@@ -22,6 +23,7 @@
 
 use rayon::prelude::*;
 
+use super::pool::PoolOp;
 use crate::layers::Activation;
 
 pub mod winograd;
@@ -917,13 +919,15 @@ unsafe fn store_pair_act<const R: usize, const TWO: bool>(
     }
 }
 
-/// `kernel`×`kernel` max pooling on blocked data (N×⌈C/16⌉ blocks of H×W): each window
-/// clipped to the input (padding and ceil mode's overhang count as −∞, as in PyTorch). Tasks
-/// over runs of (image, block) planes.
-pub fn max_pool(x: &[f32], n: usize, c: usize, g: &Geometry, kernel: usize) -> Vec<f32> {
+/// `kernel`×`kernel` max or average pooling on blocked data (N×⌈C/16⌉ blocks of H×W), with
+/// PyTorch's windows: `[o·s − p, o·s − p + k)` clipped to the input for the max (padding and
+/// ceil mode's overhang count as −∞) and for the average's sum, whose divisor is the window
+/// clipped to the padded input (`count_include_pad`) or to the input. Tasks over runs of
+/// (image, block) planes.
+pub fn pool(x: &[f32], n: usize, c: usize, g: &Geometry, kernel: usize, op: PoolOp) -> Vec<f32> {
     let cb = blocks(c);
     let (plane_in, plane_out) = (g.in_h * g.in_w * BLOCK, g.out_h * g.out_w * BLOCK);
-    assert_eq!(x.len(), n * cb * plane_in, "max pool input size");
+    assert_eq!(x.len(), n * cb * plane_in, "pool input size");
     let mut y = super::uninit_output(n * cb * plane_out);
     let run = super::planes_per_task(n * cb);
     y.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
@@ -932,43 +936,65 @@ pub fn max_pool(x: &[f32], n: usize, c: usize, g: &Geometry, kernel: usize) -> V
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked available(); `yp` is this plane's output
             unsafe {
-                max_plane(xs, g, kernel, yp)
+                pool_plane(xs, g, kernel, op, yp)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("blocked kernels run on AVX-512 only ({xs:?}, {yp:?})");
+            unreachable!("blocked kernels run on AVX-512 only ({xs:?}, {yp:?}, {op:?})");
         }
     });
-    // SAFETY: max_plane writes every pixel of its plane.
+    // SAFETY: pool_plane writes every pixel of its plane.
     unsafe { super::assume_init(y) }
 }
 
-/// The window rows (or columns) `[o·s − p, o·s − p + k)` of output `o`, clipped to `0..len`.
-fn window(o: usize, s: usize, p: usize, k: usize, len: usize) -> std::ops::Range<usize> {
+/// Output `o`'s window along one axis: the input positions `[o·s − p, o·s − p + k)` clipped to
+/// `0..len`, and the window's length clipped to the padded axis `[−p, len + p)`.
+fn window(o: usize, s: usize, p: usize, k: usize, len: usize) -> (std::ops::Range<usize>, usize) {
     let start = (o * s).saturating_sub(p);
-    start..(o * s + k).saturating_sub(p).min(len)
+    let padded = (o * s + k).min(len + 2 * p) - o * s;
+    (start..(o * s + k).saturating_sub(p).min(len), padded)
 }
 
-/// One block plane of [`max_pool`].
+/// One block plane of [`pool`].
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn max_plane(x: &[f32], g: &Geometry, kernel: usize, y: &mut [std::mem::MaybeUninit<f32>]) {
+unsafe fn pool_plane(x: &[f32], g: &Geometry, kernel: usize, op: PoolOp, y: &mut [std::mem::MaybeUninit<f32>]) {
     use std::arch::x86_64::*;
     let xp = x.as_ptr();
     let yp = y.as_mut_ptr().cast::<f32>();
     for oy in 0..g.out_h {
-        let rows = window(oy, g.stride, g.pad_top, kernel, g.in_h);
+        let (rows, padded_h) = window(oy, g.stride, g.pad_top, kernel, g.in_h);
         for ox in 0..g.out_w {
-            let cols = window(ox, g.stride, g.pad_left, kernel, g.in_w);
-            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-            for iy in rows.clone() {
-                for ix in cols.clone() {
-                    m = _mm512_max_ps(m, _mm512_loadu_ps(xp.add((iy * g.in_w + ix) * BLOCK)));
+            let (cols, padded_w) = window(ox, g.stride, g.pad_left, kernel, g.in_w);
+            let px = |iy: usize, ix: usize| _mm512_loadu_ps(xp.add((iy * g.in_w + ix) * BLOCK));
+            let v = match op {
+                PoolOp::Max => {
+                    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            m = _mm512_max_ps(m, px(iy, ix));
+                        }
+                    }
+                    m
                 }
-            }
-            _mm512_storeu_ps(yp.add((oy * g.out_w + ox) * BLOCK), m);
+                PoolOp::Avg { count_include_pad } => {
+                    let mut sum = _mm512_setzero_ps();
+                    for iy in rows.clone() {
+                        for ix in cols.clone() {
+                            sum = _mm512_add_ps(sum, px(iy, ix));
+                        }
+                    }
+                    let count = if count_include_pad {
+                        padded_h * padded_w
+                    } else {
+                        rows.len() * cols.len()
+                    };
+                    _mm512_div_ps(sum, _mm512_set1_ps(count as f32))
+                }
+            };
+            _mm512_storeu_ps(yp.add((oy * g.out_w + ox) * BLOCK), v);
         }
     }
 }

@@ -5,7 +5,6 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::kernels::nchwc;
 use crate::layers::ResidualStyle;
 use crate::layers::{
     global_avg_pool, linear, Activation, BasicBlock, Bottleneck, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec,
@@ -65,20 +64,6 @@ impl Block {
         match self {
             Block::Basic(_) => "BasicBlock",
             Block::Bottleneck(_) => "Bottleneck",
-        }
-    }
-
-    fn fits_blocked(&self) -> bool {
-        match self {
-            Block::Basic(b) => b.fits_blocked(),
-            Block::Bottleneck(b) => b.fits_blocked(),
-        }
-    }
-
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Block::Basic(b) => b.forward_blocked(x),
-            Block::Bottleneck(b) => b.forward_blocked(x),
         }
     }
 }
@@ -154,7 +139,17 @@ impl ResNet {
 
     /// Output of `conv1` + max pool, then of each stage (`layer1` … `layer4`).
     pub fn stages(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let mut h = self.conv1.forward(x)?; // N×64×H/2×W/2
+        self.run(x, false)
+    }
+
+    /// [`ResNet::stages`], on channel-blocked data ([`crate::kernels::nchwc`]) from `conv1`'s output on with
+    /// `blocked` (the blocks take either layout): the outputs are then blocked too.
+    fn run(&self, x: &Tensor, blocked: bool) -> Result<Vec<Tensor>> {
+        let mut h = if blocked {
+            crate::layers::stem_into_blocks(&self.conv1, x)?
+        } else {
+            self.conv1.forward(x)?
+        }; // N×64×H/2×W/2
         h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward(&h)?; // N×64×H/4×W/4
         let mut out = Vec::with_capacity(4);
         for (s, blocks) in self.layers.iter().enumerate() {
@@ -169,40 +164,20 @@ impl ResNet {
     }
 }
 
-impl ResNet {
-    /// [`Network::forward_features`] on channel-blocked data ([`nchwc`]): the stem writes
-    /// blocks, the blocks run the blocked 1×1, Winograd and k×k kernels, the last output is
-    /// unblocked. `None` where that does not run: no AVX-512, not f32 on the CPU, a tracer
-    /// that wants NCHW outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
-    fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if !crate::layers::blocked_usable(x) || !self.layers.iter().flatten().all(Block::fits_blocked) {
-            return Ok(None);
-        }
-        let h = crate::layers::stem_into_blocks(&self.conv1, x)?; // N×64×H/2×W/2
-        let mut h = MaxPool2d(PoolSpec::new(3, 2).pad(1)).forward(&h)?; // N×64×H/4×W/4
-        for (s, blocks) in self.layers.iter().enumerate() {
-            for (i, b) in blocks.iter().enumerate() {
-                h = b.forward_blocked(&h)?;
-                crate::trace::record_lazy(|| format!("layer{}.{i}", s + 1), b.kind(), &h, 0);
-            }
-            crate::trace::record_lazy(|| format!("layer{}", s + 1), "Sequential", &h, 0);
-        }
-        let (n, _, hh, ww, _) = h.dims5()?;
-        let c = self.num_features;
-        let y = crate::layers::with_cpu_f32(&h, "layer4", |hs| nchwc::from_blocked(hs, n, c, hh * ww))?;
-        Tensor::from_vec(y, (n, c, hh, ww), x.device()).map(Some) // N×512·e×H/32×W/32
-    }
-}
-
 impl Network for ResNet {
     fn name(&self) -> &str {
         self.name
     }
+    /// On channel-blocked data where the CPU allows ([`crate::layers::blocked_usable`]),
+    /// unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(f) = self.forward_features_blocked(x)? {
-            return Ok(f);
+        let blocked = crate::layers::blocked_usable(x);
+        let f = self.run(x, blocked)?.pop().expect("four stages"); // N×512·e×H/32×W/32
+        if blocked {
+            crate::layers::unblock(&f, self.num_features)
+        } else {
+            Ok(f)
         }
-        Ok(self.stages(x)?.pop().expect("four stages")) // N×512·e×H/32×W/32
     }
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?; // N×512·e

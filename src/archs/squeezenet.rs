@@ -65,8 +65,6 @@ pub struct SqueezeNet {
     features: Vec<Layer>,
     classifier: Option<Conv2d>,
     num_classes: usize,
-    /// `classifier` packed for the blocked 1×1 kernel on first use.
-    classifier_blocked: std::sync::OnceLock<Option<nchwc::Pointwise>>,
 }
 
 impl SqueezeNet {
@@ -102,7 +100,6 @@ impl SqueezeNet {
             features,
             classifier,
             num_classes: opts.num_classes,
-            classifier_blocked: Default::default(),
         })
     }
 
@@ -110,15 +107,14 @@ impl SqueezeNet {
     /// blocks, each Fire module's expand layers write their blocks of its output (no
     /// concatenation copy), the pools run on blocks, and the last output is unblocked. `None`
     /// where that does not run: no AVX-512, not f32 on the CPU, a tracer that wants NCHW
-    /// outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
+    /// outputs ([`crate::trace::wants_nchw`]), or an expand 1×1 width not in whole blocks.
     fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let fires = || {
-            self.features.iter().filter_map(|l| match l {
-                Layer::Fire(f) => Some(f),
-                Layer::Pool => None,
-            })
+        // each expand layer writes its blocks of the Fire's output: the 1×1's in whole blocks
+        let aligned = |l: &Layer| match l {
+            Layer::Fire(f) => f.expand1x1.spec().out_channels.is_multiple_of(nchwc::BLOCK),
+            Layer::Pool => true,
         };
-        if !crate::layers::blocked_usable(x) || fires().any(|f| f.blocked_layers().is_none()) {
+        if !crate::layers::blocked_usable(x) || !self.features.iter().all(aligned) {
             return Ok(None);
         }
         let mut stages: Vec<Stage> = vec![Box::new(|x| {
@@ -130,9 +126,7 @@ impl SqueezeNet {
         for (i, l) in self.features.iter().enumerate() {
             stages.push(Box::new(move |h| {
                 let h = match l {
-                    Layer::Fire(f) => f
-                        .forward_blocked(h)?
-                        .ok_or_else(|| candle_core::Error::Msg(format!("features.{}: no blocked kernels", i + 3)))?,
+                    Layer::Fire(f) => f.forward(h)?,
                     Layer::Pool => POOL.forward(h)?,
                 };
                 let kind = if matches!(l, Layer::Fire(_)) {
@@ -169,12 +163,6 @@ impl SqueezeNet {
         let Some(conv) = self.classifier.as_ref().filter(|_| crate::layers::blocked_usable(f)) else {
             return Ok(None);
         };
-        let Some(p) = self
-            .classifier_blocked
-            .get_or_init(|| conv.blocked_pointwise().ok().flatten())
-        else {
-            return Ok(None);
-        };
         let (n, c, h, w) = f.dims4()?;
         if c != conv.spec().in_channels {
             candle_core::bail!(
@@ -183,18 +171,9 @@ impl SqueezeNet {
             )
         }
         let o = conv.spec().out_channels;
-        let y = crate::layers::with_cpu_f32(f, "classifier", |fs| {
-            nchwc::pointwise(
-                &nchwc::to_blocked(fs, n, c, h * w),
-                n,
-                h * w,
-                p,
-                conv.spec().activation,
-                None,
-            )
-        })?;
-        conv.traced_shape(&[n, nchwc::blocks(o), h, w, nchwc::BLOCK], h, w);
-        let y = Tensor::from_vec(nchwc::global_avg_pool(&y, n, o, h * w), (n, o), f.device())?;
+        let y = conv.forward(&crate::layers::block(f)?)?; // N×⌈classes/16⌉×h×w×16
+        let y = crate::layers::with_cpu_f32(&y, "classifier", |ys| nchwc::global_avg_pool(ys, n, o, h * w))?;
+        let y = Tensor::from_vec(y, (n, o), f.device())?;
         Ok(Some(y)) // N×classes
     }
 }

@@ -680,11 +680,6 @@ impl Conv2d {
         })?
     }
 
-    /// Whether [`Conv2d::forward_blocked`] runs this convolution (packing it on first call).
-    pub(crate) fn fits_blocked(&self) -> bool {
-        self.blocked_kernel().is_some()
-    }
-
     fn blocked_kernel(&self) -> Option<&BlockedKernel> {
         self.blocked
             .get_or_init(|| self.pack_blocked_kernel().ok().flatten().map(Box::new))

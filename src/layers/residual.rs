@@ -48,26 +48,6 @@ fn shortcut(down: &Option<Conv2d>, x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// [`shortcut`] on channel-blocked data.
-fn shortcut_blocked(down: &Option<Conv2d>, x: &Tensor) -> Result<Tensor> {
-    match down {
-        Some(d) => blocked(d, x, None, d.spec().activation),
-        None => Ok(x.clone()),
-    }
-}
-
-/// `conv` on channel-blocked data; an error where it has no blocked kernel (callers check
-/// [`fits_blocked`] first).
-fn blocked(conv: &Conv2d, x: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-    conv.forward_blocked(x, residual, act)?
-        .ok_or_else(|| candle_core::Error::Msg("residual block: no blocked kernel".into()))
-}
-
-/// Whether every convolution of a block runs on channel-blocked data.
-fn fits_blocked<'a>(convs: impl IntoIterator<Item = &'a Conv2d>, down: &'a Option<Conv2d>) -> bool {
-    convs.into_iter().chain(down).all(Conv2d::fits_blocked)
-}
-
 /// Two 3×3 convolutions (ResNet-18/34). Expansion 1.
 #[derive(Debug, Clone)]
 pub struct BasicBlock {
@@ -90,21 +70,6 @@ impl BasicBlock {
             conv2: st.conv(vb, "conv2", "bn2", c2)?,
             downsample: downsample(vb, cin, planes, stride, st)?,
         })
-    }
-}
-
-impl BasicBlock {
-    /// The block on channel-blocked data ([`crate::kernels::nchwc`]), where
-    /// [`BasicBlock::fits_blocked`].
-    pub fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let y = blocked(&self.conv1, x, None, self.conv1.spec().activation)?;
-        let sc = shortcut_blocked(&self.downsample, x)?;
-        blocked(&self.conv2, &y, Some(&sc), Activation::Relu)
-    }
-
-    /// Whether every convolution has a channel-blocked kernel (f32 weights on the CPU).
-    pub fn fits_blocked(&self) -> bool {
-        fits_blocked([&self.conv1, &self.conv2], &self.downsample)
     }
 }
 
@@ -141,22 +106,6 @@ impl Bottleneck {
             conv3: st.conv(vb, "conv3", "bn3", c3)?,
             downsample: downsample(vb, cin, cout, stride, st)?,
         })
-    }
-}
-
-impl Bottleneck {
-    /// The block on channel-blocked data ([`crate::kernels::nchwc`]), where
-    /// [`Bottleneck::fits_blocked`].
-    pub fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let y = blocked(&self.conv1, x, None, self.conv1.spec().activation)?;
-        let y = blocked(&self.conv2, &y, None, self.conv2.spec().activation)?;
-        let sc = shortcut_blocked(&self.downsample, x)?;
-        blocked(&self.conv3, &y, Some(&sc), Activation::Relu)
-    }
-
-    /// Whether every convolution has a channel-blocked kernel (f32 weights on the CPU).
-    pub fn fits_blocked(&self) -> bool {
-        fits_blocked([&self.conv1, &self.conv2, &self.conv3], &self.downsample)
     }
 }
 

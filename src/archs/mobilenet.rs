@@ -15,7 +15,6 @@
 //!
 //! With BN folded (TFLite files), each `*.0` conv carries a `bias` and the `*.1` entries are absent.
 
-use crate::kernels::nchwc;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -85,12 +84,23 @@ impl Network for MobileNetV1 {
     fn name(&self) -> &str {
         "mobilenet_v1"
     }
+    /// On channel-blocked data ([`crate::kernels::nchwc`]) from the stem's output on where the
+    /// CPU allows ([`crate::layers::blocked_usable`]; the layers take either layout),
+    /// unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.stem.forward(x)?; // N×d(32)×H/2×W/2
+        let blocked = crate::layers::blocked_usable(x);
+        let mut h = if blocked {
+            crate::layers::stem_into_blocks(&self.stem, x)?
+        } else {
+            self.stem.forward(x)?
+        }; // N×d(32)×H/2×W/2
         crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
         for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward(&h)?;
             crate::trace::record_lazy(|| format!("features.{}", i + 1), "DepthwiseSeparable", &h, 0);
+        }
+        if blocked {
+            h = crate::layers::unblock(&h, self.num_features)?;
         }
         Ok(h) // N×d(1024)×H/32×W/32
     }
@@ -169,8 +179,6 @@ pub struct MobileNetV2 {
     stem: Conv2d,
     blocks: Vec<InvertedResidual>,
     last: Conv2d,
-    /// `last` packed for the channel-blocked kernel on first use.
-    last_blocked: std::sync::OnceLock<Option<crate::kernels::nchwc::Pointwise>>,
     classifier: Option<Linear>,
     num_features: usize,
     num_classes: usize,
@@ -217,7 +225,6 @@ impl MobileNetV2 {
             stem,
             blocks,
             last,
-            last_blocked: Default::default(),
             classifier,
             num_features: last_channel,
             num_classes: opts.num_classes,
@@ -225,62 +232,21 @@ impl MobileNetV2 {
     }
 }
 
-impl MobileNetV2 {
-    /// [`Network::forward_features`] with the inverted residual blocks and `features.18` on
-    /// channel-blocked data ([`nchwc`]): the stem's output blocked once, the last layer's
-    /// unblocked. `None` where that does not run: no AVX-512, not f32 on the CPU, a tracer that
-    /// wants NCHW outputs ([`crate::trace::wants_nchw`]), or a layer the kernels do not fit.
-    fn forward_features_blocked(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if !crate::layers::blocked_usable(x) || self.blocks.iter().any(|b| b.blocked_layers().is_none()) {
-            return Ok(None);
-        }
-        let last = self
-            .last_blocked
-            .get_or_init(|| self.last.blocked_pointwise().ok().flatten());
-        let Some(last) = last.as_ref() else {
-            return Ok(None);
-        };
-        let mut stages: Vec<Stage> = vec![Box::new(|x| {
-            let h = crate::layers::stem_into_blocks(&self.stem, x)?; // N×⌈32α/16⌉×H/2×W/2×16
-            crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
-            Ok(h)
-        })];
-        for (i, b) in self.blocks.iter().enumerate() {
-            stages.push(Box::new(move |h| {
-                let h = b
-                    .forward_blocked(h)?
-                    .ok_or_else(|| candle_core::Error::Msg(format!("features.{}: no blocked kernels", i + 1)))?;
-                crate::trace::record_lazy(|| format!("features.{}", i + 1), "InvertedResidual", &h, 0);
-                Ok(h)
-            }));
-        }
-        stages.push(Box::new(|h| {
-            let (n, _, h2, w2, _) = h.dims5()?;
-            let c = self.last.spec().out_channels;
-            let act = self.last.spec().activation;
-            let y = crate::layers::with_cpu_f32(h, "features.18", |hs| {
-                nchwc::from_blocked(&nchwc::pointwise(hs, n, h2 * w2, last, act, None), n, c, h2 * w2)
-            })?;
-            let y = self
-                .last
-                .traced(Tensor::from_vec(y, (n, c, h2, w2), h.device())?, h2, w2)?; // N×1280·max(1,α)×H/32×W/32
-            crate::trace::record("features.18", "ConvBNReLU6", &y, 0);
-            Ok(y)
-        }));
-        forward_stages(x, &stages).map(Some)
-    }
-}
-
 impl Network for MobileNetV2 {
     fn name(&self) -> &str {
         "mobilenet_v2"
     }
+    /// On channel-blocked data ([`crate::kernels::nchwc`]) from the stem's output to
+    /// `features.18`'s where the CPU allows ([`crate::layers::blocked_usable`]; the layers take
+    /// either layout), unblocked after it.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(f) = self.forward_features_blocked(x)? {
-            return Ok(f);
-        }
+        let blocked = crate::layers::blocked_usable(x);
         let mut stages: Vec<Stage> = vec![Box::new(|x| {
-            let h = self.stem.forward(x)?; // N×32α×H/2×W/2
+            let h = if blocked {
+                crate::layers::stem_into_blocks(&self.stem, x)?
+            } else {
+                self.stem.forward(x)?
+            }; // N×32α×H/2×W/2
             crate::trace::record("features.0", "ConvBNReLU6", &h, 0);
             Ok(h)
         })];
@@ -292,7 +258,10 @@ impl Network for MobileNetV2 {
             }));
         }
         stages.push(Box::new(|h| {
-            let h = self.last.forward(h)?; // N×1280·max(1,α)×H/32×W/32
+            let mut h = self.last.forward(h)?; // N×1280·max(1,α)×H/32×W/32
+            if blocked {
+                h = crate::layers::unblock(&h, self.last.spec().out_channels)?;
+            }
             crate::trace::record("features.18", "ConvBNReLU6", &h, 0);
             Ok(h)
         }));

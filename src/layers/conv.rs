@@ -157,6 +157,7 @@ enum BlockedKernel {
     /// From NCHW input of at most 4 channels (an RGB stem) into blocks.
     Stem(nchwc::Conv),
     Pointwise(nchwc::Pointwise),
+    Depthwise(nchwc::Depthwise3x3),
     Conv(nchwc::Conv),
     /// Winograd filters per tile size ([`Tile::F2x2`], [`Tile::F4x4`]), transformed when a
     /// map first wants that size.
@@ -524,7 +525,7 @@ impl Conv2d {
 impl Conv2d {
     /// This 1×1 (stride 1, unpadded, one group, f32 weights) packed for the channel-blocked
     /// kernel, or `None` for any other convolution.
-    pub(crate) fn blocked_pointwise(&self) -> Result<Option<nchwc::Pointwise>> {
+    fn blocked_pointwise(&self) -> Result<Option<nchwc::Pointwise>> {
         let s = &self.spec;
         let plain = s.kernel == (1, 1) && s.stride == 1 && s.groups == 1 && self.pads(1, 1) == ((0, 0), (0, 0));
         self.blocked_pack(plain, |w, b| nchwc::Pointwise::new(w, b, s.out_channels, s.in_channels))
@@ -532,7 +533,7 @@ impl Conv2d {
 
     /// This convolution from at most 4 NCHW input channels (an RGB stem: one group, no
     /// dilation, f32 weights) packed for the channel-blocked convolution kernel, or `None`.
-    pub(crate) fn blocked_stem(&self) -> Result<Option<nchwc::Conv>> {
+    fn blocked_stem(&self) -> Result<Option<nchwc::Conv>> {
         let s = &self.spec;
         let fits = s.in_channels <= 4 && s.groups == 1 && s.dilation == 1;
         self.blocked_pack(fits, |w, b| {
@@ -542,7 +543,7 @@ impl Conv2d {
 
     /// This convolution (one group, no dilation, f32 weights) packed for the channel-blocked
     /// convolution kernel on blocked input, or `None` for any other.
-    pub(crate) fn blocked_conv(&self) -> Result<Option<nchwc::Conv>> {
+    fn blocked_conv(&self) -> Result<Option<nchwc::Conv>> {
         let s = &self.spec;
         let fits = s.groups == 1 && s.dilation == 1;
         self.blocked_pack(fits, |w, b| {
@@ -552,7 +553,7 @@ impl Conv2d {
 
     /// This 3×3 depthwise convolution (stride 1 or 2, no dilation, f32 weights) packed for the
     /// channel-blocked kernel, or `None` for any other.
-    pub(crate) fn blocked_depthwise(&self) -> Result<Option<nchwc::Depthwise3x3>> {
+    fn blocked_depthwise(&self) -> Result<Option<nchwc::Depthwise3x3>> {
         let s = &self.spec;
         let fits = s.is_depthwise() && s.kernel == (3, 3) && s.dilation == 1 && (s.stride == 1 || s.stride == 2);
         self.blocked_pack(fits, |w, b| nchwc::Depthwise3x3::new(w, b, s.out_channels))
@@ -655,6 +656,10 @@ impl Conv2d {
         let run = |xs: &[f32], rs: Option<&[f32]>, to: nchwc::Target| -> Result<()> {
             match kernel {
                 BlockedKernel::Pointwise(p) => nchwc::pointwise_into(xs, n, g.out_h * g.out_w, p, act, rs, to),
+                BlockedKernel::Depthwise(p) => match rs {
+                    None => nchwc::depthwise3x3_into(xs, n, &geo, p, act, to),
+                    Some(_) => bail!("conv `{}`: no residual on the blocked depthwise kernel", self.name),
+                },
                 BlockedKernel::Stem(p) | BlockedKernel::Conv(p) => nchwc::conv_into(xs, n, &geo, p, act, rs, to),
                 BlockedKernel::Winograd(slots) => {
                     let tile = Tile::for_output(g.out_h, g.out_w);
@@ -688,7 +693,13 @@ impl Conv2d {
 
     fn pack_blocked_kernel(&self) -> Result<Option<BlockedKernel>> {
         let s = &self.spec;
-        if s.groups != 1 || s.dilation != 1 || !self.weight.device().is_cpu() {
+        if !self.weight.device().is_cpu() {
+            return Ok(None);
+        }
+        if let Some(p) = self.blocked_depthwise()? {
+            return Ok(Some(BlockedKernel::Depthwise(p)));
+        }
+        if s.groups != 1 || s.dilation != 1 {
             return Ok(None);
         }
         if let Some(p) = self.blocked_stem()? {

@@ -499,17 +499,41 @@ impl From<&super::conv::ConvGeometry> for Geometry {
 /// input. Tasks over runs of (image, block) planes.
 pub fn depthwise3x3(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, act: Activation) -> Vec<f32> {
     let cb = blocks(p.c);
+    let mut y = super::uninit_output(n * cb * g.out_h * g.out_w * BLOCK);
+    let to = Target {
+        y: &mut y,
+        blocks: cb,
+        first: 0,
+    };
+    depthwise3x3_into(x, n, g, p, act, to);
+    // SAFETY: depthwise3x3_into wrote every block of every image.
+    unsafe { super::assume_init(y) }
+}
+
+/// [`depthwise3x3`] written into `to`.
+pub fn depthwise3x3_into(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, act: Activation, to: Target) {
+    let cb = blocks(p.c);
     let (plane_in, plane_out) = (g.in_h * g.in_w * BLOCK, g.out_h * g.out_w * BLOCK);
     assert_eq!(x.len(), n * cb * plane_in, "depthwise input size");
     assert!(g.stride == 1 || g.stride == 2, "depthwise stride");
-    let mut y = super::uninit_output(n * cb * plane_out);
+    assert!(to.first + cb <= to.blocks, "depthwise target blocks");
+    assert_eq!(to.y.len(), n * to.blocks * plane_out, "depthwise target size");
+    let out = super::SyncPtr(to.y.as_mut_ptr().cast::<f32>());
     let run = super::planes_per_task(n * cb);
-    y.par_chunks_mut(run * plane_out).enumerate().for_each(|(t, ys)| {
-        for (i, yp) in ys.chunks_mut(plane_out).enumerate() {
-            let plane = t * run + i;
-            let b = plane % cb;
+    (0..(n * cb).div_ceil(run)).into_par_iter().for_each(|t| {
+        for plane in t * run..(n * cb).min((t + 1) * run) {
+            let (img, b) = (plane / cb, plane % cb);
             let xs = &x[plane * plane_in..][..plane_in];
             let (w, bias) = (&p.w[b * 9 * BLOCK..][..9 * BLOCK], &p.bias[b * BLOCK..][..BLOCK]);
+            // SAFETY: this plane alone writes block first + b of image img, in bounds (checked)
+            let yp = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.add((img * to.blocks + to.first + b) * plane_out)
+                        .0
+                        .cast::<std::mem::MaybeUninit<f32>>(),
+                    plane_out,
+                )
+            };
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked available(); `yp` is this plane's output
             unsafe {
@@ -523,8 +547,6 @@ pub fn depthwise3x3(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, act: Ac
             unreachable!("blocked kernels run on AVX-512 only ({xs:?}, {w:?}, {bias:?}, {yp:?})");
         }
     });
-    // SAFETY: dw_plane writes every pixel of its plane.
-    unsafe { super::assume_init(y) }
 }
 
 /// One block plane: interior pixels (all 9 taps inside) four at a time with no checks, the

@@ -537,10 +537,13 @@ pub fn depthwise3x3_into(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, ac
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked available(); `yp` is this plane's output
             unsafe {
-                match act {
-                    Activation::None => dw_plane::<0>(xs, w, bias, g, yp),
-                    Activation::Relu => dw_plane::<1>(xs, w, bias, g, yp),
-                    Activation::Relu6 => dw_plane::<2>(xs, w, bias, g, yp),
+                match (act, g.stride) {
+                    (Activation::None, 1) => dw_plane::<0, 1>(xs, w, bias, g, yp),
+                    (Activation::Relu, 1) => dw_plane::<1, 1>(xs, w, bias, g, yp),
+                    (Activation::Relu6, 1) => dw_plane::<2, 1>(xs, w, bias, g, yp),
+                    (Activation::None, _) => dw_plane::<0, 2>(xs, w, bias, g, yp),
+                    (Activation::Relu, _) => dw_plane::<1, 2>(xs, w, bias, g, yp),
+                    (Activation::Relu6, _) => dw_plane::<2, 2>(xs, w, bias, g, yp),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -556,7 +559,7 @@ pub fn depthwise3x3_into(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, ac
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dw_plane<const ACT: u8>(
+unsafe fn dw_plane<const ACT: u8, const S: usize>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
@@ -564,7 +567,7 @@ unsafe fn dw_plane<const ACT: u8>(
     y: &mut [std::mem::MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::*;
-    let s = g.stride;
+    let s = S;
     let wv: [__m512; 9] = std::array::from_fn(|t| _mm512_loadu_ps(w.as_ptr().add(t * BLOCK)));
     let bv = _mm512_loadu_ps(bias.as_ptr());
     let xp = x.as_ptr();
@@ -613,10 +616,25 @@ unsafe fn dw_plane<const ACT: u8>(
                 }
                 acc
             };
+            // four outputs at a time, each input vector of the three rows loaded once: at
+            // stride 1 the 6 columns c..c + 6, at stride 2 the 9 columns c..c + 9
             while ox + 4 <= hi {
-                let a: [__m512; 4] = std::array::from_fn(|u| taps(ox + u, bv));
-                for (u, v) in a.into_iter().enumerate() {
-                    store(row0 + ox + u, v);
+                let c = ox * s - g.pad_left;
+                let mut a = [bv; 4];
+                for (i, r) in [r0, r1, r2].into_iter().enumerate() {
+                    let base = xp.add((r * g.in_w + c) * BLOCK);
+                    let mut v = [_mm512_setzero_ps(); 9];
+                    for (k, vk) in v.iter_mut().enumerate().take(3 * S + 3) {
+                        *vk = _mm512_loadu_ps(base.add(k * BLOCK));
+                    }
+                    for (u, au) in a.iter_mut().enumerate() {
+                        for j in 0..3 {
+                            *au = _mm512_fmadd_ps(wv[3 * i + j], v[u * S + j], *au);
+                        }
+                    }
+                }
+                for (u, au) in a.into_iter().enumerate() {
+                    _mm512_storeu_ps(yp.add((row0 + ox + u) * BLOCK), activate::<ACT>(au));
                 }
                 ox += 4;
             }

@@ -48,52 +48,67 @@ impl Winograd {
     }
 }
 
-/// 16 channels of one pixel or transform point; element-wise arithmetic, vectorised where
-/// the caller is compiled for AVX-512.
+/// 16 channels of one pixel or transform point, one AVX-512 register. The operations are
+/// inlined into the transforms (compiled for AVX-512), where the intrinsics then inline too.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct V16([f32; BLOCK]);
+struct V16(std::arch::x86_64::__m512);
 
+#[cfg(target_arch = "x86_64")]
 impl std::ops::Add for V16 {
     type Output = V16;
     #[inline(always)]
     fn add(self, o: V16) -> V16 {
-        V16(std::array::from_fn(|i| self.0[i] + o.0[i]))
+        // SAFETY: only built in the AVX-512 transforms (see V16)
+        V16(unsafe { std::arch::x86_64::_mm512_add_ps(self.0, o.0) })
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl std::ops::Sub for V16 {
     type Output = V16;
     #[inline(always)]
     fn sub(self, o: V16) -> V16 {
-        V16(std::array::from_fn(|i| self.0[i] - o.0[i]))
+        // SAFETY: as in `add`
+        V16(unsafe { std::arch::x86_64::_mm512_sub_ps(self.0, o.0) })
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl std::ops::Mul<f32> for V16 {
     type Output = V16;
     #[inline(always)]
     fn mul(self, k: f32) -> V16 {
-        V16(self.0.map(|v| v * k))
+        use std::arch::x86_64::*;
+        // SAFETY: as in `add`
+        V16(unsafe { _mm512_mul_ps(self.0, _mm512_set1_ps(k)) })
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Value for V16 {}
 
+#[cfg(target_arch = "x86_64")]
 impl V16 {
-    const ZERO: V16 = V16([0.0; BLOCK]);
-
     /// # Safety
-    /// `p` points to 16 readable values.
+    /// The CPU has AVX-512F.
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> V16 {
-        V16(std::ptr::read_unaligned(p.cast()))
+    unsafe fn zero() -> V16 {
+        V16(std::arch::x86_64::_mm512_setzero_ps())
     }
 
     /// # Safety
-    /// `p` points to 16 writable values.
+    /// The CPU has AVX-512F; `p` points to 16 readable values.
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> V16 {
+        V16(std::arch::x86_64::_mm512_loadu_ps(p))
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; `p` points to 16 writable values.
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
-        std::ptr::write_unaligned(p.cast(), self.0)
+        std::arch::x86_64::_mm512_storeu_ps(p, self.0)
     }
 }
 
@@ -238,7 +253,7 @@ impl Job<'_> {
                     if inside || (0..g.in_h as isize).contains(&iy) && (0..g.in_w as isize).contains(&ix) {
                         V16::load(plane.as_ptr().add((iy as usize * g.in_w + ix as usize) * BLOCK))
                     } else {
-                        V16::ZERO
+                        V16::zero()
                     }
                 })
             });
@@ -284,6 +299,7 @@ impl Job<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn output_t<const M: usize, const A: usize>(&self, b: usize, m: SyncPtr, at: fn([V16; A]) -> [V16; M]) {
+        use std::arch::x86_64::*;
         let g = self.g;
         let ob = blocks(self.p.o);
         let bias = V16::load(self.p.bias.as_ptr().add(b * BLOCK));
@@ -308,8 +324,11 @@ impl Job<'_> {
                     }
                     let val = match self.act {
                         Activation::None => val,
-                        Activation::Relu => V16(val.0.map(|v| v.max(0.0))),
-                        Activation::Relu6 => V16(val.0.map(|v| v.clamp(0.0, 6.0))),
+                        Activation::Relu => V16(_mm512_max_ps(val.0, _mm512_setzero_ps())),
+                        Activation::Relu6 => V16(_mm512_min_ps(
+                            _mm512_max_ps(val.0, _mm512_setzero_ps()),
+                            _mm512_set1_ps(6.0),
+                        )),
                     };
                     val.store(y.add(at));
                 }

@@ -132,13 +132,21 @@ impl Network for Vgg {
     fn name(&self) -> &str {
         self.name
     }
+    /// On channel-blocked data ([`crate::kernels::nchwc`]) from the first convolution's output
+    /// on where the CPU allows ([`crate::layers::blocked_usable`]; the layers take either
+    /// layout), unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        let blocked = crate::layers::blocked_usable(x);
         let mut h = x.clone();
-        for l in &self.features {
+        for (i, l) in self.features.iter().enumerate() {
             h = match l {
+                Layer::Conv(c) if blocked && i == 0 => crate::layers::stem_into_blocks(c, &h)?,
                 Layer::Conv(c) => c.forward(&h)?,
                 Layer::Pool => MaxPool2d(PoolSpec::new(2, 2)).forward(&h)?,
             };
+        }
+        if blocked {
+            h = crate::layers::unblock(&h, self.num_features())?;
         }
         Ok(h) // N×512×H/32×W/32
     }

@@ -1,6 +1,6 @@
 //! Channel-blocked activations, `[N][⌈C/16⌉][H][W][16]` (oneDNN's `nChw16c`, ONNX Runtime's
-//! NCHWc on AVX-512), and the kernels of the models that run on them (ResNet, GoogLeNet,
-//! Inception v3, MobileNetV2, SqueezeNet), AVX-512: the 1×1 convolution, the 3×3 depthwise
+//! NCHWc on AVX-512), and the kernels of the models that run on them (VGG, ResNet, GoogLeNet,
+//! Inception v3, MobileNet v1/v2, SqueezeNet), AVX-512: the 1×1 convolution, the 3×3 depthwise
 //! one, the dense k×k one ([`conv`], from blocked input or from an NCHW RGB image), Winograd
 //! ([`winograd`]), max, average and global average pooling. The 1×1 and k×k kernels can write
 //! their blocks of a wider array ([`Target`]), so a channel concatenation costs no copy.

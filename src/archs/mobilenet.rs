@@ -85,7 +85,7 @@ impl Network for MobileNetV1 {
         "mobilenet_v1"
     }
     /// On channel-blocked data ([`crate::kernels::nchwc`]) from the stem's output on where the
-    /// CPU allows ([`crate::layers::blocked_usable`]; the layers take either layout),
+    /// CPU allows (`layers::blocked_usable`; the layers take either layout),
     /// unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let blocked = crate::layers::blocked_usable(x);
@@ -237,7 +237,7 @@ impl Network for MobileNetV2 {
         "mobilenet_v2"
     }
     /// On channel-blocked data ([`crate::kernels::nchwc`]) from the stem's output to
-    /// `features.18`'s where the CPU allows ([`crate::layers::blocked_usable`]; the layers take
+    /// `features.18`'s where the CPU allows (`layers::blocked_usable`; the layers take
     /// either layout), unblocked after it.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let blocked = crate::layers::blocked_usable(x);

@@ -168,7 +168,7 @@ impl Network for ResNet {
     fn name(&self) -> &str {
         self.name
     }
-    /// On channel-blocked data where the CPU allows ([`crate::layers::blocked_usable`]),
+    /// On channel-blocked data where the CPU allows (`layers::blocked_usable`),
     /// unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let blocked = crate::layers::blocked_usable(x);

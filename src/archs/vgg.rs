@@ -133,7 +133,7 @@ impl Network for Vgg {
         self.name
     }
     /// On channel-blocked data ([`crate::kernels::nchwc`]) from the first convolution's output
-    /// on where the CPU allows ([`crate::layers::blocked_usable`]; the layers take either
+    /// on where the CPU allows (`layers::blocked_usable`; the layers take either
     /// layout), unblocked at the end.
     fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let blocked = crate::layers::blocked_usable(x);

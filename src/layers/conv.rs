@@ -148,9 +148,6 @@ pub struct Conv2d {
     blocked: OnceLock<Option<Box<BlockedKernel>>>,
 }
 
-/// A blocked output's shape: N, ⌈O/16⌉, Ho, Wo, 16.
-pub(crate) type BlockedShape = (usize, usize, usize, usize, usize);
-
 /// The channel-blocked kernel of a convolution ([`Conv2d::forward_blocked`]).
 #[derive(Debug, Clone)]
 enum BlockedKernel {
@@ -571,36 +568,37 @@ impl Conv2d {
         residual: Option<&Tensor>,
         act: Activation,
     ) -> Result<Option<Tensor>> {
-        let Some(shape) = self.blocked_output(x)? else {
+        let Some((kernel, g)) = self.blocked_plan(x)? else {
             return Ok(None);
         };
-        let (n, ob, ho, wo, _) = shape;
-        let mut y = crate::kernels::uninit_output(n * ob * ho * wo * nchwc::BLOCK);
+        let shape = (g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK);
+        let mut y = crate::kernels::uninit_output(shape.0 * shape.1 * shape.2 * shape.3 * shape.4);
         let to = nchwc::Target {
             y: &mut y,
-            blocks: ob,
+            blocks: shape.1,
             first: 0,
         };
-        self.run_blocked(x, residual, act, to)?;
-        // SAFETY: the kernels write every value of their target.
+        self.run_blocked(kernel, &g, x, residual, act, to)?;
+        // SAFETY: the kernel wrote every value of its target (it returned Ok).
         let y = Tensor::from_vec(unsafe { crate::kernels::assume_init(y) }, shape, x.device())?;
-        self.traced(y, ho, wo).map(Some)
+        self.traced(y, g.out_h, g.out_w).map(Some)
     }
 
     /// [`Conv2d::forward_blocked`] written into its blocks of a wider array, `to` (a channel
     /// concatenation); `Ok(false)`, nothing written, where no blocked kernel fits.
     pub(crate) fn forward_blocked_into(&self, x: &Tensor, act: Activation, to: nchwc::Target) -> Result<bool> {
-        let Some((n, ob, ho, wo, b)) = self.blocked_output(x)? else {
+        let Some((kernel, g)) = self.blocked_plan(x)? else {
             return Ok(false);
         };
-        self.run_blocked(x, None, act, to)?;
-        self.traced_shape(&[n, ob, ho, wo, b], ho, wo);
+        self.run_blocked(kernel, &g, x, None, act, to)?;
+        let shape = [g.batch, nchwc::blocks(g.out_channels), g.out_h, g.out_w, nchwc::BLOCK];
+        self.traced_shape(&shape, g.out_h, g.out_w);
         Ok(true)
     }
 
-    /// The blocked output shape (N, ⌈O/16⌉, Ho, Wo, 16) of this layer on `x`, where a blocked
-    /// kernel fits it and its layout (NCHW for a stem, blocked for the others); else `None`.
-    pub(crate) fn blocked_output(&self, x: &Tensor) -> Result<Option<BlockedShape>> {
+    /// The blocked kernel and geometry of this layer on `x`, where a blocked kernel fits it and
+    /// its layout (NCHW for a stem, blocked for the others); else `None`.
+    fn blocked_plan(&self, x: &Tensor) -> Result<Option<(&BlockedKernel, ConvGeometry)>> {
         let Some(kernel) = self.blocked_kernel() else {
             return Ok(None);
         };
@@ -623,26 +621,21 @@ impl Conv2d {
                 (n, h, w)
             }
         };
-        let (ho, wo) = self.out_size(h, w)?;
-        Ok(Some((n, nchwc::blocks(s.out_channels), ho, wo, nchwc::BLOCK)))
+        Ok(Some((kernel, self.geometry_of((n, s.in_channels, h, w))?)))
     }
 
-    /// The blocked kernel on `x` (checked by [`Conv2d::blocked_output`]) into `to`.
-    fn run_blocked(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation, to: nchwc::Target) -> Result<()> {
-        let kernel = self.blocked_kernel().expect("checked by blocked_output");
+    /// `kernel` on `x` (both from [`Conv2d::blocked_plan`]) into `to`.
+    fn run_blocked(
+        &self,
+        kernel: &BlockedKernel,
+        g: &ConvGeometry,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: Activation,
+        to: nchwc::Target,
+    ) -> Result<()> {
         let s = &self.spec;
-        let (n, h, w) = match x.rank() {
-            4 => {
-                let (n, _, h, w) = x.dims4()?;
-                (n, h, w)
-            }
-            _ => {
-                let (n, _, h, w, _) = x.dims5()?;
-                (n, h, w)
-            }
-        };
-        let g = self.geometry_of((n, s.in_channels, h, w))?;
-        let geo = nchwc::Geometry::from(&g);
+        let (n, geo) = (g.batch, nchwc::Geometry::from(g));
         if let Some(r) = residual {
             let want = [n, nchwc::blocks(s.out_channels), g.out_h, g.out_w, nchwc::BLOCK];
             if r.dims() != want {

@@ -203,20 +203,16 @@ fn cat_blocks(
             Part::Tensor(f) => (None, f()?),
             Part::Conv(conv, f) => (Some(conv), f()?),
         };
-        let shape_of = |t: &Tensor| -> candle_core::Result<_> {
-            let (n, cb, h, w, _) = t.dims5()?;
-            Ok((n, cb, h, w))
-        };
-        let (n, cb, h, w) = match conv.map(|c| c.blocked_output(&input)).transpose()?.flatten() {
-            Some((n, cb, h, w, _)) => (n, cb, h, w),
-            None => match conv {
-                Some(conv) => {
-                    let (n, _, h, w, _) = input.dims5()?;
-                    let (ho, wo) = conv.out_size(h, w)?;
-                    (n, nchwc::blocks(conv.spec().out_channels), ho, wo)
-                }
-                None => shape_of(&input)?,
-            },
+        let (n, cb, h, w) = match conv {
+            Some(conv) => {
+                let (n, _, h, w, _) = input.dims5()?;
+                let (ho, wo) = conv.out_size(h, w)?;
+                (n, nchwc::blocks(conv.spec().out_channels), ho, wo)
+            }
+            None => {
+                let (n, cb, h, w, _) = input.dims5()?;
+                (n, cb, h, w)
+            }
         };
         let (buf, shape) =
             out.get_or_insert_with(|| (crate::kernels::uninit_output(n * total * h * w * BLOCK), (n, h, w)));
@@ -241,14 +237,15 @@ fn cat_blocks(
                 Some(conv) => conv.forward(&input)?,
                 None => input,
             };
-            let plane = h * w * BLOCK;
-            with_cpu_f32(&t, "cat_into", |v| {
-                for (img, src) in v.chunks_exact(cb * plane).enumerate() {
-                    let dst = &mut buf[(img * total + first) * plane..][..cb * plane];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        d.write(*s);
-                    }
-                }
+            let dest = crate::kernels::Dest {
+                // SAFETY: block `first` of image 0, inside `buf` (checked above)
+                ptr: unsafe { crate::kernels::SyncPtr(buf.as_mut_ptr().cast::<f32>()).add(first * h * w * BLOCK) },
+                image_stride: total * h * w * BLOCK,
+            };
+            // SAFETY: `dest` is blocks first..first + cb of every image of `buf`, which this
+            // part alone writes, all of it (its shape was checked above)
+            with_cpu_f32(&t.contiguous()?, "cat_into", |v| unsafe {
+                crate::kernels::copy_into(v, n, dest)
             })?;
         }
         offset += match conv {

@@ -223,16 +223,12 @@ pub fn pointwise(
     act: Activation,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    let ob = blocks(p.o);
-    let mut y = super::uninit_output(n * ob * pixels * BLOCK);
-    let target = Target {
-        y: &mut y,
-        blocks: ob,
-        first: 0,
-    };
-    pointwise_into(x, n, pixels, p, act, residual, target);
-    // SAFETY: pointwise_into wrote every block of every image.
-    unsafe { super::assume_init(y) }
+    // SAFETY: pointwise_into writes every block of every image.
+    unsafe {
+        new_blocks(n, blocks(p.o), pixels * BLOCK, |to| {
+            pointwise_into(x, n, pixels, p, act, residual, to)
+        })
+    }
 }
 
 /// [`pointwise`] written into `to`. Tasks over runs of (image, pair of output blocks, tile of
@@ -498,16 +494,9 @@ impl From<&super::conv::ConvGeometry> for Geometry {
 /// `y = act(depthwise3x3(x) + b)` on blocked data (N×⌈C/16⌉ blocks), zero outside the
 /// input. Tasks over runs of (image, block) planes.
 pub fn depthwise3x3(x: &[f32], n: usize, g: &Geometry, p: &Depthwise3x3, act: Activation) -> Vec<f32> {
-    let cb = blocks(p.c);
-    let mut y = super::uninit_output(n * cb * g.out_h * g.out_w * BLOCK);
-    let to = Target {
-        y: &mut y,
-        blocks: cb,
-        first: 0,
-    };
-    depthwise3x3_into(x, n, g, p, act, to);
-    // SAFETY: depthwise3x3_into wrote every block of every image.
-    unsafe { super::assume_init(y) }
+    let plane = g.out_h * g.out_w * BLOCK;
+    // SAFETY: depthwise3x3_into writes every block of every image.
+    unsafe { new_blocks(n, blocks(p.c), plane, |to| depthwise3x3_into(x, n, g, p, act, to)) }
 }
 
 /// [`depthwise3x3`] written into `to`.
@@ -711,19 +700,27 @@ pub struct Target<'a> {
     pub first: usize,
 }
 
+/// A new blocked array of `n` images × `blocks` blocks of `plane` values, written by `fill`
+/// through a target covering all of it (the `*_into` kernels' plain form).
+///
+/// # Safety
+/// `fill` must write every value of its target.
+pub(crate) unsafe fn new_blocks(n: usize, blocks: usize, plane: usize, fill: impl FnOnce(Target)) -> Vec<f32> {
+    let mut y = super::uninit_output(n * blocks * plane);
+    fill(Target {
+        y: &mut y,
+        blocks,
+        first: 0,
+    });
+    super::assume_init(y)
+}
+
 /// `y = act(conv(x) + b)` for `x` N×C×H×W (NCHW, [`Conv::nchw`]) or N×⌈C/16⌉ blocks
 /// ([`Conv::blocked`]), `y` blocked N×⌈O/16⌉.
 pub fn conv(x: &[f32], n: usize, g: &Geometry, p: &Conv, act: Activation) -> Vec<f32> {
-    let ob = blocks(p.o);
-    let mut y = super::uninit_output(n * ob * g.out_h * g.out_w * BLOCK);
-    let target = Target {
-        y: &mut y,
-        blocks: ob,
-        first: 0,
-    };
-    conv_into(x, n, g, p, act, None, target);
-    // SAFETY: conv_into wrote every block of every image.
-    unsafe { super::assume_init(y) }
+    let plane = g.out_h * g.out_w * BLOCK;
+    // SAFETY: conv_into writes every block of every image.
+    unsafe { new_blocks(n, blocks(p.o), plane, |to| conv_into(x, n, g, p, act, None, to)) }
 }
 
 /// [`conv`] written into `to`, `act(conv(x) + b (+ residual))` (`residual` N×⌈O/16⌉ blocks

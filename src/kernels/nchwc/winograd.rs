@@ -42,10 +42,6 @@ impl Winograd {
         }
         Self { c, o, tile, u, bias: b }
     }
-
-    pub fn tile(&self) -> Tile {
-        self.tile
-    }
 }
 
 /// 16 channels of one pixel or transform point, one AVX-512 register. The operations are

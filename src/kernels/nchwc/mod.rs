@@ -19,7 +19,7 @@
 //! Layers alone against the NCHW kernels (`examples`-style A/B, batch 1, 2 threads, the 2026
 //! sessions' Zen 4): depthwise 0.23-0.78× (and since then 1.9-4.3× faster again), 1×1
 //! 0.73-0.89× (1.04× on the 24-channel ones), Winograd F(4×4) 0.59-0.72×. Whole models,
-//! blocked against NCHW: 0.80-0.92 (BENCHMARKS.md, 2026-11-30).
+//! blocked against NCHW: 0.75-0.92 (BENCHMARKS.md, 2026-11-30).
 
 use rayon::prelude::*;
 

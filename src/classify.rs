@@ -62,10 +62,8 @@ impl Model {
         images
             .iter()
             .map(|img| {
-                Ok(Tensor::stack(
-                    &self.meta.preprocessing.apply_crops(img, crops, self.device())?,
-                    0,
-                )?)
+                let views = self.meta.preprocessing.apply_crops(img, crops, self.device())?;
+                Ok(Tensor::stack(&views, 0)?.to_dtype(self.compute_dtype())?)
             })
             .collect()
     }

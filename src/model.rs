@@ -256,6 +256,20 @@ pub fn build(name: &str, opts: &ModelOptions, vb: VarBuilder) -> crate::Result<B
     build_arch(arch, opts, vb)
 }
 
+/// The dtype a network computes in on `device` with its weights stored as `storage`. Layers
+/// compute in their input's dtype (weights stored otherwise are cast to it), so this is the
+/// dtype to give the input:
+/// - on the CPU always f32: our kernels are f32, and half storage only saves memory
+///   (candle's own f16/bf16 CPU convolutions would run, far slower);
+/// - on CUDA and Metal `storage` itself: their f16/bf16 convolutions and matrix products.
+pub fn compute_dtype(device: &candle_core::Device, storage: candle_core::DType) -> candle_core::DType {
+    if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        storage
+    }
+}
+
 /// As [`build`], from a parsed [`ArchName`].
 pub fn build_arch(arch: ArchName, opts: &ModelOptions, vb: VarBuilder) -> crate::Result<Box<dyn Network>> {
     arch.validate(opts)?;

@@ -47,6 +47,8 @@ pub struct Model {
     /// A classifier trained on this backbone's features that replaces its own (`train-head`).
     pub head: Option<crate::features::Head>,
     device: Device,
+    /// The dtype the network computes in ([`crate::model::compute_dtype`]); inputs are cast to it.
+    compute: DType,
     path: std::path::PathBuf,
 }
 
@@ -138,7 +140,8 @@ impl Model {
     }
 
     /// As [`Model::load`], with the weights stored as `storage` (f32, f16 or bf16): half
-    /// storage halves the model's memory; on the CPU everything is still computed in f32.
+    /// storage halves the model's memory. On the CPU everything is still computed in f32; on a
+    /// GPU in `storage` itself ([`crate::model::compute_dtype`]).
     pub fn load_as(path: &Path, device: &Device, storage: DType) -> Result<Self> {
         let meta = parse_meta(path, &read_metadata(path)?)?;
         let arch = ArchName::parse(&meta.architecture)?;
@@ -148,6 +151,7 @@ impl Model {
             meta,
             head: None,
             device: device.clone(),
+            compute: crate::model::compute_dtype(device, storage),
             path: path.to_path_buf(),
         })
     }
@@ -173,6 +177,7 @@ impl Model {
             meta,
             head: None,
             device: device.clone(),
+            compute: DType::F32,
             path: path.to_path_buf(),
         })
     }
@@ -198,13 +203,18 @@ impl Model {
         &self.device
     }
 
+    /// The dtype the network computes in: preprocessed images are cast to it.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
     /// Preprocesses images into one N×3×H×W batch.
     pub fn batch(&self, images: &[image::DynamicImage]) -> Result<Tensor> {
         let xs = images
             .iter()
             .map(|img| self.meta.preprocessing.apply(img, &self.device))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::stack(&xs, 0)?)
+        Ok(Tensor::stack(&xs, 0)?.to_dtype(self.compute)?)
     }
 
     /// Class probabilities (softmax of the logits), N×classes.

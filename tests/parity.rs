@@ -7,6 +7,12 @@
 //! ([`ferrovision::synthetic`]), written to a safetensors file and loaded through the normal
 //! loader, so a wrong parameter name, shape or layer shows up as a failure.
 //!
+//! Each case also runs:
+//! - through the portable path (`portable_*`): the input in f64, so that no layer takes our f32
+//!   CPU kernels and every one runs on candle's own operations, as on CUDA and Metal;
+//! - on a GPU (`device_*`), f32, within 1e-3 × max|logit|, when `FERROVISION_TEST_DEVICE` is
+//!   `cuda` or `metal` (a build with that feature); otherwise they say they are skipped.
+//!
 //! The `keras_*` cases compare with `keras.applications` models whose weights went through
 //! `scripts/convert_weights.py keras`; their generator checked the converted tensors bit for bit
 //! against the same generator, so the whole path .h5 → converter → loader → logits is covered.
@@ -14,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use ferrovision::layers::PaddingMode;
 use ferrovision::model::{ArchName, Flavor, ModelOptions};
 use ferrovision::synthetic;
@@ -92,10 +98,10 @@ fn top5(row: &[f32]) -> Vec<usize> {
     idx
 }
 
-/// Compares logits row by row; returns max |diff| / max |logit|.
-fn compare(case: &str, got: &Tensor, want: &Tensor) -> f32 {
+/// Compares logits row by row (any dtype and device); returns max |diff| / max |logit|.
+fn compare(case: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
     assert_eq!(got.dims(), want.dims(), "{case}: logits shape");
-    let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+    let got: Vec<Vec<f32>> = got.to_dtype(DType::F32).unwrap().to_vec2().unwrap();
     let want: Vec<Vec<f32>> = want.to_vec2().unwrap();
     let mut worst = 0f32;
     for (r, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -112,17 +118,51 @@ fn compare(case: &str, got: &Tensor, want: &Tensor) -> f32 {
         let rel = diff / scale;
         worst = worst.max(rel);
         assert!(
-            rel <= 1e-4,
-            "{case} image {r}: max |diff| {diff} > 1e-4 × max|logit| {scale}"
+            rel <= tol,
+            "{case} image {r}: max |diff| {diff} > {tol:e} × max|logit| {scale}"
         );
         assert_eq!(top5(g), top5(w), "{case} image {r}: top-5 order differs");
     }
     worst
 }
 
+/// Where and in which dtype a case runs, and the tolerance on max|diff| / max|logit|.
+struct Run {
+    device: Device,
+    /// The input's dtype: f32 takes our CPU kernels, f64 candle's operations.
+    dtype: DType,
+    tol: f32,
+}
+
+/// The GPU named by `FERROVISION_TEST_DEVICE` (`cuda` or `metal`), or `None` after saying
+/// why the test is skipped. A named device that does not start fails the test.
+fn test_device() -> Option<Device> {
+    let name = std::env::var("FERROVISION_TEST_DEVICE").unwrap_or_default();
+    let device = match name.as_str() {
+        "cuda" => Device::new_cuda(0),
+        "metal" => Device::new_metal(0),
+        _ => {
+            eprintln!("SKIPPED: set FERROVISION_TEST_DEVICE=cuda (or metal) to run the GPU parity tests");
+            return None;
+        }
+    };
+    Some(device.unwrap_or_else(|e| panic!("FERROVISION_TEST_DEVICE={name}: {e} (build with --features {name})")))
+}
+
 fn run_case(case: &str) {
+    run_case_on(
+        case,
+        Run {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            tol: 1e-4,
+        },
+    )
+}
+
+fn run_case_on(case: &str, run: Run) {
     let fx = read_fixture(case);
-    let dev = Device::Cpu;
+    let dev = run.device;
     let arch = ArchName::parse(&fx.arch).unwrap();
 
     // Our builder asks for exactly the reference state_dict (names and shapes).
@@ -148,20 +188,60 @@ fn run_case(case: &str) {
     drop(tensors);
     let net = load_state_dict(&file, arch, &fx.opts, &dev).unwrap();
 
-    let x = synthetic::input(&fx.seed, &fx.input_shape, &dev).unwrap();
-    let rel3 = compare(case, &net.forward(&x).unwrap(), &fx.logits);
+    let x = synthetic::input(&fx.seed, &fx.input_shape, &dev)
+        .unwrap()
+        .to_dtype(run.dtype)
+        .unwrap();
+    let rel3 = compare(case, &net.forward(&x).unwrap(), &fx.logits, run.tol);
     let x1 = x.narrow(0, 0, 1).unwrap();
-    let rel1 = compare(case, &net.forward(&x1).unwrap(), &fx.logits.narrow(0, 0, 1).unwrap());
+    let want1 = fx.logits.narrow(0, 0, 1).unwrap();
+    let rel1 = compare(case, &net.forward(&x1).unwrap(), &want1, run.tol);
     println!(
-        "{case}: input {:?}, max|diff|/max|logit| batch 3: {rel3:.2e}, batch 1: {rel1:.2e}",
-        fx.input_shape
+        "{case} on {:?} in {:?}: input {:?}, max|diff|/max|logit| batch 3: {rel3:.2e}, batch 1: {rel1:.2e}",
+        dev, run.dtype, fx.input_shape
     );
 }
 
 macro_rules! parity {
     ($($test:ident => $case:literal),* $(,)?) => {
         $(#[test] fn $test() { run_case($case); })*
+
+        /// Every case on the GPU named by `FERROVISION_TEST_DEVICE`, f32.
+        mod device {
+            $(#[test] fn $test() {
+                if let Some(device) = super::test_device() {
+                    super::run_case_on($case, super::Run { device, dtype: super::DType::F32, tol: 1e-3 });
+                }
+            })*
+        }
     };
+}
+
+/// The portable path (candle's operations, as on a GPU) on the CPU: the input in f64.
+macro_rules! portable {
+    ($($test:ident => $case:literal),* $(,)?) => {
+        mod portable {
+            $(#[test] fn $test() {
+                super::run_case_on($case, super::Run { device: super::Device::Cpu, dtype: super::DType::F64, tol: 1e-4 });
+            })*
+        }
+    };
+}
+
+// one case per architecture and per numeric quirk (TF "SAME" padding, SqueezeNet's ceil-mode
+// pools, odd input sizes)
+portable! {
+    alexnet => "alexnet",
+    vgg11_bn => "vgg11_bn",
+    resnet18 => "resnet18", resnet50 => "resnet50",
+    squeezenet1_0 => "squeezenet1_0", squeezenet1_1 => "squeezenet1_1",
+    googlenet => "googlenet",
+    inception_v3_odd => "inception_v3_odd",
+    mobilenet_v2_0_5_193x225 => "mobilenet_v2_0.5_193x225",
+    mobilenet_v2_0_75_193x225_tfsame => "mobilenet_v2_0.75_193x225_tfsame",
+    mobilenet_v1_1_0_193x225 => "mobilenet_v1_1.0_193x225",
+    keras_mobilenet_0_5_160 => "keras_mobilenet_0.5_160",
+    keras_resnet50 => "keras_resnet50",
 }
 
 parity! {

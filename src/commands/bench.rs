@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::time::Instant;
 
-use candle_core::Device;
 use candle_nn::VarBuilder;
 use clap::Args;
 use ferrovision::model::{ArchName, ModelOptions};
@@ -33,7 +32,11 @@ pub struct BenchArgs {
     /// `json` for one machine-readable line.
     #[arg(long, default_value = "table")]
     pub format: String,
-    /// Weight storage: f32, f16 or bf16 (computed in f32 either way; half storage halves memory).
+    /// Where the network runs (cuda / metal need a build with that feature).
+    #[arg(long, value_enum, default_value_t = super::DeviceArg::Cpu)]
+    pub device: super::DeviceArg,
+    /// Weight storage: f32, f16 or bf16. Half storage halves memory; the CPU computes in f32
+    /// either way, a GPU in this dtype.
     #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
     pub weights_dtype: super::WeightsDtype,
     /// Also print where the time goes: per layer type and the slowest layers (traced runs).
@@ -66,21 +69,28 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         width: args.width,
         ..ModelOptions::default()
     };
-    let vb = VarBuilder::from_backend(
-        Box::new(Synthetic::new("bench")),
-        args.weights_dtype.dtype(),
-        Device::Cpu,
-    );
+    let device = args.device.device()?;
+    if args.profile && !device.is_cpu() {
+        anyhow::bail!("--profile times layers on the CPU only (GPU work is asynchronous)")
+    }
+    let storage = args.weights_dtype.dtype();
+    let compute = ferrovision::model::compute_dtype(&device, storage);
+    let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), storage, device.clone());
     let net = ferrovision::model::build_arch(arch, &opts, vb)?;
     ferrovision::kernels::trim_freed_memory();
-    let x = synthetic::input("bench", &[args.batch, 3, size, size], &Device::Cpu)?;
-    for _ in 0..2 {
+    let x = synthetic::input("bench", &[args.batch, 3, size, size], &device)?.to_dtype(compute)?;
+    // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
+    let pass = || -> candle_core::Result<()> {
         net.forward(&x)?;
+        device.synchronize()
+    };
+    for _ in 0..2 {
+        pass()?;
     }
     let mut times: Vec<f64> = (0..args.runs.max(1))
         .map(|_| {
             let t = Instant::now();
-            net.forward(&x).map(|_| t.elapsed().as_secs_f64())
+            pass().map(|_| t.elapsed().as_secs_f64())
         })
         .collect::<candle_core::Result<_>>()?;
     times.sort_by(f64::total_cmp);
@@ -105,17 +115,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         writeln!(
             o,
             "{}",
-            json!({"model": args.model, "weights_dtype": args.weights_dtype.dtype().as_str(), "width": args.width, "input": size, "batch": args.batch, "threads": threads,
+            json!({"model": args.model, "device": format!("{:?}", args.device).to_lowercase(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": args.batch, "threads": threads,
                    "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
                    "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
         )?;
     } else {
         writeln!(
             o,
-            "{} (α {}, {size}×{size}), batch {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
+            "{} (α {}, {size}×{size}), batch {}, {:?} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
             args.model,
             args.width,
             args.batch,
+            args.device,
+            compute.as_str(),
             times.len(),
             1e3 / ms_per_image,
             rss.unwrap_or(f64::NAN),

@@ -49,9 +49,10 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Where the network runs (cuda / metal need a build with that feature).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// Store the weights as f32, f16 or bf16 (half storage halves memory; CPU compute stays f32).
+    #[arg(long, value_enum, default_value_t = super::DeviceArg::Cpu)]
+    pub device: super::DeviceArg,
+    /// Store the weights as f32, f16 or bf16: half storage halves memory; on the CPU compute stays
+    /// f32, on a GPU it is done in this dtype.
     #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
     pub weights_dtype: super::WeightsDtype,
     /// Image files or directories (searched recursively for jpg, png, bmp, gif, webp, tiff).
@@ -73,13 +74,6 @@ pub enum CropsArg {
     Three,
     #[value(name = "10")]
     Ten,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-    Metal,
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
@@ -122,19 +116,9 @@ pub fn default_weights() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("weights/default.safetensors"))
 }
 
-fn device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
-    Ok(match d {
-        DeviceArg::Cpu => candle_core::Device::Cpu,
-        DeviceArg::Cuda => candle_core::Device::new_cuda(0).context("--device cuda (build with --features cuda)")?,
-        DeviceArg::Metal => {
-            candle_core::Device::new_metal(0).context("--device metal (build with --features metal)")?
-        }
-    })
-}
-
 /// Loads the model named by `--weights` / the default, with its `--head` if any.
 pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
-    let mut model = load_model_as(args.weights.as_ref(), device(args.device)?, args.weights_dtype.dtype())?;
+    let mut model = load_model_as(args.weights.as_ref(), args.device.device()?, args.weights_dtype.dtype())?;
     super::features::attach_head(&mut model, args.head.as_deref())?;
     Ok(model)
 }

@@ -12,6 +12,30 @@ pub enum WeightsDtype {
     Bf16,
 }
 
+/// `--device`: where the network runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl DeviceArg {
+    /// The device, or an error that says which feature the build lacks.
+    pub fn device(self) -> anyhow::Result<candle_core::Device> {
+        use anyhow::Context;
+        Ok(match self {
+            DeviceArg::Cpu => candle_core::Device::Cpu,
+            DeviceArg::Cuda => {
+                candle_core::Device::new_cuda(0).context("--device cuda (build with --features cuda)")?
+            }
+            DeviceArg::Metal => {
+                candle_core::Device::new_metal(0).context("--device metal (build with --features metal)")?
+            }
+        })
+    }
+}
+
 impl WeightsDtype {
     pub fn dtype(self) -> candle_core::DType {
         match self {

@@ -57,7 +57,8 @@ impl Module for Linear {
         if !self.ours_on_cpu(x) {
             let w = self.weight();
             if w.dtype() != x.dtype() {
-                let cast = candle_nn::Linear::new(w.to_dtype(x.dtype())?, self.inner.bias().cloned());
+                let bias = self.bias().map(|b| b.to_dtype(x.dtype())).transpose()?;
+                let cast = candle_nn::Linear::new(w.to_dtype(x.dtype())?, bias);
                 return cast.forward(x);
             }
             return self.inner.forward(x);

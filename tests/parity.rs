@@ -17,6 +17,8 @@
 //! `scripts/convert_weights.py keras`; their generator checked the converted tensors bit for bit
 //! against the same generator, so the whole path .h5 → converter → loader → logits is covered.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -134,21 +136,6 @@ struct Run {
     tol: f32,
 }
 
-/// The GPU named by `FERROVISION_TEST_DEVICE` (`cuda` or `metal`), or `None` after saying
-/// why the test is skipped. A named device that does not start fails the test.
-fn test_device() -> Option<Device> {
-    let name = std::env::var("FERROVISION_TEST_DEVICE").unwrap_or_default();
-    let device = match name.as_str() {
-        "cuda" => Device::new_cuda(0),
-        "metal" => Device::new_metal(0),
-        _ => {
-            eprintln!("SKIPPED: set FERROVISION_TEST_DEVICE=cuda (or metal) to run the GPU parity tests");
-            return None;
-        }
-    };
-    Some(device.unwrap_or_else(|e| panic!("FERROVISION_TEST_DEVICE={name}: {e} (build with --features {name})")))
-}
-
 fn run_case(case: &str) {
     run_case_on(
         case,
@@ -209,7 +196,7 @@ macro_rules! parity {
         /// Every case on the GPU named by `FERROVISION_TEST_DEVICE`, f32.
         mod device {
             $(#[test] fn $test() {
-                if let Some(device) = super::test_device() {
+                if let Some(device) = super::common::test_device() {
                     super::run_case_on($case, super::Run { device, dtype: super::DType::F32, tol: 1e-3 });
                 }
             })*

@@ -180,3 +180,91 @@ fn half_weight_storage_keeps_real_mobilenet_v2_answers() {
         }
     }
 }
+
+/// Decoded photos with their file names.
+type Photos = Vec<(String, image::DynamicImage)>;
+
+/// The real MobileNet v2 converted into a temporary directory, with the photos of
+/// EXPECTED.tsv decoded, or `None` when `../shared` or the converter is missing outside CI.
+fn real_mobilenet_v2() -> Option<(tempfile::TempDir, std::path::PathBuf, Photos)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::converted_tflite(dir.path(), "mobilenet_v2_1.0_224_quant", None)?;
+    let images = common::shared_dir()?.join("data/images");
+    let photos = expected(&images.join("EXPECTED.tsv"))
+        .into_iter()
+        .map(|(name, _)| {
+            let img = load_image(&images.join(&name)).unwrap();
+            (name, img)
+        })
+        .collect();
+    Some((dir, out, photos))
+}
+
+/// Top-1 class and its probability per photo, all photos in one batch of `dtype` on `model`'s
+/// device.
+fn top1(model: &Model, photos: &[(String, image::DynamicImage)], dtype: DType) -> Vec<(usize, f32)> {
+    let imgs: Vec<_> = photos.iter().map(|(_, i)| i.clone()).collect();
+    let batch = model.batch(&imgs).unwrap().to_dtype(dtype).unwrap();
+    let probs: Vec<Vec<f32>> = model.probabilities(&batch).unwrap().to_vec2().unwrap();
+    probs
+        .iter()
+        .map(|p| {
+            let (i, v) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+            (i, *v)
+        })
+        .collect()
+}
+
+/// Checks `got` against the f32 CPU answers `want`: the same top-1 on every photo, its
+/// probability within `tol`.
+fn assert_same_top1(
+    what: &str,
+    photos: &[(String, image::DynamicImage)],
+    want: &[(usize, f32)],
+    got: &[(usize, f32)],
+    tol: f32,
+) {
+    for (((name, _), a), b) in photos.iter().zip(want).zip(got) {
+        println!("{what} {name:<28} top-1 {} / {}, p {:.4} / {:.4}", a.0, b.0, a.1, b.1);
+        assert_eq!(a.0, b.0, "{what} changes {name}'s top-1");
+        assert!(
+            (a.1 - b.1).abs() <= tol,
+            "{what} moves {name}'s top-1 probability by {}",
+            (a.1 - b.1).abs()
+        );
+    }
+}
+
+/// f16 compute, activations included, as a GPU runs it (here on the CPU through candle's f16
+/// operations): the real MobileNet v2 keeps the f32 top-1 on every photo. (Not bf16: candle's
+/// CPU matrix product has no bf16; [`device_keeps_real_mobilenet_v2_answers`] checks it on a GPU.)
+#[test]
+fn half_compute_keeps_real_mobilenet_v2_top1() {
+    let Some((_dir, path, photos)) = real_mobilenet_v2() else {
+        return;
+    };
+    let want = top1(&Model::load(&path, &Device::Cpu).unwrap(), &photos, DType::F32);
+    let half = Model::load_as(&path, &Device::Cpu, DType::F16).unwrap();
+    let got = top1(&half, &photos, DType::F16);
+    assert_same_top1("F16 compute", &photos, &want, &got, 1e-2);
+}
+
+/// On the GPU named by `FERROVISION_TEST_DEVICE`, the real MobileNet v2 gives the CPU's f32
+/// top-1 on every photo: in f32 with its probability within 1e-3, in f16 and bf16 (weights and
+/// compute, [`Model::compute_dtype`]) within 1e-2 and 5e-2.
+#[test]
+fn device_keeps_real_mobilenet_v2_answers() {
+    let Some(device) = common::test_device() else {
+        return;
+    };
+    let Some((_dir, path, photos)) = real_mobilenet_v2() else {
+        return;
+    };
+    let want = top1(&Model::load(&path, &Device::Cpu).unwrap(), &photos, DType::F32);
+    for (dtype, tol) in [(DType::F32, 1e-3), (DType::F16, 1e-2), (DType::BF16, 5e-2)] {
+        let model = Model::load_as(&path, &device, dtype).unwrap();
+        assert_eq!(model.compute_dtype(), dtype);
+        let got = top1(&model, &photos, model.compute_dtype());
+        assert_same_top1(&format!("{device:?} {dtype:?}"), &photos, &want, &got, tol);
+    }
+}

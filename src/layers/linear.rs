@@ -55,8 +55,10 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !self.ours_on_cpu(x) {
+            // weights or bias stored in another dtype than the input's (f16 storage keeps an
+            // f32 bias) are cast to it
             let w = self.weight();
-            if w.dtype() != x.dtype() {
+            if w.dtype() != x.dtype() || self.bias().is_some_and(|b| b.dtype() != x.dtype()) {
                 let bias = self.bias().map(|b| b.to_dtype(x.dtype())).transpose()?;
                 let cast = candle_nn::Linear::new(w.to_dtype(x.dtype())?, bias);
                 return cast.forward(x);

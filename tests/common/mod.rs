@@ -23,6 +23,22 @@ pub fn shared_dir() -> Option<PathBuf> {
     None
 }
 
+/// The GPU named by `FERROVISION_TEST_DEVICE` (`cuda` or `metal`, in a build with that
+/// feature), or `None` after saying why the test is skipped (CI has no GPU). A named device
+/// that does not start fails the test.
+pub fn test_device() -> Option<candle_core::Device> {
+    let name = std::env::var("FERROVISION_TEST_DEVICE").unwrap_or_default();
+    let device = match name.as_str() {
+        "cuda" => candle_core::Device::new_cuda(0),
+        "metal" => candle_core::Device::new_metal(0),
+        _ => {
+            eprintln!("SKIPPED: set FERROVISION_TEST_DEVICE=cuda (or metal) to run the GPU tests");
+            return None;
+        }
+    };
+    Some(device.unwrap_or_else(|e| panic!("FERROVISION_TEST_DEVICE={name}: {e} (build with --features {name})")))
+}
+
 /// The Python that runs scripts/convert_weights.py: `$FERROVISION_PYTHON` or `python3`, if it
 /// has the converter's requirements; in CI their absence is a failure.
 pub fn converter_python() -> Option<String> {

@@ -20,9 +20,10 @@ pub struct BenchArgs {
     /// Input height and width [default: 299 for inception_v3, else 224].
     #[arg(long)]
     pub input: Option<usize>,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Images per forward pass; several (`1,32,256`) are measured one after the other on the
+    /// same model, one line each.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
     /// Threads [default: all cores] (set before any work starts).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -78,63 +79,65 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), storage, device.clone());
     let net = ferrovision::model::build_arch(arch, &opts, vb)?;
     ferrovision::kernels::trim_freed_memory();
-    let x = synthetic::input("bench", &[args.batch, 3, size, size], &device)?.to_dtype(compute)?;
-    // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
-    let pass = || -> candle_core::Result<()> {
-        net.forward(&x)?;
-        device.synchronize()
-    };
-    for _ in 0..2 {
-        pass()?;
-    }
-    let mut times: Vec<f64> = (0..args.runs.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            pass().map(|_| t.elapsed().as_secs_f64())
-        })
-        .collect::<candle_core::Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let ms_per_image = median * 1e3 / args.batch as f64;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
-    // multiply-adds per image, from one traced pass (each layer reports its own)
-    let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&x));
-    out?;
-    let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
-    let gflops = 2.0 * gmacs / (ms_per_image / 1e3);
-    let profile = if args.profile {
-        Some(profile(net.as_ref(), &x, args.runs.max(1))?)
-    } else {
-        None
-    };
-    let mut o = std::io::stdout().lock();
-    if args.format == "json" {
-        writeln!(
-            o,
-            "{}",
-            json!({"model": args.model, "device": format!("{:?}", args.device).to_lowercase(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": args.batch, "threads": threads,
-                   "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
-                   "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(args.batch))})
-        )?;
-    } else {
-        writeln!(
-            o,
-            "{} (α {}, {size}×{size}), batch {}, {:?} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
-            args.model,
-            args.width,
-            args.batch,
-            args.device,
-            compute.as_str(),
-            times.len(),
-            1e3 / ms_per_image,
-            rss.unwrap_or(f64::NAN),
-            rss_now.unwrap_or(f64::NAN)
-        )?;
-        if let Some(p) = &profile {
-            p.print(&mut o, args.batch, args.top)?;
+    for &batch in &args.batch {
+        let x = synthetic::input("bench", &[batch, 3, size, size], &device)?.to_dtype(compute)?;
+        // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
+        let pass = || -> candle_core::Result<()> {
+            net.forward(&x)?;
+            device.synchronize()
+        };
+        for _ in 0..2 {
+            pass()?;
+        }
+        let mut times: Vec<f64> = (0..args.runs.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                pass().map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<candle_core::Result<_>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let ms_per_image = median * 1e3 / batch as f64;
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
+        // multiply-adds per image, from one traced pass (each layer reports its own)
+        let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&x));
+        out?;
+        let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
+        let gflops = 2.0 * gmacs / (ms_per_image / 1e3);
+        let profile = if args.profile {
+            Some(profile(net.as_ref(), &x, args.runs.max(1))?)
+        } else {
+            None
+        };
+        let mut o = std::io::stdout().lock();
+        if args.format == "json" {
+            writeln!(
+                o,
+                "{}",
+                json!({"model": args.model, "device": format!("{:?}", args.device).to_lowercase(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": batch, "threads": threads,
+                       "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
+                       "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(batch))})
+            )?;
+        } else {
+            writeln!(
+                o,
+                "{} (α {}, {size}×{size}), batch {}, {:?} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
+                args.model,
+                args.width,
+                batch,
+                args.device,
+                compute.as_str(),
+                times.len(),
+                1e3 / ms_per_image,
+                rss.unwrap_or(f64::NAN),
+                rss_now.unwrap_or(f64::NAN)
+            )?;
+            if let Some(p) = &profile {
+                p.print(&mut o, batch, args.top)?;
+            }
         }
     }
     Ok(true)

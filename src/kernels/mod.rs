@@ -48,6 +48,7 @@ use rayon::prelude::*;
 
 pub mod conv;
 pub mod depthwise;
+pub mod gpu;
 pub mod linear;
 pub mod nchwc;
 pub mod pool;

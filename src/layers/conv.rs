@@ -135,6 +135,9 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     /// Depthwise kernels split per tap at load, each 1×C×1×1 (see [`Conv2d::forward`]).
     taps: Option<Vec<Tensor>>,
+    /// A depthwise convolution's bias as C values (zeros without one) for our GPU kernel
+    /// ([`crate::kernels::gpu`]), made at load on a CUDA device.
+    gpu_dw_bias: Option<Tensor>,
     spec: ConvSpec,
     name: String,
     /// Depthwise weights (C×kh×kw) and bias packed once at load for the CPU kernel.
@@ -211,10 +214,19 @@ impl Conv2d {
         } else {
             None
         };
+        let gpu_dw_bias = if spec.is_depthwise() && weight.device().is_cuda() {
+            Some(match &bias {
+                Some(b) => b.flatten_all()?.to_dtype(weight.dtype())?,
+                None => Tensor::zeros(spec.out_channels, weight.dtype(), weight.device())?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
             taps,
+            gpu_dw_bias,
             spec,
             name: name.to_string(),
             norm_name: None,
@@ -485,6 +497,9 @@ impl Conv2d {
                 })?;
                 Tensor::from_vec(out, (n, c, ho, wo), x.device())?
             }
+            _ if residual.is_none() && self.gpu_dw_bias.is_some() && x.device().is_cuda() => {
+                self.forward_depthwise_gpu(x, &geometry, act)?
+            }
             _ => {
                 let y = self.forward_candle(x, ph, pw, ho, wo)?;
                 let y = match residual {
@@ -495,6 +510,34 @@ impl Conv2d {
             }
         };
         self.traced(y, ho, wo)
+    }
+
+    /// A depthwise convolution with its bias and activation in one launch of our CUDA kernel.
+    fn forward_depthwise_gpu(&self, x: &Tensor, g: &ConvGeometry, act: Activation) -> Result<Tensor> {
+        let bias = self
+            .gpu_dw_bias
+            .as_ref()
+            .expect("made at load for CUDA depthwise layers");
+        let i32_of = |v: usize| {
+            i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("conv `{}`: {v} exceeds i32", self.name)))
+        };
+        let geometry = crate::kernels::gpu::DepthwiseGeometry {
+            n: i32_of(g.batch)?,
+            c: i32_of(g.in_channels)?,
+            h: i32_of(g.in_h)?,
+            w: i32_of(g.in_w)?,
+            out_h: i32_of(g.out_h)?,
+            out_w: i32_of(g.out_w)?,
+            k_h: i32_of(g.kernel.0)?,
+            k_w: i32_of(g.kernel.1)?,
+            stride: i32_of(g.stride)?,
+            dilation: i32_of(g.dilation)?,
+            pad_top: i32_of(g.pad_top)?,
+            pad_left: i32_of(g.pad_left)?,
+            act: crate::kernels::gpu::DepthwiseGeometry::act_code(act),
+        };
+        let dt = x.dtype();
+        crate::kernels::gpu::depthwise(x, &self.weight.to_dtype(dt)?, &bias.to_dtype(dt)?, geometry)
     }
 
     /// The portable path (any device and dtype): candle's convolution or the depthwise tap sum,

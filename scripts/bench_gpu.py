@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""GPU throughput: ferrovision (`bench --device cuda`) next to PyTorch eager, same machine, same run.
+
+For every architecture, batch size and dtype, images/s of a forward pass on random weights:
+ours from `ferrovision bench --format json` (median of --runs synchronised passes), PyTorch's
+from torchvision's model in eval mode under `torch.inference_mode()`, timed the same way
+(median of --runs passes, each ended by `torch.cuda.synchronize()`, after two warm-ups).
+PyTorch runs as a user gets it: NCHW, `cudnn.benchmark` off (its default); `--cudnn-benchmark`
+turns it on as well and reports both.
+
+Prints a Markdown table (and writes it with --out) and the raw numbers as JSON (--json).
+Needs torch and torchvision with CUDA; no weights are downloaded.
+
+    python3 scripts/bench_gpu.py --bin target/release/ferrovision --out bench_gpu.md
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+# (our name, torchvision name or None, input size)
+ARCHS = [
+    ("resnet50", "resnet50", 224),
+    ("mobilenet_v2", "mobilenet_v2", 224),
+    ("resnet18", "resnet18", 224),
+    ("vgg16", "vgg16", 224),
+    ("squeezenet1_1", "squeezenet1_1", 224),
+    ("googlenet", "googlenet", 224),
+    ("inception_v3", "inception_v3", 299),
+    ("alexnet", "alexnet", 224),
+    ("mobilenet_v1", None, 224),
+]
+
+
+def ours(binary, model, batches, dtype, runs, timeout):
+    cmd = [binary, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
+           "--batch", ",".join(map(str, batches)), "--runs", str(runs), "--format", "json"]
+    t = time.time()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  ours {model} {dtype}: timed out after {timeout} s", file=sys.stderr)
+        return {}
+    if res.returncode != 0:
+        print(f"  ours {model} {dtype}: exit {res.returncode}: {res.stderr.strip()[-400:]}", file=sys.stderr)
+        return {}
+    out = {}
+    for line in res.stdout.splitlines():
+        r = json.loads(line)
+        out[r["batch"]] = r["images_per_s"]
+    print(f"  ours {model} {dtype}: {out} ({time.time() - t:.0f} s)", file=sys.stderr)
+    return out
+
+
+def torch_eager(name, size, batches, dtype, runs, cudnn_benchmark):
+    import torch
+    import torchvision
+
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    kwargs = {"weights": None}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    tdtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    model = torchvision.models.get_model(name, **kwargs).eval().cuda().to(tdtype)
+    out = {}
+    with torch.inference_mode():
+        for b in batches:
+            x = torch.randn(b, 3, size, size, device="cuda", dtype=tdtype)
+            for _ in range(2):
+                model(x)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                model(x)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            out[b] = b / statistics.median(times)
+            del x
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/release/ferrovision")
+    ap.add_argument("--batches", default="1,32,256")
+    ap.add_argument("--dtypes", default="f32,f16")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--only", help="comma-separated architectures")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="also time PyTorch with cudnn.benchmark on")
+    ap.add_argument("--timeout", type=int, default=240, help="seconds for one ferrovision run")
+    ap.add_argument("--out", help="write the Markdown table here")
+    ap.add_argument("--json", help="write the raw numbers here")
+    args = ap.parse_args()
+
+    import torch
+
+    batches = [int(b) for b in args.batches.split(",")]
+    dtypes = args.dtypes.split(",")
+    archs = [a for a in ARCHS if not args.only or a[0] in args.only.split(",")]
+    gpu = torch.cuda.get_device_name(0)
+    rows, raw = [], []
+    for model, tv, size in archs:
+        for dtype in dtypes:
+            o = ours(args.bin, model, batches, dtype, args.runs, args.timeout)
+            t = torch_eager(tv, size, batches, dtype, args.runs, False) if tv else {}
+            tb = torch_eager(tv, size, batches, dtype, args.runs, True) if tv and args.cudnn_benchmark else {}
+            print(f"  torch {model} {dtype}: {t} {tb}", file=sys.stderr)
+            for b in batches:
+                raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), "torch": t.get(b),
+                            "torch_cudnn_benchmark": tb.get(b)})
+                rows.append((model, dtype, b, o.get(b), t.get(b), tb.get(b)))
+
+    def f(v):
+        return "—" if v is None else f"{v:,.0f}"
+
+    head = "| arch | dtype | batch | ours (img/s) | PyTorch eager (img/s) | ours / PyTorch |"
+    sep = "|---|---|---|---:|---:|---:|"
+    if args.cudnn_benchmark:
+        head += " PyTorch, cudnn.benchmark | ours / that |"
+        sep += "---:|---:|"
+    lines = [f"GPU: {gpu}; torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
+             f"median of {args.runs} synchronised passes per cell; {time.strftime('%Y-%m-%d %H:%M')}", "", head, sep]
+    for model, dtype, b, o, t, tb in rows:
+        ratio = f"{o / t:.2f}" if o and t else "—"
+        line = f"| {model} | {dtype} | {b} | {f(o)} | {f(t)} | {ratio} |"
+        if args.cudnn_benchmark:
+            line += f" {f(tb)} | {f'{o / tb:.2f}' if o and tb else '—'} |"
+        lines.append(line)
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        open(args.out, "w").write(table + "\n")
+    if args.json:
+        json.dump({"gpu": gpu, "rows": raw}, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+// Depthwise convolution (one k_h×k_w filter per channel) on NCHW data, with its bias and
+// activation: one thread per output value, taps read through the cache. One launch for all
+// channels (candle's grouped convolution launches one convolution per group: its issue #3389).
+//
+// No headers, so NVRTC compiles it as is: f16 and bf16 are carried as their 16-bit patterns and
+// computed in f32. On the GPU the conversions are PTX instructions; elsewhere (the C++ test
+// harness, tests/gpu_kernels.rs) the same functions in plain integer code.
+
+struct f16 { unsigned short bits; };
+struct bf16 { unsigned short bits; };
+
+#if defined(__CUDA_ARCH__)
+#define FV_DEVICE __device__ __forceinline__
+static FV_DEVICE float as_float(unsigned u) { return __uint_as_float(u); }
+static FV_DEVICE unsigned as_bits(float f) { return __float_as_uint(f); }
+static FV_DEVICE float to_f32(f16 v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits)); return f; }
+static FV_DEVICE void from_f32(float f, f16* out) { asm("cvt.rn.f16.f32 %0, %1;" : "=h"(out->bits) : "f"(f)); }
+#else
+#define FV_DEVICE static inline
+FV_DEVICE float as_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+FV_DEVICE unsigned as_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+// IEEE binary16 → binary32, exact (subnormals, infinities and NaN included)
+FV_DEVICE float to_f32(f16 v) {
+    unsigned sign = (unsigned)(v.bits & 0x8000) << 16, exp = (v.bits >> 10) & 0x1f, man = v.bits & 0x3ff;
+    if (exp == 0x1f) return as_float(sign | 0x7f800000 | (man << 13));
+    if (exp == 0) return (sign ? -1.0f : 1.0f) * (float)man * 5.9604644775390625e-8f; // man × 2⁻²⁴
+    return as_float(sign | ((exp + 112) << 23) | (man << 13));
+}
+// binary32 → binary16, round to nearest even
+FV_DEVICE void from_f32(float f, f16* out) {
+    unsigned u = as_bits(f), sign = (u >> 16) & 0x8000;
+    unsigned a = u & 0x7fffffff;
+    if (a >= 0x7f800000) { out->bits = sign | 0x7c00 | (a > 0x7f800000 ? 0x200 : 0); return; }
+    if (a >= 0x477ff000) { out->bits = sign | 0x7c00; return; } // rounds to ≥ 65520: infinity
+    if (a < 0x38800000) { // below 2⁻¹⁴: a subnormal half, in units of 2⁻²⁴
+        float m = as_float(a) * 16777216.0f; // exact scaling by 2²⁴
+        unsigned q = (unsigned)m; float rest = m - (float)q;
+        if (rest > 0.5f || (rest == 0.5f && (q & 1))) q++;
+        out->bits = sign | q; return;
+    }
+    unsigned r = a + 0xfff + ((a >> 13) & 1); // round the 13 dropped bits to nearest even
+    out->bits = sign | ((r - 0x38000000) >> 13);
+}
+#endif
+
+FV_DEVICE float to_f32(float v) { return v; }
+FV_DEVICE void from_f32(float f, float* out) { *out = f; }
+FV_DEVICE float to_f32(bf16 v) { return as_float((unsigned)v.bits << 16); }
+// binary32 → bfloat16, round to nearest even (NaN kept quiet)
+FV_DEVICE void from_f32(float f, bf16* out) {
+    unsigned u = as_bits(f);
+    if ((u & 0x7fffffff) > 0x7f800000) { out->bits = (unsigned short)((u >> 16) | 0x40); return; }
+    out->bits = (unsigned short)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// The geometry, as `DepthwiseGeometry` in gpu/mod.rs lays it out (all i32).
+struct Geometry {
+    int n, c, h, w, out_h, out_w, k_h, k_w, stride, dilation, pad_top, pad_left, act;
+};
+
+template <typename T>
+FV_DEVICE void depthwise_at(const T* x, const T* wt, const T* bias, T* y, const Geometry& g, long long i) {
+    int ox = (int)(i % g.out_w);
+    long long r = i / g.out_w;
+    int oy = (int)(r % g.out_h);
+    long long plane = r / g.out_h; // image × channels + channel
+    int ch = (int)(plane % g.c);
+    const T* xp = x + plane * g.h * g.w;
+    const T* wp = wt + (long long)ch * g.k_h * g.k_w;
+    float acc = to_f32(bias[ch]);
+    int y0 = oy * g.stride - g.pad_top, x0 = ox * g.stride - g.pad_left;
+    for (int ky = 0; ky < g.k_h; ky++) {
+        int iy = y0 + ky * g.dilation;
+        if (iy < 0 || iy >= g.h) continue;
+        for (int kx = 0; kx < g.k_w; kx++) {
+            int ix = x0 + kx * g.dilation;
+            if (ix < 0 || ix >= g.w) continue;
+            acc += to_f32(xp[(long long)iy * g.w + ix]) * to_f32(wp[ky * g.k_w + kx]);
+        }
+    }
+    if (g.act >= 1) acc = acc > 0.0f ? acc : 0.0f; // ReLU
+    if (g.act == 2) acc = acc < 6.0f ? acc : 6.0f; // ReLU6
+    from_f32(acc, &y[i]);
+}
+
+#if defined(__CUDA_ARCH__)
+#define DEPTHWISE(NAME, T)                                                                     \
+    extern "C" __global__ void NAME(const T* x, const T* wt, const T* bias, T* y, Geometry g) { \
+        long long total = (long long)g.n * g.c * g.out_h * g.out_w;                            \
+        long long step = (long long)gridDim.x * blockDim.x;                                    \
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) \
+            depthwise_at(x, wt, bias, y, g, i);                                                \
+    }
+DEPTHWISE(depthwise_f32, float)
+DEPTHWISE(depthwise_f16, f16)
+DEPTHWISE(depthwise_bf16, bf16)
+#endif

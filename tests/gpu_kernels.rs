@@ -1,0 +1,190 @@
+//! Our GPU kernels ([`ferrovision::kernels::gpu`]) where no GPU is: the CUDA source run as C++
+//! against a naive convolution, the op's CPU loop against candle's grouped convolution, and
+//! (with `--features cuda`) NVRTC's compilation of the source. On a GPU
+//! (`FERROVISION_TEST_DEVICE=cuda`) the kernel itself against the CPU loop.
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor};
+use ferrovision::kernels::gpu::{depthwise, DepthwiseGeometry};
+
+/// `depthwise.cu`'s kernel body, compiled as C++ (`$CXX` or g++) by `tests/gpu/depthwise_harness.cpp`,
+/// agrees with a naive convolution in f32, f16 and bf16 over random geometries, and its
+/// f16/bf16 conversions with the compiler's `_Float16` and round-to-nearest-even.
+#[test]
+fn cuda_source_matches_naive_convolution_as_cpp() {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("depthwise_harness");
+    let built = Command::new(&cxx)
+        .args(["-O2", "-std=c++17", "-o"])
+        .arg(&exe)
+        .arg(format!("{root}/tests/gpu/depthwise_harness.cpp"))
+        .output();
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(!common::in_ci(), "CI=true but `{cxx}` cannot run: {e}");
+            eprintln!("SKIPPED: no C++ compiler (`{cxx}`: {e})");
+            return;
+        }
+    };
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    println!("{out}");
+    assert!(
+        run.status.success(),
+        "the kernel disagrees with the naive convolution:\n{out}"
+    );
+}
+
+/// Random depthwise cases: (geometry, the far side's padding).
+fn cases(count: usize) -> Vec<(DepthwiseGeometry, (i32, i32))> {
+    let mut s = 0x9e37_79b9_u64;
+    let mut next = |m: u64| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 33) % m) as i32
+    };
+    let mut out = Vec::new();
+    while out.len() < count {
+        let (k_h, k_w, dilation) = (1 + next(5), 1 + next(5), 1 + next(2));
+        let mut g = DepthwiseGeometry {
+            n: 1 + next(3),
+            c: 1 + next(40),
+            h: 1 + next(20),
+            w: 1 + next(20),
+            out_h: 0,
+            out_w: 0,
+            k_h,
+            k_w,
+            stride: 1 + next(3),
+            dilation,
+            pad_top: next(k_h as u64),
+            pad_left: next(k_w as u64),
+            act: next(3),
+        };
+        let (pb, pr) = (next(k_h as u64), next(k_w as u64));
+        let (span_h, span_w) = ((k_h - 1) * dilation + 1, (k_w - 1) * dilation + 1);
+        if g.h + g.pad_top + pb < span_h || g.w + g.pad_left + pr < span_w {
+            continue;
+        }
+        g.out_h = (g.h + g.pad_top + pb - span_h) / g.stride + 1;
+        g.out_w = (g.w + g.pad_left + pr - span_w) / g.stride + 1;
+        out.push((g, (pb, pr)));
+    }
+    out
+}
+
+fn operands(g: &DepthwiseGeometry, dev: &Device) -> (Tensor, Tensor, Tensor) {
+    let d = |v: i32| v as usize;
+    let x = Tensor::randn(0f32, 1.0, (d(g.n), d(g.c), d(g.h), d(g.w)), &Device::Cpu).unwrap();
+    let w = Tensor::randn(0f32, 1.0, (d(g.c), 1, d(g.k_h), d(g.k_w)), &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 1.0, d(g.c), &Device::Cpu).unwrap();
+    (
+        x.to_device(dev).unwrap(),
+        w.to_device(dev).unwrap(),
+        b.to_device(dev).unwrap(),
+    )
+}
+
+/// The op's CPU loop (what the kernel does, line by line) against candle's grouped
+/// convolution with explicit zero padding, bias and activation.
+#[test]
+fn depthwise_op_matches_candle_grouped_convolution() {
+    for (g, (pb, pr)) in cases(200) {
+        let (x, w, b) = operands(&g, &Device::Cpu);
+        let got = depthwise(&x, &w, &b, g).unwrap();
+        let xp = x
+            .pad_with_zeros(2, g.pad_top as usize, pb as usize)
+            .unwrap()
+            .pad_with_zeros(3, g.pad_left as usize, pr as usize)
+            .unwrap();
+        let mut want = xp
+            .conv2d(&w, 0, g.stride as usize, g.dilation as usize, g.c as usize)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, g.c as usize, 1, 1)).unwrap())
+            .unwrap();
+        if g.act >= 1 {
+            want = want.relu().unwrap();
+        }
+        if g.act == 2 {
+            want = want.clamp(0f32, 6f32).unwrap();
+        }
+        assert_eq!(got.dims(), want.dims(), "{g:?}");
+        let diff: f32 = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-4, "{g:?}: max |diff| {diff}");
+    }
+}
+
+/// NVRTC compiles `depthwise.cu` (no GPU needed) and the PTX has the three entry points.
+#[cfg(feature = "cuda")]
+#[test]
+fn nvrtc_compiles_the_depthwise_kernel() {
+    let ptx = ferrovision::kernels::gpu::ptx().unwrap();
+    for name in ["depthwise_f32", "depthwise_f16", "depthwise_bf16"] {
+        assert!(ptx.contains(&format!(".entry {name}")), "no {name} in the PTX");
+    }
+    println!("PTX: {} lines", ptx.lines().count());
+}
+
+/// On the GPU named by `FERROVISION_TEST_DEVICE`: the CUDA kernel against the CPU loop, in
+/// f32 (within 1e-4) and in f16 / bf16 (operands rounded first; within their precision).
+#[test]
+fn device_depthwise_kernel_matches_cpu() {
+    let Some(dev) = common::test_device() else {
+        return;
+    };
+    for (g, _) in cases(200) {
+        let (x, w, b) = operands(&g, &Device::Cpu);
+        for (dtype, tol) in [(DType::F32, 1e-4f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
+            let r = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            // the CPU reference on the rounded operands, in f32
+            let f = |t: &Tensor| r(t).to_dtype(DType::F32).unwrap();
+            let want = depthwise(&f(&x), &f(&w), &f(&b), g).unwrap();
+            let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
+            let got = depthwise(&on(&x), &on(&w), &on(&b), g)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                + 1.0;
+            let diff: f32 = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                diff <= tol * scale,
+                "{dtype:?} {g:?}: max |diff| {diff} (scale {scale})"
+            );
+        }
+    }
+}

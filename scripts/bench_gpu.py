@@ -115,6 +115,13 @@ def main():
                 raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), "torch": t.get(b),
                             "torch_cudnn_benchmark": tb.get(b)})
                 rows.append((model, dtype, b, o.get(b), t.get(b), tb.get(b)))
+            write(args, gpu, rows, raw)
+
+    write(args, gpu, rows, raw, final=True)
+
+
+def table(args, gpu, rows):
+    import torch
 
     def f(v):
         return "—" if v is None else f"{v:,.0f}"
@@ -132,10 +139,16 @@ def main():
         if args.cudnn_benchmark:
             line += f" {f(tb)} | {f'{o / tb:.2f}' if o and tb else '—'} |"
         lines.append(line)
-    table = "\n".join(lines)
-    print(table)
+    return "\n".join(lines)
+
+
+def write(args, gpu, rows, raw, final=False):
+    """Writes what is measured so far (a run cut short keeps its finished cells)."""
+    text = table(args, gpu, rows)
+    if final:
+        print(text)
     if args.out:
-        open(args.out, "w").write(table + "\n")
+        open(args.out, "w").write(text + "\n")
     if args.json:
         json.dump({"gpu": gpu, "rows": raw}, open(args.json, "w"), indent=1)
 

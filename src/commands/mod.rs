@@ -21,17 +21,21 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
-    /// The device, or an error that says which feature the build lacks.
+    /// The device, or an error that says whether the build lacks the feature or the device failed.
     pub fn device(self) -> anyhow::Result<candle_core::Device> {
         use anyhow::Context;
         Ok(match self {
             DeviceArg::Cpu => candle_core::Device::Cpu,
-            DeviceArg::Cuda => {
-                candle_core::Device::new_cuda(0).context("--device cuda (build with --features cuda)")?
-            }
-            DeviceArg::Metal => {
-                candle_core::Device::new_metal(0).context("--device metal (build with --features metal)")?
-            }
+            DeviceArg::Cuda => candle_core::Device::new_cuda(0).context(if cfg!(feature = "cuda") {
+                "--device cuda: no CUDA device could be started"
+            } else {
+                "--device cuda needs a build with --features cuda"
+            })?,
+            DeviceArg::Metal => candle_core::Device::new_metal(0).context(if cfg!(feature = "metal") {
+                "--device metal: no Metal device could be started"
+            } else {
+                "--device metal needs a build with --features metal"
+            })?,
         })
     }
 }

@@ -36,7 +36,9 @@ pub fn test_device() -> Option<candle_core::Device> {
             return None;
         }
     };
-    Some(device.unwrap_or_else(|e| panic!("FERROVISION_TEST_DEVICE={name}: {e} (build with --features {name})")))
+    Some(device.unwrap_or_else(|e| {
+        panic!("FERROVISION_TEST_DEVICE={name}: {e} (a build without --features {name} has no such device)")
+    }))
 }
 
 /// The Python that runs scripts/convert_weights.py: `$FERROVISION_PYTHON` or `python3`, if it

@@ -3,6 +3,14 @@
 //! the linear layer. Each one has a plain reference in the tests (`tests/layers_reference.rs`
 //! checks every path of `Conv2d`, the pools and `Linear` against naive loops over random
 //! shapes, strides, paddings, dilations, groups, storage types and batch sizes).
+//!
+//! The fast paths are x86-64 code (AVX2 / AVX-512 micro-kernels, the channel-blocked kernels of
+//! [`nchwc`]); on other CPUs (Apple Silicon under `--features metal`, say) they are never chosen,
+//! and what only they use is dead code there, hence the lint allowance below.
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(dead_code, unused_variables, unused_imports, unused_mut, clippy::never_loop)
+)]
 
 /// `fn $name(args) => $plain`: defines `$name`, which runs the `#[inline(always)]` function
 /// `$plain` in a copy compiled for AVX2 + FMA where the CPU has them ([`has_avx2_fma`]), else

@@ -249,6 +249,13 @@ fn rounded(mut a: Arr, dtype: DType) -> Arr {
 }
 
 fn check_conv(c: &ConvCase) {
+    check_conv_in(c, DType::F32)
+}
+
+/// [`check_conv`] with the input (and residual) in `input`: f32 takes our CPU kernels, f64 the
+/// portable path that GPUs run (candle's operations, the depthwise tap sum, the grouped
+/// convolution as one batched product).
+fn check_conv_in(c: &ConvCase, input: DType) {
     let (cin, cout) = (c.cpg * c.groups, c.opg * c.groups);
     let x = arr([c.n, cin, c.h, c.w], c.seed);
     let dtype = storage(c.seed);
@@ -274,11 +281,14 @@ fn check_conv(c: &ConvCase) {
         let r = arr(want.d, c.seed ^ 3);
         want.v.iter_mut().zip(&r.v).for_each(|(y, r)| *y += r);
         let conv = Conv2d::from_tensors(w.tensor().to_dtype(dtype).unwrap(), bias_t, spec, "test").unwrap();
-        conv.forward_residual(&x.tensor(), &r.tensor(), act).unwrap()
+        let (x, r) = (x.tensor().to_dtype(input).unwrap(), r.tensor().to_dtype(input).unwrap());
+        conv.forward_residual(&x, &r, act).unwrap()
     } else {
         let conv = Conv2d::from_tensors(w.tensor().to_dtype(dtype).unwrap(), bias_t, spec.act(act), "test").unwrap();
-        conv.forward(&x.tensor()).unwrap()
+        conv.forward(&x.tensor().to_dtype(input).unwrap()).unwrap()
     };
+    assert_eq!(got.dtype(), input, "the output keeps the input's dtype");
+    let got = got.to_dtype(DType::F32).unwrap();
     let pre_activation_scale = scale_of(&want);
     match act {
         Activation::None => {}
@@ -460,6 +470,12 @@ proptest! {
     #[test]
     fn conv_matches_naive(c in conv_case()) {
         check_conv(&c);
+    }
+
+    /// The portable path (what a GPU runs) on the same cases: the input in f64.
+    #[test]
+    fn portable_conv_matches_naive(c in conv_case()) {
+        check_conv_in(&c, DType::F64);
     }
 
     /// Stride-2 layers that halve the map (even input, padding (k − 1)/2 or TF "SAME"), which

@@ -346,6 +346,37 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// A grouped convolution as one batched matrix product over the groups (candle's own would
+    /// run one convolution per group, its issue #3389): the padded input's k_h·k_w shifted,
+    /// strided views stacked into G × (C_g·k_h·k_w) × (N·H_o·W_o) columns, times the weights
+    /// as G × O_g × (C_g·k_h·k_w). The launches do not grow with the group count.
+    fn forward_grouped(&self, xp: &Tensor, ho: usize, wo: usize) -> Result<Tensor> {
+        let s = &self.spec;
+        let (n, c, _, _) = xp.dims4()?;
+        let (g, (kh, kw)) = (s.groups, s.kernel);
+        let (cg, og) = (c / g, s.out_channels / g);
+        let mut views = Vec::with_capacity(kh * kw);
+        for i in 0..kh {
+            let rows = strided_slice(xp, 2, i * s.dilation, ho, s.stride)?;
+            for j in 0..kw {
+                views.push(strided_slice(&rows, 3, j * s.dilation, wo, s.stride)?);
+            }
+        }
+        let cols = Tensor::stack(&views, 2)? // N×C×(kh·kw)×Ho×Wo
+            .reshape((n, g, cg * kh * kw, ho * wo))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?
+            .reshape((g, cg * kh * kw, n * ho * wo))?;
+        let w = self.weight.to_dtype(xp.dtype())?.reshape((g, og, cg * kh * kw))?;
+        w.matmul(&cols)? // G×Og×(N·Ho·Wo)
+            .reshape((g, og, n, ho * wo))?
+            .permute((2, 0, 1, 3))?
+            .contiguous()?
+            .reshape((n, g * og, ho, wo))
+    }
+}
+
 /// `count` elements of dimension `dim` starting at `start`, every `stride`-th.
 fn strided_slice(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
     if stride == 1 {
@@ -540,14 +571,17 @@ impl Conv2d {
         crate::kernels::gpu::depthwise(x, &self.weight.to_dtype(dt)?, &bias.to_dtype(dt)?, geometry)
     }
 
-    /// The portable path (any device and dtype): candle's convolution or the depthwise tap sum,
-    /// then the bias; weights stored in another dtype than the input's are cast to it.
+    /// The portable path (any device and dtype): candle's convolution, the depthwise tap sum or
+    /// the grouped convolution as one batched product, then the bias; weights stored in another dtype than the input's are cast to it.
     fn forward_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
         let s = &self.spec;
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
         let y = if let Some(taps) = &self.taps {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_depthwise(&xp, taps, ho, wo)?
+        } else if s.groups > 1 {
+            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
+            self.forward_grouped(&xp, ho, wo)?
         } else if symmetric {
             x.conv2d(&self.weight.to_dtype(x.dtype())?, ph.0, s.stride, s.dilation, s.groups)?
         } else {

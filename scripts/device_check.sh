@@ -43,7 +43,7 @@ if step smoke; then
 fi
 if step kernels; then
     echo "== gpu_kernels $(el)"
-    timeout 60 "$C/bin/gpu_kernels" device_depthwise nvrtc_compiles --test-threads 1 2>&1 | tee "$OUT/gpu_kernels.log" | grep -E "^test |test result|panicked"
+    timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee "$OUT/gpu_kernels.log" | grep -E "^test |test result|panicked"
 fi
 if step parity; then
     echo "== parity device:: $(el)"

@@ -1,28 +1,30 @@
 //! Our GPU kernels ([`ferrovision::kernels::gpu`]) where no GPU is: the CUDA source run as C++
-//! against a naive convolution, the op's CPU loop against candle's grouped convolution, and
-//! (with `--features cuda`) NVRTC's compilation of the source. On a GPU
-//! (`FERROVISION_TEST_DEVICE=cuda`) the kernel itself against the CPU loop.
+//! against naive loops, the ops' CPU loops against candle's own operations, and (with
+//! `--features cuda`) NVRTC's compilation of the source. On a GPU
+//! (`FERROVISION_TEST_DEVICE=cuda`) the kernels themselves against the CPU loops.
 
 mod common;
 
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use ferrovision::kernels::gpu::{depthwise, DepthwiseGeometry};
+use ferrovision::kernels::gpu::{depthwise, epilogue, DepthwiseGeometry};
+use ferrovision::layers::Activation;
 
-/// `depthwise.cu`'s kernel body, compiled as C++ (`$CXX` or g++) by `tests/gpu/depthwise_harness.cpp`,
-/// agrees with a naive convolution in f32, f16 and bf16 over random geometries, and its
-/// f16/bf16 conversions with the compiler's `_Float16` and round-to-nearest-even.
+/// `kernels.cu`'s kernel bodies, compiled as C++ (`$CXX` or g++) by
+/// `tests/gpu/kernels_harness.cpp`, agree with naive loops (the depthwise convolution, the
+/// epilogue) in f32, f16 and bf16 over random shapes, and the f16/bf16 conversions with the
+/// compiler's `_Float16` and round-to-nearest-even.
 #[test]
-fn cuda_source_matches_naive_convolution_as_cpp() {
+fn cuda_source_matches_naive_loops_as_cpp() {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("depthwise_harness");
+    let exe = dir.path().join("kernels_harness");
     let built = Command::new(&cxx)
         .args(["-O2", "-std=c++17", "-o"])
         .arg(&exe)
-        .arg(format!("{root}/tests/gpu/depthwise_harness.cpp"))
+        .arg(format!("{root}/tests/gpu/kernels_harness.cpp"))
         .output();
     let built = match built {
         Ok(b) => b,
@@ -129,12 +131,19 @@ fn depthwise_op_matches_candle_grouped_convolution() {
     }
 }
 
-/// NVRTC compiles `depthwise.cu` (no GPU needed) and the PTX has the three entry points.
+/// NVRTC compiles `kernels.cu` (no GPU needed) and the PTX has the six entry points.
 #[cfg(feature = "cuda")]
 #[test]
-fn nvrtc_compiles_the_depthwise_kernel() {
+fn nvrtc_compiles_the_kernels() {
     let ptx = ferrovision::kernels::gpu::ptx().unwrap();
-    for name in ["depthwise_f32", "depthwise_f16", "depthwise_bf16"] {
+    for name in [
+        "depthwise_f32",
+        "depthwise_f16",
+        "depthwise_bf16",
+        "epilogue_f32",
+        "epilogue_f16",
+        "epilogue_bf16",
+    ] {
         assert!(ptx.contains(&format!(".entry {name}")), "no {name} in the PTX");
     }
     println!("PTX: {} lines", ptx.lines().count());
@@ -184,6 +193,101 @@ fn device_depthwise_kernel_matches_cpu() {
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {g:?}: max |diff| {diff} (scale {scale})"
+            );
+        }
+    }
+}
+
+/// Random epilogue cases: (N×C×H×W, activation, with a residual).
+fn epilogue_cases(count: u64) -> Vec<([usize; 4], Activation, bool)> {
+    (0..count)
+        .map(|i| {
+            let v = |m: u64, k: u64| (i.wrapping_mul(2654435761).rotate_left(k as u32) % m) as usize;
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][v(3, 3)];
+            (
+                [1 + v(3, 5), 1 + v(40, 11), 1 + v(9, 17), 1 + v(9, 23)],
+                act,
+                v(2, 29) == 1,
+            )
+        })
+        .collect()
+}
+
+/// The epilogue's CPU loop against candle's broadcast add, add and activation.
+#[test]
+fn epilogue_op_matches_candle_ops() {
+    for (dims, act, with_residual) in epilogue_cases(100) {
+        let x = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        let r = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 2.0, dims[1], &Device::Cpu).unwrap();
+        let got = epilogue(&x, &b, with_residual.then_some(&r), act).unwrap();
+        let mut want = x.broadcast_add(&b.reshape((1, dims[1], 1, 1)).unwrap()).unwrap();
+        if with_residual {
+            want = (want + &r).unwrap();
+        }
+        let want = act.apply(&want).unwrap();
+        let diff: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            diff < 1e-5,
+            "{dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
+        );
+    }
+}
+
+/// On the GPU named by `FERROVISION_TEST_DEVICE`: the epilogue kernel against the CPU loop, in
+/// f32, f16 and bf16 (operands rounded first).
+#[test]
+fn device_epilogue_kernel_matches_cpu() {
+    let Some(dev) = common::test_device() else {
+        return;
+    };
+    for (dims, act, with_residual) in epilogue_cases(100) {
+        let x = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        let r = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 2.0, dims[1], &Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
+            let f = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            let want = epilogue(&f(&x), &f(&b), with_residual.then(|| f(&r)).as_ref(), act).unwrap();
+            let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let rd = on(&r);
+            let got = epilogue(&on(&x), &on(&b), with_residual.then_some(&rd), act)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                + 1.0;
+            let diff: f32 = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                diff <= tol * scale,
+                "{dtype:?} {dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
             );
         }
     }

@@ -135,9 +135,9 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     /// Depthwise kernels split per tap at load, each 1×C×1×1 (see [`Conv2d::forward`]).
     taps: Option<Vec<Tensor>>,
-    /// A depthwise convolution's bias as C values (zeros without one) for our GPU kernel
-    /// ([`crate::kernels::gpu`]), made at load on a CUDA device.
-    gpu_dw_bias: Option<Tensor>,
+    /// The bias as O values (zeros without one) for our CUDA kernels ([`crate::kernels::gpu`]),
+    /// made at load on a CUDA device.
+    gpu_bias: Option<Tensor>,
     spec: ConvSpec,
     name: String,
     /// Depthwise weights (C×kh×kw) and bias packed once at load for the CPU kernel.
@@ -214,7 +214,7 @@ impl Conv2d {
         } else {
             None
         };
-        let gpu_dw_bias = if spec.is_depthwise() && weight.device().is_cuda() {
+        let gpu_bias = if weight.device().is_cuda() {
             Some(match &bias {
                 Some(b) => b.flatten_all()?.to_dtype(weight.dtype())?,
                 None => Tensor::zeros(spec.out_channels, weight.dtype(), weight.device())?,
@@ -226,7 +226,7 @@ impl Conv2d {
             weight,
             bias,
             taps,
-            gpu_dw_bias,
+            gpu_bias,
             spec,
             name: name.to_string(),
             norm_name: None,
@@ -528,8 +528,16 @@ impl Conv2d {
                 })?;
                 Tensor::from_vec(out, (n, c, ho, wo), x.device())?
             }
-            _ if residual.is_none() && self.gpu_dw_bias.is_some() && x.device().is_cuda() => {
-                self.forward_depthwise_gpu(x, &geometry, act)?
+            _ if self.gpu_bias.is_some() && x.device().is_cuda() => {
+                let bias = self.gpu_bias.as_ref().expect("just checked").to_dtype(x.dtype())?;
+                if self.taps.is_some() && residual.is_none() {
+                    self.forward_depthwise_gpu(x, &bias, &geometry, act)?
+                } else {
+                    // candle's convolution, then bias, residual and activation in one pass
+                    let y = self.conv_candle(x, ph, pw, ho, wo)?;
+                    let r = residual.map(|r| r.to_dtype(y.dtype())).transpose()?;
+                    crate::kernels::gpu::epilogue(&y, &bias, r.as_ref(), act)?
+                }
             }
             _ => {
                 let y = self.forward_candle(x, ph, pw, ho, wo)?;
@@ -544,11 +552,7 @@ impl Conv2d {
     }
 
     /// A depthwise convolution with its bias and activation in one launch of our CUDA kernel.
-    fn forward_depthwise_gpu(&self, x: &Tensor, g: &ConvGeometry, act: Activation) -> Result<Tensor> {
-        let bias = self
-            .gpu_dw_bias
-            .as_ref()
-            .expect("made at load for CUDA depthwise layers");
+    fn forward_depthwise_gpu(&self, x: &Tensor, bias: &Tensor, g: &ConvGeometry, act: Activation) -> Result<Tensor> {
         let i32_of = |v: usize| {
             i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("conv `{}`: {v} exceeds i32", self.name)))
         };
@@ -565,15 +569,24 @@ impl Conv2d {
             dilation: i32_of(g.dilation)?,
             pad_top: i32_of(g.pad_top)?,
             pad_left: i32_of(g.pad_left)?,
-            act: crate::kernels::gpu::DepthwiseGeometry::act_code(act),
+            act: crate::kernels::gpu::act_code(act),
         };
-        let dt = x.dtype();
-        crate::kernels::gpu::depthwise(x, &self.weight.to_dtype(dt)?, &bias.to_dtype(dt)?, geometry)
+        crate::kernels::gpu::depthwise(x, &self.weight.to_dtype(x.dtype())?, bias, geometry)
     }
 
     /// The portable path (any device and dtype): candle's convolution, the depthwise tap sum or
-    /// the grouped convolution as one batched product, then the bias; weights stored in another dtype than the input's are cast to it.
+    /// the grouped convolution as one batched product, then the bias; weights stored in another
+    /// dtype than the input's are cast to it.
     fn forward_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
+        let y = self.conv_candle(x, ph, pw, ho, wo)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
+            None => Ok(y),
+        }
+    }
+
+    /// [`Conv2d::forward_candle`] without the bias.
+    fn conv_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
         let s = &self.spec;
         let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
         let y = if let Some(taps) = &self.taps {
@@ -589,10 +602,7 @@ impl Conv2d {
             xp.conv2d(&self.weight.to_dtype(x.dtype())?, 0, s.stride, s.dilation, s.groups)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
-            None => Ok(y),
-        }
+        Ok(y)
     }
 }
 

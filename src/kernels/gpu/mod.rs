@@ -1,19 +1,39 @@
-//! Our GPU kernels, where candle's own path is slow: the depthwise convolution. Candle runs a
-//! grouped convolution as one convolution per group (its issue #3389), so a depthwise layer of
-//! 960 channels would be 960 launches; `depthwise.cu` is one launch for all channels, with the
-//! layer's bias and activation.
+//! Our CUDA kernels (`kernels.cu`), where candle's own path is slow:
+//! - [`depthwise`]: candle runs a grouped convolution as one convolution per group (its issue
+//!   #3389), so a depthwise layer of 960 channels would be 960 launches; ours is one launch for
+//!   all channels, with the layer's bias and activation;
+//! - [`epilogue`]: after candle's convolution, `act(y + bias (+ residual))` in one pass over the
+//!   output instead of one each for the bias, the residual and the activation.
 //!
-//! The CUDA source is compiled by NVRTC on first use (no build step beyond candle's). The CPU
-//! side of the op ([`Depthwise`]'s `cpu_fwd`) is the plain loop the kernel follows line by line;
-//! `tests/gpu_kernels.rs` also compiles `depthwise.cu` as C++ and checks it against a naive
-//! convolution, and `tests/parity.rs`'s `device::*` run it on a GPU.
+//! The source is compiled by NVRTC on first use (no build step beyond candle's). Each op's CPU
+//! side (`cpu_fwd`) is the plain loop its kernel follows line by line; `tests/gpu_kernels.rs`
+//! also compiles `kernels.cu` as C++ and checks it against naive loops, and the `device_*` tests
+//! run the kernels on a GPU.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::layers::Activation;
 
-/// The CUDA source of the depthwise kernel (`depthwise_f32`, `depthwise_f16`, `depthwise_bf16`).
-pub const DEPTHWISE_CU: &str = include_str!("depthwise.cu");
+/// The CUDA source: `depthwise_{f32,f16,bf16}` and `epilogue_{f32,f16,bf16}`.
+pub const KERNELS_CU: &str = include_str!("kernels.cu");
+
+/// The kernels' activation code: 0 none, 1 ReLU, 2 ReLU6.
+pub fn act_code(act: Activation) -> i32 {
+    match act {
+        Activation::None => 0,
+        Activation::Relu => 1,
+        Activation::Relu6 => 2,
+    }
+}
+
+fn activate(v: f32, act: i32) -> f32 {
+    let v = if act >= 1 { v.max(0.0) } else { v };
+    if act == 2 {
+        v.min(6.0)
+    } else {
+        v
+    }
+}
 
 /// A depthwise convolution's shape, as the kernel's `Geometry` struct lays it out.
 #[repr(C)]
@@ -31,19 +51,11 @@ pub struct DepthwiseGeometry {
     pub dilation: i32,
     pub pad_top: i32,
     pub pad_left: i32,
-    /// 0 none, 1 ReLU, 2 ReLU6.
+    /// [`act_code`].
     pub act: i32,
 }
 
 impl DepthwiseGeometry {
-    pub fn act_code(act: Activation) -> i32 {
-        match act {
-            Activation::None => 0,
-            Activation::Relu => 1,
-            Activation::Relu6 => 2,
-        }
-    }
-
     fn outputs(&self) -> usize {
         [self.n, self.c, self.out_h, self.out_w]
             .iter()
@@ -52,9 +64,27 @@ impl DepthwiseGeometry {
     }
 }
 
+/// An epilogue's shape, as the kernel's `Epilogue` struct lays it out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpilogueShape {
+    /// N·C·H·W.
+    pub total: i64,
+    pub channels: i32,
+    /// H·W.
+    pub plane: i32,
+    /// [`act_code`].
+    pub act: i32,
+    /// 1 when the third operand is a residual to add, 0 when it is unused.
+    pub residual: i32,
+}
+
 #[cfg(feature = "cuda")]
-// SAFETY: a `repr(C)` struct of i32s, passed by value as the kernel's `Geometry`.
+// SAFETY: `repr(C)` structs of plain integers, passed by value as the kernels' structs.
 unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for DepthwiseGeometry {}
+#[cfg(feature = "cuda")]
+// SAFETY: as above.
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for EpilogueShape {}
 
 /// `act(depthwise(x, weight) + bias)` on N×C×H×W `x`, C×1×k_h×k_w `weight` and C `bias`, all
 /// contiguous and of one dtype (f32, f16 or bf16 on CUDA; f32 on the CPU).
@@ -67,21 +97,60 @@ pub fn depthwise(x: &Tensor, weight: &Tensor, bias: &Tensor, g: DepthwiseGeometr
         .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &Depthwise(g))
 }
 
+/// `act(x + bias[channel] + residual)` on N×C×H×W `x` (and `residual`) and C `bias`, contiguous,
+/// of one dtype; the operands' third is `x` itself where there is no residual (never read).
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue(pub EpilogueShape);
+
+/// Runs [`Epilogue`]: `act(x + bias + residual)`, `x` N×C×H×W, `bias` C.
+pub fn epilogue(x: &Tensor, bias: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("epilogue: {v} exceeds i32")));
+    let shape = EpilogueShape {
+        total: (n * c * h * w) as i64,
+        channels: int(c)?,
+        plane: int(h * w)?,
+        act: act_code(act),
+        residual: residual.is_some().into(),
+    };
+    let x = x.contiguous()?;
+    let r = residual.map_or_else(|| Ok(x.clone()), |r| r.contiguous())?;
+    x.apply_op3_no_bwd(&bias.contiguous()?, &r, &Epilogue(shape))
+}
+
+/// Each operand's layout must be contiguous with these dims.
+fn check_layouts(op: &str, layouts: [&Layout; 3], want: [Vec<usize>; 3]) -> Result<()> {
+    for (l, want) in layouts.iter().zip(&want) {
+        if !l.is_contiguous() || l.dims() != want.as_slice() {
+            candle_core::bail!(
+                "{op} kernel: operand of shape {:?} (contiguous: {}), expected contiguous {want:?}",
+                l.dims(),
+                l.is_contiguous()
+            )
+        }
+    }
+    Ok(())
+}
+
+/// The three operands as f32 slices from their offsets (the CPU loops are f32 only).
+fn f32_operands<'a>(op: &str, s: [&'a CpuStorage; 3], l: [&Layout; 3]) -> Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    match s {
+        [CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)] => Ok((
+            &a[l[0].start_offset()..],
+            &b[l[1].start_offset()..],
+            &c[l[2].start_offset()..],
+        )),
+        _ => candle_core::bail!("{op} kernel: the CPU version takes f32 only"),
+    }
+}
+
 impl Depthwise {
     fn check(&self, layouts: [&Layout; 3]) -> Result<Shape> {
         let g = &self.0;
-        let want = [vec![g.n, g.c, g.h, g.w], vec![g.c, 1, g.k_h, g.k_w], vec![g.c]];
-        for (l, want) in layouts.iter().zip(&want) {
-            let want: Vec<usize> = want.iter().map(|&d| d as usize).collect();
-            if !l.is_contiguous() || l.dims() != want.as_slice() {
-                candle_core::bail!(
-                    "depthwise kernel: operand of shape {:?} (contiguous: {}), expected contiguous {want:?}",
-                    l.dims(),
-                    l.is_contiguous()
-                )
-            }
-        }
-        Ok(Shape::from([g.n, g.c, g.out_h, g.out_w].map(|d| d as usize).as_slice()))
+        let d = |v: &[i32]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
+        let want = [d(&[g.n, g.c, g.h, g.w]), d(&[g.c, 1, g.k_h, g.k_w]), d(&[g.c])];
+        check_layouts("depthwise", layouts, want)?;
+        Ok(Shape::from(d(&[g.n, g.c, g.out_h, g.out_w])))
     }
 }
 
@@ -90,7 +159,7 @@ impl CustomOp3 for Depthwise {
         "ferrovision-depthwise"
     }
 
-    /// The plain loop `depthwise.cu` follows (f32 only).
+    /// The plain loop `depthwise_at` in `kernels.cu` follows (f32 only).
     fn cpu_fwd(
         &self,
         xs: &CpuStorage,
@@ -101,14 +170,7 @@ impl CustomOp3 for Depthwise {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = self.check([xl, wl, bl])?;
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
-            candle_core::bail!("depthwise kernel: the CPU version takes f32 only")
-        };
-        let (x, w, b) = (
-            &x[xl.start_offset()..],
-            &w[wl.start_offset()..],
-            &b[bl.start_offset()..],
-        );
+        let (x, w, b) = f32_operands("depthwise", [xs, ws, bs], [xl, wl, bl])?;
         let g = &self.0;
         let [c, h, wd, oh, ow, kh, kw] = [g.c, g.h, g.w, g.out_h, g.out_w, g.k_h, g.k_w].map(|d| d as usize);
         let mut y = vec![0f32; g.outputs()];
@@ -129,13 +191,7 @@ impl CustomOp3 for Depthwise {
                     acc += x[plane * h * wd + iy as usize * wd + ix as usize] * w[ch * kh * kw + ky * kw + kx];
                 }
             }
-            if g.act >= 1 {
-                acc = acc.max(0.0);
-            }
-            if g.act == 2 {
-                acc = acc.min(6.0);
-            }
-            *out = acc;
+            *out = activate(acc, g.act);
         }
         Ok((CpuStorage::F32(y), shape))
     }
@@ -150,60 +206,129 @@ impl CustomOp3 for Depthwise {
         bs: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        use candle_core::cuda_backend::WrapErr;
-        use candle_core::{CudaStorage, DType};
-
         let shape = self.check([xl, wl, bl])?;
-        let dev = xs.device().clone();
-        let total = self.0.outputs();
-        const THREADS: usize = 256;
-        let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(THREADS).clamp(1, 1 << 20) as u32, 1, 1),
-            block_dim: (THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let g = self.0;
-        macro_rules! launch {
-            ($t:ty, $name:literal) => {{
-                let x = xs.as_cuda_slice::<$t>()?.slice(xl.start_offset()..);
-                let w = ws.as_cuda_slice::<$t>()?.slice(wl.start_offset()..);
-                let b = bs.as_cuda_slice::<$t>()?.slice(bl.start_offset()..);
-                // SAFETY: every element is written by the kernel
-                let y = unsafe { dev.alloc::<$t>(total)? };
-                let func = dev.get_or_load_custom_func($name, "ferrovision_depthwise", ptx()?)?;
-                let mut builder = func.builder();
-                builder.arg(&x);
-                builder.arg(&w);
-                builder.arg(&b);
-                builder.arg(&y);
-                builder.arg(&g);
-                // SAFETY: the operands' shapes were checked against `g`
-                unsafe { builder.launch(cfg) }.w()?;
-                CudaStorage::wrap_cuda_slice(y, dev.clone())
-            }};
-        }
-        let y = match xs.dtype() {
-            DType::F32 => launch!(f32, "depthwise_f32"),
-            DType::F16 => launch!(half::f16, "depthwise_f16"),
-            DType::BF16 => launch!(half::bf16, "depthwise_bf16"),
-            dt => candle_core::bail!("depthwise kernel: no {dt:?} version"),
-        };
+        let y = cuda::launch("depthwise", [xs, ws, bs], [xl, wl, bl], self.0.outputs(), self.0)?;
         Ok((y, shape))
     }
 }
 
-/// `depthwise.cu` compiled to PTX by NVRTC, once per process.
+impl CustomOp3 for Epilogue {
+    fn name(&self) -> &'static str {
+        "ferrovision-epilogue"
+    }
+
+    /// The plain loop `epilogue_at` in `kernels.cu` follows (f32 only).
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        check_layouts(
+            "epilogue",
+            [xl, bl, rl],
+            [xl.dims().to_vec(), vec![self.0.channels as usize], xl.dims().to_vec()],
+        )?;
+        let (x, b, r) = f32_operands("epilogue", [xs, bs, rs], [xl, bl, rl])?;
+        let e = &self.0;
+        let (plane, c) = (e.plane as usize, e.channels as usize);
+        let y = (0..e.total as usize)
+            .map(|i| {
+                let v = x[i] + b[(i / plane) % c];
+                activate(if e.residual != 0 { v + r[i] } else { v }, e.act)
+            })
+            .collect();
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+        rs: &candle_core::CudaStorage,
+        rl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        check_layouts(
+            "epilogue",
+            [xl, bl, rl],
+            [xl.dims().to_vec(), vec![self.0.channels as usize], xl.dims().to_vec()],
+        )?;
+        let y = cuda::launch("epilogue", [xs, bs, rs], [xl, bl, rl], self.0.total as usize, self.0)?;
+        Ok((y, xl.shape().clone()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaStorage, DType, Layout, Result};
+
+    /// Launches `{kernel}_{dtype}(a, b, c, y, params)` over `outputs` values (one thread each,
+    /// grid-stride) on three operands of one dtype; returns `y`.
+    pub fn launch<P: DeviceRepr + Copy>(
+        kernel: &str,
+        s: [&CudaStorage; 3],
+        l: [&Layout; 3],
+        outputs: usize,
+        params: P,
+    ) -> Result<CudaStorage> {
+        const THREADS: usize = 256;
+        let dev = s[0].device().clone();
+        let cfg = LaunchConfig {
+            grid_dim: (outputs.div_ceil(THREADS).clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        macro_rules! run {
+            ($t:ty, $suffix:literal) => {{
+                let a = s[0].as_cuda_slice::<$t>()?.slice(l[0].start_offset()..);
+                let b = s[1].as_cuda_slice::<$t>()?.slice(l[1].start_offset()..);
+                let c = s[2].as_cuda_slice::<$t>()?.slice(l[2].start_offset()..);
+                // SAFETY: the kernel writes every one of the `outputs` values
+                let y = unsafe { dev.alloc::<$t>(outputs)? };
+                let func = dev.get_or_load_custom_func(
+                    &format!("{kernel}_{}", $suffix),
+                    "ferrovision_kernels",
+                    super::ptx()?,
+                )?;
+                let mut builder = func.builder();
+                builder.arg(&a);
+                builder.arg(&b);
+                builder.arg(&c);
+                builder.arg(&y);
+                builder.arg(&params);
+                // SAFETY: the caller checked the operands' shapes against `params`
+                unsafe { builder.launch(cfg) }.w()?;
+                CudaStorage::wrap_cuda_slice(y, dev.clone())
+            }};
+        }
+        Ok(match s[0].dtype() {
+            DType::F32 => run!(f32, "f32"),
+            DType::F16 => run!(half::f16, "f16"),
+            DType::BF16 => run!(half::bf16, "bf16"),
+            dt => candle_core::bail!("{kernel} kernel: no {dt:?} version"),
+        })
+    }
+}
+
+/// `kernels.cu` compiled to PTX by NVRTC, once per process.
 #[cfg(feature = "cuda")]
 pub fn ptx() -> Result<&'static str> {
     use std::sync::OnceLock;
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     PTX.get_or_init(|| {
-        candle_core::cuda_backend::cudarc::nvrtc::compile_ptx(DEPTHWISE_CU)
+        candle_core::cuda_backend::cudarc::nvrtc::compile_ptx(KERNELS_CU)
             .map(|p| p.to_src())
             .map_err(|e| format!("{e:?}"))
     })
     .as_deref()
-    .map_err(|e| candle_core::Error::Msg(format!("NVRTC could not compile depthwise.cu: {e}")))
+    .map_err(|e| candle_core::Error::Msg(format!("NVRTC could not compile kernels.cu: {e}")))
 }

@@ -1,6 +1,8 @@
-// Depthwise convolution (one k_h×k_w filter per channel) on NCHW data, with its bias and
-// activation: one thread per output value, taps read through the cache. One launch for all
-// channels (candle's grouped convolution launches one convolution per group: its issue #3389).
+// Our CUDA kernels (kernels::gpu), one thread per output value:
+// - depthwise convolution (one k_h×k_w filter per channel) on NCHW data, with its bias and
+//   activation, taps read through the cache: one launch for all channels (candle's grouped
+//   convolution launches one convolution per group: its issue #3389);
+// - a convolution's epilogue: bias, residual and activation in one pass.
 //
 // No headers, so NVRTC compiles it as is: f16 and bf16 are carried as their 16-bit patterns and
 // computed in f32. On the GPU the conversions are PTX instructions; elsewhere (the C++ test
@@ -83,7 +85,34 @@ FV_DEVICE void depthwise_at(const T* x, const T* wt, const T* bias, T* y, const 
     from_f32(acc, &y[i]);
 }
 
+// What follows a convolution done by candle (cuDNN or im2col + cuBLAS), in one pass instead
+// of three: y = act(x + bias[channel] (+ residual)). `Epilogue` in gpu/mod.rs lays it out.
+struct Epilogue {
+    long long total;
+    int channels, plane, act, residual;
+};
+
+template <typename T>
+FV_DEVICE void epilogue_at(const T* x, const T* bias, const T* res, T* y, const Epilogue& e, long long i) {
+    int ch = (int)((i / e.plane) % e.channels);
+    float v = to_f32(x[i]) + to_f32(bias[ch]);
+    if (e.residual) v += to_f32(res[i]);
+    if (e.act >= 1) v = v > 0.0f ? v : 0.0f; // ReLU
+    if (e.act == 2) v = v < 6.0f ? v : 6.0f; // ReLU6
+    from_f32(v, &y[i]);
+}
+
 #if defined(__CUDA_ARCH__)
+#define EPILOGUE(NAME, T)                                                                          \
+    extern "C" __global__ void NAME(const T* x, const T* bias, const T* res, T* y, Epilogue e) {   \
+        long long step = (long long)gridDim.x * blockDim.x;                                        \
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < e.total; i += step) \
+            epilogue_at(x, bias, res, y, e, i);                                                    \
+    }
+EPILOGUE(epilogue_f32, float)
+EPILOGUE(epilogue_f16, f16)
+EPILOGUE(epilogue_bf16, bf16)
+
 #define DEPTHWISE(NAME, T)                                                                     \
     extern "C" __global__ void NAME(const T* x, const T* wt, const T* bias, T* y, Geometry g) { \
         long long total = (long long)g.n * g.c * g.out_h * g.out_w;                            \

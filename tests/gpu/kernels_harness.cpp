@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "../../src/kernels/gpu/depthwise.cu"
+#include "../../src/kernels/gpu/kernels.cu"
 
 static int failures = 0;
 #define CHECK(cond, ...)                         \
@@ -64,6 +64,31 @@ double run_case(std::mt19937& rng, const Geometry& g) {
                     CHECK(diff <= tol, "n%d c%d (%d,%d): got %g, want %g (geometry %dx%d k%dx%d s%d d%d p%d,%d act%d)", n, c,
                           oy, ox, got, acc, g.h, g.w, g.k_h, g.k_w, g.stride, g.dilation, g.pad_top, g.pad_left, g.act);
                 }
+    return worst;
+}
+
+template <typename T>
+double run_epilogue(std::mt19937& rng, const Epilogue& e) {
+    std::uniform_real_distribution<float> u(-4.f, 4.f);
+    std::vector<T> x(e.total), b(e.channels), r(e.total), y(e.total);
+    for (auto& v : x) v = round_to<T>(u(rng));
+    for (auto& v : b) v = round_to<T>(u(rng));
+    for (auto& v : r) v = round_to<T>(u(rng));
+    for (long long i = 0; i < e.total; i++) epilogue_at(x.data(), b.data(), r.data(), y.data(), e, i);
+    double worst = 0;
+    long long images = e.total / ((long long)e.channels * e.plane);
+    for (long long n = 0; n < images; n++)
+        for (int c = 0; c < e.channels; c++)
+            for (int p = 0; p < e.plane; p++) {
+                long long i = (n * e.channels + c) * e.plane + p;
+                double want = (double)to_f32(x[i]) + to_f32(b[c]) + (e.residual ? (double)to_f32(r[i]) : 0.0);
+                if (e.act >= 1) want = std::fmax(want, 0.0);
+                if (e.act == 2) want = std::fmin(want, 6.0);
+                double got = to_f32(y[i]), diff = std::fabs(got - want), mag = std::fabs(want) + 1.0;
+                worst = std::fmax(worst, diff / mag);
+                CHECK(diff <= eps<T>() * mag, "epilogue n%lld c%d p%d: got %g, want %g (act %d, residual %d)", n, c, p,
+                      got, want, e.act, e.residual);
+            }
     return worst;
 }
 
@@ -133,6 +158,16 @@ int main() {
         worst[2] = std::fmax(worst[2], run_case<bf16>(rng, g));
     }
     std::printf("depthwise: worst |diff| / (sum|terms| + 1): f32 %.2e, f16 %.2e, bf16 %.2e\n", worst[0], worst[1], worst[2]);
+
+    double ew[3] = {0, 0, 0};
+    for (int t = 0; t < 300; t++) {
+        int n = 1 + rng() % 3, c = 1 + rng() % 20, plane = 1 + rng() % 50;
+        Epilogue e{(long long)n * c * plane, c, plane, (int)(rng() % 3), (int)(rng() % 2)};
+        ew[0] = std::fmax(ew[0], run_epilogue<float>(rng, e));
+        ew[1] = std::fmax(ew[1], run_epilogue<f16>(rng, e));
+        ew[2] = std::fmax(ew[2], run_epilogue<bf16>(rng, e));
+    }
+    std::printf("epilogue: worst |diff| / (|want| + 1): f32 %.2e, f16 %.2e, bf16 %.2e\n", ew[0], ew[1], ew[2]);
     std::printf("%d mismatches\n", failures);
     return failures ? 1 : 0;
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One call of the device tool (a lent GPU machine, which has no Rust and no network): unpacks
 # the CUDA build that scripts/prepare_device_carry.sh put in .devcarry/, runs the GPU tests and
-# the GPU benchmark, and leaves logs and tables in $OUT.
+# the GPU benchmark, and leaves logs and tables in $OUT (7 files: the tool returns at most 8).
 #
-#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 590)
+#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 500)
 #
-# Steps are time-boxed so that the whole stays under ~9 minutes; each prints its own result.
+# Steps are time-boxed so that the whole stays under ~8 minutes (STEPS=... picks some); each
+# prints its own result.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 C=$PWD/.devcarry
@@ -24,39 +25,45 @@ LIBS=$([ -n "$NV" ] && find $NV -name 'lib*.so*' -printf '%h\n' 2>/dev/null | so
 export LD_LIBRARY_PATH=${LIBS}/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 for f in "$C"/bin/*.xz; do xz -dkf -T0 "$f"; done
 chmod +x "$C"/bin/*
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/env.txt"
 FV=$C/bin/ferrovision-cudnn
 if ldd "$FV" | grep -q "not found"; then
     echo "ferrovision-cudnn lacks libraries:"; ldd "$FV" | grep "not found"
     FV=$C/bin/ferrovision-cuda
 fi
-ldd "$FV" | grep -E "cuda|cublas|cudnn|nvrtc|curand" | tee "$OUT/ldd.txt"
-echo "binary: $FV" | tee -a "$OUT/gpu.txt"
+ldd "$FV" | grep -E "cuda|cublas|cudnn|nvrtc|curand" | tee -a "$OUT/env.txt"
+echo "binary: $FV" | tee -a "$OUT/env.txt"
 
 export FERROVISION_TEST_DEVICE=cuda CI=true FERROVISION_PYTHON=python3
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$C"/whl/*.whl && export PYTHONPATH=/tmp/site
 
 if step smoke; then
     echo "== smoke $(el)"
-    timeout 60 "$FV" bench --model mobilenet_v2 --device cuda --batch 1,8 --runs 3 2>&1 | tee "$OUT/smoke.log"
-    timeout 60 "$FV" bench --model resnet50 --device cuda --weights-dtype f16 --batch 8 --runs 3 2>&1 | tee -a "$OUT/smoke.log"
+    timeout 60 "$FV" bench --model mobilenet_v2 --device cuda --batch 1,8 --runs 3 2>&1 | tee -a "$OUT/tests.log"
+    timeout 60 "$FV" bench --model resnet50 --device cuda --weights-dtype f16 --batch 8 --runs 3 2>&1 | tee -a "$OUT/tests.log"
 fi
 if step kernels; then
     echo "== gpu_kernels $(el)"
-    timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee "$OUT/gpu_kernels.log" | grep -E "^test |test result|panicked"
+    timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee -a "$OUT/tests.log" | grep -E "^test |test result|panicked"
 fi
 if step parity; then
     echo "== parity device:: $(el)"
-    timeout 200 "$C/bin/parity" device:: --test-threads 4 2>&1 | tee "$OUT/parity.log" | grep -E "test result|FAILED|panicked" | head -20
+    timeout 200 "$C/bin/parity" device:: --test-threads 4 2>&1 | tee -a "$OUT/tests.log" | grep -E "test result|FAILED|panicked" | head -20
 fi
 if step photos; then
     echo "== real photos $(el)"
-    timeout 90 "$C/bin/real_weights" device_keeps --nocapture 2>&1 | tee "$OUT/photos.log" | grep -E "top-1|test result|panicked" | tail -40
+    timeout 90 "$C/bin/real_weights" device_keeps --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E "top-1|test result|panicked" | tail -40
 fi
 if step bench; then
+    # the targets first (resnet50, mobilenet_v2), then the other architectures while the
+    # time box lasts; each table is rewritten after every model, so a cut-off run keeps its cells
     echo "== bench $(el)"
-    BIN=$FV timeout ${BENCH_TIMEOUT:-300} python3 scripts/bench_gpu.py --bin "$FV" ${BENCH_ARGS:-} \
-        --out "$OUT/bench_gpu.md" --json "$OUT/bench_gpu.json" 2> "$OUT/bench_gpu.err"
-    tail -5 "$OUT/bench_gpu.err"
+    timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 \
+        --out "$OUT/bench_gpu_core.md" --json "$OUT/bench_gpu_core.json" 2> "$OUT/bench_gpu_core.err"
+    cat "$OUT/bench_gpu_core.md"
+    timeout ${BENCH_REST_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" \
+        --only resnet18,vgg16,squeezenet1_1,googlenet,inception_v3,alexnet,mobilenet_v1 \
+        --out "$OUT/bench_gpu_rest.md" 2> "$OUT/bench_gpu_rest.err"
+    tail -3 "$OUT/bench_gpu_rest.err"
 fi
 echo "== done $(el)"

@@ -7,9 +7,10 @@ mod common;
 
 use std::process::Command;
 
+use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
-use ferrovision::kernels::gpu::{depthwise, epilogue, DepthwiseGeometry};
-use ferrovision::layers::Activation;
+use ferrovision::kernels::gpu::{depthwise, epilogue, pool, DepthwiseGeometry, PoolShape};
+use ferrovision::layers::{Activation, AvgPool2d, MaxPool2d, PoolSpec};
 
 /// `kernels.cu`'s kernel bodies, compiled as C++ (`$CXX` or g++) by
 /// `tests/gpu/kernels_harness.cpp`, agree with naive loops (the depthwise convolution, the
@@ -131,20 +132,16 @@ fn depthwise_op_matches_candle_grouped_convolution() {
     }
 }
 
-/// NVRTC compiles `kernels.cu` (no GPU needed) and the PTX has the six entry points.
+/// NVRTC compiles `kernels.cu` (no GPU needed) and the PTX has all nine entry points.
 #[cfg(feature = "cuda")]
 #[test]
 fn nvrtc_compiles_the_kernels() {
     let ptx = ferrovision::kernels::gpu::ptx().unwrap();
-    for name in [
-        "depthwise_f32",
-        "depthwise_f16",
-        "depthwise_bf16",
-        "epilogue_f32",
-        "epilogue_f16",
-        "epilogue_bf16",
-    ] {
-        assert!(ptx.contains(&format!(".entry {name}")), "no {name} in the PTX");
+    for kernel in ["depthwise", "epilogue", "pool"] {
+        for dtype in ["f32", "f16", "bf16"] {
+            let name = format!("{kernel}_{dtype}");
+            assert!(ptx.contains(&format!(".entry {name}")), "no {name} in the PTX");
+        }
     }
     println!("PTX: {} lines", ptx.lines().count());
 }
@@ -288,6 +285,111 @@ fn device_epilogue_kernel_matches_cpu() {
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
+            );
+        }
+    }
+}
+
+/// Random pools: (spec, average with count_include_pad, or max when `None`, N×C×H×W).
+fn pool_cases(count: u64) -> Vec<(PoolSpec, Option<bool>, [usize; 4])> {
+    let mut out = Vec::new();
+    let mut i = 0u64;
+    while (out.len() as u64) < count {
+        i += 1;
+        let v = |m: u64, k: u32| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(k) % m) as usize;
+        let kernel = 1 + v(5, 7);
+        let mut spec = PoolSpec::new(kernel, 1 + v(3, 13)).pad(v(kernel as u64 / 2 + 1, 19));
+        if v(2, 23) == 1 {
+            spec = spec.ceil();
+        }
+        let op = [None, Some(true), Some(false)][v(3, 29)];
+        let dims = [1 + v(2, 31), 1 + v(6, 37), 1 + v(14, 41), 1 + v(14, 43)];
+        if dims[2] + 2 * spec.padding >= kernel && dims[3] + 2 * spec.padding >= kernel {
+            out.push((spec, op, dims));
+        }
+    }
+    out
+}
+
+fn pool_layer(spec: PoolSpec, op: Option<bool>, x: &Tensor) -> Tensor {
+    match op {
+        None => MaxPool2d(spec).forward(x).unwrap(),
+        Some(count_include_pad) => AvgPool2d {
+            spec,
+            count_include_pad,
+        }
+        .forward(x)
+        .unwrap(),
+    }
+}
+
+/// The pool op's CPU loop against our CPU pools (themselves checked against PyTorch's loops in
+/// `layers_reference`): padding, ceil mode, both divisor rules.
+#[test]
+fn pool_op_matches_our_cpu_pools() {
+    for (spec, op, dims) in pool_cases(300) {
+        let x = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        let want = pool_layer(spec, op, &x);
+        let (_, _, oh, ow) = want.dims4().unwrap();
+        let i = |v: usize| v as i32;
+        let shape = PoolShape {
+            n: i(dims[0]),
+            c: i(dims[1]),
+            h: i(dims[2]),
+            w: i(dims[3]),
+            out_h: i(oh),
+            out_w: i(ow),
+            kernel: i(spec.kernel),
+            stride: i(spec.stride),
+            pad: i(spec.padding),
+            op: i32::from(op.is_some()),
+            count_include_pad: i32::from(op.unwrap_or(false)),
+        };
+        let got = pool(&x, shape).unwrap();
+        let diff: f32 = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{spec:?} {op:?} {dims:?}: max |diff| {diff}");
+    }
+}
+
+/// On the GPU named by `FERROVISION_TEST_DEVICE`: `MaxPool2d` / `AvgPool2d` there (our kernel on
+/// CUDA, the padded portable path on Metal) against the CPU's, in f32, f16 and bf16.
+#[test]
+fn device_pools_match_cpu() {
+    let Some(dev) = common::test_device() else {
+        return;
+    };
+    for (spec, op, dims) in pool_cases(300) {
+        let x = Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
+            let xr = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            let want = pool_layer(spec, op, &xr);
+            let got = pool_layer(spec, op, &x.to_dtype(dtype).unwrap().to_device(&dev).unwrap())
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            let diff: f32 = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                diff <= tol * 4.0,
+                "{dtype:?} {spec:?} {op:?} {dims:?}: max |diff| {diff}"
             );
         }
     }

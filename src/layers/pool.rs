@@ -98,6 +98,29 @@ impl PoolSpec {
     }
 }
 
+impl PoolSpec {
+    /// Our CUDA kernel ([`crate::kernels::gpu::pool`]): padding, ceil mode and the divisor rule
+    /// in one pass; `op` 0 max, 1 average.
+    fn on_cuda(&self, x: &Tensor, ho: usize, wo: usize, op: i32, count_include_pad: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("pool: {v} exceeds i32")));
+        let shape = crate::kernels::gpu::PoolShape {
+            n: int(n)?,
+            c: int(c)?,
+            h: int(h)?,
+            w: int(w)?,
+            out_h: int(ho)?,
+            out_w: int(wo)?,
+            kernel: int(self.kernel)?,
+            stride: int(self.stride)?,
+            pad: int(self.padding)?,
+            op,
+            count_include_pad: count_include_pad.into(),
+        };
+        crate::kernels::gpu::pool(x, shape)
+    }
+}
+
 /// Pads dimension `dim` with `before` / `after` copies of `value`.
 fn pad_const(x: &Tensor, dim: usize, before: usize, after: usize, value: f64) -> Result<Tensor> {
     if before == 0 && after == 0 {
@@ -132,6 +155,9 @@ impl Module for MaxPool2d {
         let ((ho, wo), (eh, ew)) = s.geometry(h, w, "max pool")?;
         if let Some(y) = s.on_cpu(x, ho, wo, PoolOp::Max)? {
             return Ok(y);
+        }
+        if x.device().is_cuda() {
+            return s.on_cuda(x, ho, wo, 0, true);
         }
         let p = s.padding;
         let xp = pad_const(x, 2, p, p + eh, f64::NEG_INFINITY)?;
@@ -173,6 +199,9 @@ impl Module for AvgPool2d {
         let ((ho, wo), (eh, ew)) = s.geometry(h, w, "average pool")?;
         if let Some(y) = s.on_cpu(x, ho, wo, op)? {
             return Ok(y);
+        }
+        if x.device().is_cuda() {
+            return s.on_cuda(x, ho, wo, 1, self.count_include_pad);
         }
         let p = s.padding;
         let pad2 = |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, p, p + eh)?.pad_with_zeros(3, p, p + ew) };

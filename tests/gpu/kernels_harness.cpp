@@ -1,8 +1,9 @@
-// Runs src/kernels/gpu/depthwise.cu's per-output function (`depthwise_at`, the body of the
-// CUDA kernel) on the CPU, over random shapes, strides, paddings, dilations, activations and the
-// three dtypes, against a naive convolution in double precision; and checks its f16/bf16
-// conversions against the compiler's _Float16 and exhaustively. Built and run by
-// tests/gpu_kernels.rs. Prints one line per check; exits 1 on any mismatch.
+// Runs src/kernels/gpu/kernels.cu's per-output functions (`depthwise_at`, `epilogue_at`,
+// `pool_at`: the bodies of the CUDA kernels) on the CPU, over random shapes, strides, paddings,
+// dilations, ceil modes, activations and the three dtypes, against naive loops in double
+// precision; and checks the f16/bf16 conversions against the compiler's _Float16 and
+// exhaustively. Built and run by tests/gpu_kernels.rs. Prints one line per check; exits 1 on any
+// mismatch.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -92,6 +93,49 @@ double run_epilogue(std::mt19937& rng, const Epilogue& e) {
     return worst;
 }
 
+// PyTorch's output size of a pooling window (with ceil mode's rule that the last window must
+// start inside the input or its left padding)
+static int pool_out(int len, int k, int s, int p, bool ceil_mode) {
+    int span = len + 2 * p - k;
+    if (span < 0) return 0;
+    int out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (out - 1) * s >= len + p) out--;
+    return out;
+}
+
+template <typename T>
+double run_pool(std::mt19937& rng, const Pool& p) {
+    std::uniform_real_distribution<float> u(-3.f, 3.f);
+    std::vector<T> x((size_t)p.n * p.c * p.h * p.w), y((size_t)p.n * p.c * p.out_h * p.out_w);
+    for (auto& v : x) v = round_to<T>(u(rng));
+    for (size_t i = 0; i < y.size(); i++) pool_at(x.data(), y.data(), p, (long long)i);
+    double worst = 0;
+    for (int pl = 0; pl < p.n * p.c; pl++)
+        for (int oy = 0; oy < p.out_h; oy++)
+            for (int ox = 0; ox < p.out_w; ox++) {
+                // every window position, classified one by one
+                double mx = -INFINITY, sum = 0;
+                int in_padded = 0, in_input = 0;
+                for (int ky = 0; ky < p.kernel; ky++)
+                    for (int kx = 0; kx < p.kernel; kx++) {
+                        int iy = oy * p.stride - p.pad + ky, ix = ox * p.stride - p.pad + kx;
+                        if (iy >= -p.pad && iy < p.h + p.pad && ix >= -p.pad && ix < p.w + p.pad) in_padded++;
+                        if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+                        in_input++;
+                        double v = to_f32(x[((size_t)pl * p.h + iy) * p.w + ix]);
+                        mx = std::fmax(mx, v);
+                        sum += v;
+                    }
+                double want = p.op == 0 ? mx : sum / (p.count_include_pad ? in_padded : in_input);
+                double got = to_f32(y[((size_t)pl * p.out_h + oy) * p.out_w + ox]);
+                double diff = std::fabs(got - want), mag = std::fabs(want) + 1.0;
+                worst = std::fmax(worst, diff / mag);
+                CHECK(diff <= eps<T>() * mag, "pool (%d,%d): got %g, want %g (%dx%d k%d s%d p%d op%d cip%d)", oy, ox, got, want,
+                      p.h, p.w, p.kernel, p.stride, p.pad, p.op, p.count_include_pad);
+            }
+    return worst;
+}
+
 int main() {
     // conversions: every f16 pattern survives f16 → f32 → f16, and matches _Float16
     for (unsigned h = 0; h < 65536; h++) {
@@ -168,6 +212,30 @@ int main() {
         ew[2] = std::fmax(ew[2], run_epilogue<bf16>(rng, e));
     }
     std::printf("epilogue: worst |diff| / (|want| + 1): f32 %.2e, f16 %.2e, bf16 %.2e\n", ew[0], ew[1], ew[2]);
+
+    double pw[3] = {0, 0, 0};
+    int pools = 0;
+    for (int t = 0; t < 600; t++) {
+        Pool p;
+        p.n = 1 + rng() % 2;
+        p.c = 1 + rng() % 5;
+        p.h = 1 + rng() % 14;
+        p.w = 1 + rng() % 14;
+        p.kernel = 1 + rng() % 5;
+        p.stride = 1 + rng() % 3;
+        p.pad = rng() % (p.kernel / 2 + 1);
+        p.op = rng() % 2;
+        p.count_include_pad = rng() % 2;
+        bool ceil_mode = rng() % 2;
+        p.out_h = pool_out(p.h, p.kernel, p.stride, p.pad, ceil_mode);
+        p.out_w = pool_out(p.w, p.kernel, p.stride, p.pad, ceil_mode);
+        if (p.out_h <= 0 || p.out_w <= 0) continue;
+        pools++;
+        pw[0] = std::fmax(pw[0], run_pool<float>(rng, p));
+        pw[1] = std::fmax(pw[1], run_pool<f16>(rng, p));
+        pw[2] = std::fmax(pw[2], run_pool<bf16>(rng, p));
+    }
+    std::printf("pool (%d cases): worst |diff| / (|want| + 1): f32 %.2e, f16 %.2e, bf16 %.2e\n", pools, pw[0], pw[1], pw[2]);
     std::printf("%d mismatches\n", failures);
     return failures ? 1 : 0;
 }

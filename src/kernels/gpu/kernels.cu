@@ -2,7 +2,9 @@
 // - depthwise convolution (one k_h×k_w filter per channel) on NCHW data, with its bias and
 //   activation, taps read through the cache: one launch for all channels (candle's grouped
 //   convolution launches one convolution per group: its issue #3389);
-// - a convolution's epilogue: bias, residual and activation in one pass.
+// - a convolution's epilogue: bias, residual and activation in one pass;
+// - max / average pooling with padding, ceil mode and both divisor rules in one pass (candle's
+//   pools have no padding: the portable path pads with −∞ or zeros first).
 //
 // No headers, so NVRTC compiles it as is: f16 and bf16 are carried as their 16-bit patterns and
 // computed in f32. On the GPU the conversions are PTX instructions; elsewhere (the C++ test
@@ -102,7 +104,50 @@ FV_DEVICE void epilogue_at(const T* x, const T* bias, const T* res, T* y, const 
     from_f32(v, &y[i]);
 }
 
+// Max or average pooling over a square window with PyTorch's semantics: symmetric padding
+// (−∞ for max, zeros for average), windows that ceil mode lets hang past the padding clipped,
+// and the average divided either by the window clipped to the padded input
+// (count_include_pad, PyTorch's default) or by the real input elements under it. The output
+// size comes from the caller (PoolSpec). `Pool` in gpu/mod.rs lays it out.
+struct Pool {
+    int n, c, h, w, out_h, out_w, kernel, stride, pad, op, count_include_pad; // op: 0 max, 1 average
+};
+
+template <typename T>
+FV_DEVICE void pool_at(const T* x, T* y, const Pool& p, long long i) {
+    int ox = (int)(i % p.out_w);
+    long long r = i / p.out_w;
+    int oy = (int)(r % p.out_h);
+    long long plane = r / p.out_h;
+    const T* xp = x + plane * p.h * p.w;
+    int h0 = oy * p.stride - p.pad, w0 = ox * p.stride - p.pad;
+    int h1 = h0 + p.kernel < p.h + p.pad ? h0 + p.kernel : p.h + p.pad; // clipped to the padded input
+    int w1 = w0 + p.kernel < p.w + p.pad ? w0 + p.kernel : p.w + p.pad;
+    int padded_count = (h1 - h0) * (w1 - w0);
+    int hs = h0 > 0 ? h0 : 0, ws = w0 > 0 ? w0 : 0, he = h1 < p.h ? h1 : p.h, we = w1 < p.w ? w1 : p.w;
+    float acc = p.op == 0 ? as_float(0xff800000u) : 0.0f; // −∞
+    for (int iy = hs; iy < he; iy++)
+        for (int ix = ws; ix < we; ix++) {
+            float v = to_f32(xp[(long long)iy * p.w + ix]);
+            if (p.op == 0) acc = v > acc || v != v ? v : acc; // NaN propagates, as in PyTorch
+            else acc += v;
+        }
+    if (p.op == 1) acc /= (float)(p.count_include_pad ? padded_count : (he - hs) * (we - ws));
+    from_f32(acc, &y[i]);
+}
+
 #if defined(__CUDA_ARCH__)
+#define POOL(NAME, T)                                                                              \
+    extern "C" __global__ void NAME(const T* x, T* y, Pool p) {                                    \
+        long long total = (long long)p.n * p.c * p.out_h * p.out_w;                                \
+        long long step = (long long)gridDim.x * blockDim.x;                                        \
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) \
+            pool_at(x, y, p, i);                                                                   \
+    }
+POOL(pool_f32, float)
+POOL(pool_f16, f16)
+POOL(pool_bf16, bf16)
+
 #define EPILOGUE(NAME, T)                                                                          \
     extern "C" __global__ void NAME(const T* x, const T* bias, const T* res, T* y, Epilogue e) {   \
         long long step = (long long)gridDim.x * blockDim.x;                                        \

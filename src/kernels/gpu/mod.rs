@@ -3,7 +3,9 @@
 //!   #3389), so a depthwise layer of 960 channels would be 960 launches; ours is one launch for
 //!   all channels, with the layer's bias and activation;
 //! - [`epilogue`]: after candle's convolution, `act(y + bias (+ residual))` in one pass over the
-//!   output instead of one each for the bias, the residual and the activation.
+//!   output instead of one each for the bias, the residual and the activation;
+//! - [`pool`]: max and average pooling with PyTorch's padding, ceil mode and divisor rules in one
+//!   pass (candle's pools have no padding: the portable path pads the input first).
 //!
 //! The source is compiled by NVRTC on first use (no build step beyond candle's). Each op's CPU
 //! side (`cpu_fwd`) is the plain loop its kernel follows line by line; `tests/gpu_kernels.rs`
@@ -14,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::layers::Activation;
 
-/// The CUDA source: `depthwise_{f32,f16,bf16}` and `epilogue_{f32,f16,bf16}`.
+/// The CUDA source: `depthwise_*`, `epilogue_*` and `pool_*`, each for f32, f16 and bf16.
 pub const KERNELS_CU: &str = include_str!("kernels.cu");
 
 /// The kernels' activation code: 0 none, 1 ReLU, 2 ReLU6.
@@ -79,6 +81,39 @@ pub struct EpilogueShape {
     pub residual: i32,
 }
 
+/// A pooling's shape, as the kernel's `Pool` struct lays it out (a square window, symmetric
+/// padding; the output size, ceil mode's included, from the caller).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShape {
+    pub n: i32,
+    pub c: i32,
+    pub h: i32,
+    pub w: i32,
+    pub out_h: i32,
+    pub out_w: i32,
+    pub kernel: i32,
+    pub stride: i32,
+    pub pad: i32,
+    /// 0 max, 1 average.
+    pub op: i32,
+    /// Average: divide by the window clipped to the padded input (1) or by the real input
+    /// elements under it (0).
+    pub count_include_pad: i32,
+}
+
+impl PoolShape {
+    fn outputs(&self) -> usize {
+        [self.n, self.c, self.out_h, self.out_w]
+            .iter()
+            .map(|&d| d as usize)
+            .product()
+    }
+}
+
+#[cfg(feature = "cuda")]
+// SAFETY: as below.
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for PoolShape {}
 #[cfg(feature = "cuda")]
 // SAFETY: `repr(C)` structs of plain integers, passed by value as the kernels' structs.
 unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for DepthwiseGeometry {}
@@ -116,6 +151,82 @@ pub fn epilogue(x: &Tensor, bias: &Tensor, residual: Option<&Tensor>, act: Activ
     let x = x.contiguous()?;
     let r = residual.map_or_else(|| Ok(x.clone()), |r| r.contiguous())?;
     x.apply_op3_no_bwd(&bias.contiguous()?, &r, &Epilogue(shape))
+}
+
+/// Max or average pooling of N×C×H×W `x` (made contiguous first), f32/f16/bf16 on CUDA, f32 on
+/// the CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool(pub PoolShape);
+
+/// Runs [`Pool`].
+pub fn pool(x: &Tensor, shape: PoolShape) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Pool(shape))
+}
+
+impl Pool {
+    fn check(&self, l: &Layout) -> Result<Shape> {
+        let p = &self.0;
+        let d = |v: &[i32]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
+        if !l.is_contiguous() || l.dims() != d(&[p.n, p.c, p.h, p.w]).as_slice() {
+            candle_core::bail!("pool kernel: input of shape {:?}, expected contiguous {p:?}", l.dims())
+        }
+        Ok(Shape::from(d(&[p.n, p.c, p.out_h, p.out_w])))
+    }
+}
+
+impl candle_core::CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "ferrovision-pool"
+    }
+
+    /// The plain loop `pool_at` in `kernels.cu` follows (f32 only).
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let shape = self.check(xl)?;
+        let CpuStorage::F32(x) = xs else {
+            candle_core::bail!("pool kernel: the CPU version takes f32 only")
+        };
+        let x = &x[xl.start_offset()..];
+        let p = &self.0;
+        let [h, w, oh, ow] = [p.h, p.w, p.out_h, p.out_w].map(|d| d as usize);
+        let y = (0..p.outputs())
+            .map(|i| {
+                let (ox, oy, plane) = ((i % ow) as i32, ((i / ow) % oh) as i32, i / ow / oh);
+                let (h0, w0) = (oy * p.stride - p.pad, ox * p.stride - p.pad);
+                // clipped to the padded input
+                let (h1, w1) = ((h0 + p.kernel).min(p.h + p.pad), (w0 + p.kernel).min(p.w + p.pad));
+                let padded_count = (h1 - h0) * (w1 - w0);
+                let (hs, ws, he, we) = (h0.max(0), w0.max(0), h1.min(p.h), w1.min(p.w));
+                let mut acc = if p.op == 0 { f32::NEG_INFINITY } else { 0.0 };
+                for iy in hs..he {
+                    for ix in ws..we {
+                        let v = x[plane * h * w + iy as usize * w + ix as usize];
+                        acc = match p.op {
+                            0 if v > acc || v.is_nan() => v, // NaN propagates, as in PyTorch
+                            0 => acc,
+                            _ => acc + v,
+                        };
+                    }
+                }
+                if p.op == 1 {
+                    let count = if p.count_include_pad != 0 {
+                        padded_count
+                    } else {
+                        (he - hs) * (we - ws)
+                    };
+                    acc /= count as f32;
+                }
+                acc
+            })
+            .collect();
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, xs: &candle_core::CudaStorage, xl: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let shape = self.check(xl)?;
+        let y = cuda::launch("pool", [xs], [xl], self.0.outputs(), self.0)?;
+        Ok((y, shape))
+    }
 }
 
 /// Each operand's layout must be contiguous with these dims.
@@ -271,12 +382,12 @@ mod cuda {
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, DType, Layout, Result};
 
-    /// Launches `{kernel}_{dtype}(a, b, c, y, params)` over `outputs` values (one thread each,
-    /// grid-stride) on three operands of one dtype; returns `y`.
-    pub fn launch<P: DeviceRepr + Copy>(
+    /// Launches `{kernel}_{dtype}(operands..., y, params)` over `outputs` values (one thread
+    /// each, grid-stride) on `K` operands of one dtype; returns `y`.
+    pub fn launch<P: DeviceRepr + Copy, const K: usize>(
         kernel: &str,
-        s: [&CudaStorage; 3],
-        l: [&Layout; 3],
+        s: [&CudaStorage; K],
+        l: [&Layout; K],
         outputs: usize,
         params: P,
     ) -> Result<CudaStorage> {
@@ -289,9 +400,11 @@ mod cuda {
         };
         macro_rules! run {
             ($t:ty, $suffix:literal) => {{
-                let a = s[0].as_cuda_slice::<$t>()?.slice(l[0].start_offset()..);
-                let b = s[1].as_cuda_slice::<$t>()?.slice(l[1].start_offset()..);
-                let c = s[2].as_cuda_slice::<$t>()?.slice(l[2].start_offset()..);
+                let operands = s
+                    .iter()
+                    .zip(l)
+                    .map(|(s, l)| Ok(s.as_cuda_slice::<$t>()?.slice(l.start_offset()..)))
+                    .collect::<Result<Vec<_>>>()?;
                 // SAFETY: the kernel writes every one of the `outputs` values
                 let y = unsafe { dev.alloc::<$t>(outputs)? };
                 let func = dev.get_or_load_custom_func(
@@ -300,9 +413,9 @@ mod cuda {
                     super::ptx()?,
                 )?;
                 let mut builder = func.builder();
-                builder.arg(&a);
-                builder.arg(&b);
-                builder.arg(&c);
+                for o in &operands {
+                    builder.arg(o);
+                }
                 builder.arg(&y);
                 builder.arg(&params);
                 // SAFETY: the caller checked the operands' shapes against `params`

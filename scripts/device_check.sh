@@ -23,7 +23,10 @@ mkdir -p /work
 NV=$(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null)
 LIBS=$([ -n "$NV" ] && find $NV -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH=${LIBS}/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for f in "$C"/bin/*.xz; do xz -dkf -T0 "$f"; done
+for f in "$C"/bin/*.xz; do # xz, or Python's lzma where the image lacks xz
+    xz -dkf -T0 "$f" 2>/dev/null ||
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], "wb"))' "$f"
+done
 chmod +x "$C"/bin/*
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/env.txt"
 FV=$C/bin/ferrovision-cudnn

@@ -44,6 +44,14 @@ if step smoke; then
     echo "== smoke $(el)"
     timeout 60 "$FV" bench --model mobilenet_v2 --device cuda --batch 1,8 --runs 3 2>&1 | tee -a "$OUT/tests.log"
     timeout 60 "$FV" bench --model resnet50 --device cuda --weights-dtype f16 --batch 8 --runs 3 2>&1 | tee -a "$OUT/tests.log"
+    # the CLI end to end: the real MobileNet v2 on the photos, f32 and f16 on the GPU
+    S=/work/shared
+    python3 scripts/convert_weights.py tflite "$S/models/tflite/mobilenet_v2_1.0_224_quant.tflite" \
+        --labels "$S/data/labels/imagenet_1001_tfslim.txt" --out /tmp/mnv2.safetensors > /dev/null &&
+        for dt in f32 f16; do
+            timeout 60 "$FV" classify --weights /tmp/mnv2.safetensors --device cuda --weights-dtype $dt \
+                --top-k 1 --format csv "$S/data/images" 2>&1 | tee -a "$OUT/tests.log"
+        done
 fi
 if step kernels; then
     echo "== gpu_kernels $(el)"

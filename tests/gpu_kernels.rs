@@ -45,6 +45,25 @@ fn cuda_source_matches_naive_loops_as_cpp() {
     );
 }
 
+/// max |t|.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// max |a − b|, `a` brought to the CPU in f32 first (a NaN anywhere gives NaN, which fails
+/// every `<=`).
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+    max_abs(&(a - b).unwrap())
+}
+
 /// Random depthwise cases: (geometry, the far side's padding).
 fn cases(count: usize) -> Vec<(DepthwiseGeometry, (i32, i32))> {
     let mut s = 0x9e37_79b9_u64;
@@ -118,16 +137,7 @@ fn depthwise_op_matches_candle_grouped_convolution() {
             want = want.clamp(0f32, 6f32).unwrap();
         }
         assert_eq!(got.dims(), want.dims(), "{g:?}");
-        let diff: f32 = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(&got, &want);
         assert!(diff < 1e-4, "{g:?}: max |diff| {diff}");
     }
 }
@@ -161,32 +171,9 @@ fn device_depthwise_kernel_matches_cpu() {
             let f = |t: &Tensor| r(t).to_dtype(DType::F32).unwrap();
             let want = depthwise(&f(&x), &f(&w), &f(&b), g).unwrap();
             let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
-            let got = depthwise(&on(&x), &on(&w), &on(&b), g)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&Device::Cpu)
-                .unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                + 1.0;
-            let diff: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let got = depthwise(&on(&x), &on(&w), &on(&b), g).unwrap();
+            let scale = max_abs(&want) + 1.0;
+            let diff = max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {g:?}: max |diff| {diff} (scale {scale})"
@@ -223,16 +210,7 @@ fn epilogue_op_matches_candle_ops() {
             want = (want + &r).unwrap();
         }
         let want = act.apply(&want).unwrap();
-        let diff: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(&got, &want);
         assert!(
             diff < 1e-5,
             "{dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
@@ -256,32 +234,9 @@ fn device_epilogue_kernel_matches_cpu() {
             let want = epilogue(&f(&x), &f(&b), with_residual.then(|| f(&r)).as_ref(), act).unwrap();
             let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
             let rd = on(&r);
-            let got = epilogue(&on(&x), &on(&b), with_residual.then_some(&rd), act)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&Device::Cpu)
-                .unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                + 1.0;
-            let diff: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let got = epilogue(&on(&x), &on(&b), with_residual.then_some(&rd), act).unwrap();
+            let scale = max_abs(&want) + 1.0;
+            let diff = max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
@@ -346,16 +301,7 @@ fn pool_op_matches_our_cpu_pools() {
             count_include_pad: i32::from(op.unwrap_or(false)),
         };
         let got = pool(&x, shape).unwrap();
-        let diff: f32 = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(&got, &want);
         assert!(diff < 1e-5, "{spec:?} {op:?} {dims:?}: max |diff| {diff}");
     }
 }
@@ -372,21 +318,8 @@ fn device_pools_match_cpu() {
         for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
             let xr = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
             let want = pool_layer(spec, op, &xr);
-            let got = pool_layer(spec, op, &x.to_dtype(dtype).unwrap().to_device(&dev).unwrap())
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&Device::Cpu)
-                .unwrap();
-            let diff: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let got = pool_layer(spec, op, &x.to_dtype(dtype).unwrap().to_device(&dev).unwrap());
+            let diff = max_diff(&got, &want);
             assert!(
                 diff <= tol * 4.0,
                 "{dtype:?} {spec:?} {op:?} {dims:?}: max |diff| {diff}"

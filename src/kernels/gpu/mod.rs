@@ -57,12 +57,14 @@ pub struct DepthwiseGeometry {
     pub act: i32,
 }
 
+/// How many values an N×C×H×W output has.
+fn count(dims: [i32; 4]) -> usize {
+    dims.iter().map(|&d| d as usize).product()
+}
+
 impl DepthwiseGeometry {
     fn outputs(&self) -> usize {
-        [self.n, self.c, self.out_h, self.out_w]
-            .iter()
-            .map(|&d| d as usize)
-            .product()
+        count([self.n, self.c, self.out_h, self.out_w])
     }
 }
 
@@ -104,10 +106,7 @@ pub struct PoolShape {
 
 impl PoolShape {
     fn outputs(&self) -> usize {
-        [self.n, self.c, self.out_h, self.out_w]
-            .iter()
-            .map(|&d| d as usize)
-            .product()
+        count([self.n, self.c, self.out_h, self.out_w])
     }
 }
 
@@ -323,6 +322,18 @@ impl CustomOp3 for Depthwise {
     }
 }
 
+impl Epilogue {
+    fn check(&self, l: [&Layout; 3]) -> Result<()> {
+        let (e, dims) = (&self.0, l[0].dims().to_vec());
+        let fits = matches!(dims.as_slice(), &[n, c, h, w]
+            if c == e.channels as usize && h * w == e.plane as usize && n * c * h * w == e.total as usize);
+        if !fits {
+            candle_core::bail!("epilogue kernel: input of shape {dims:?}, expected {e:?}")
+        }
+        check_layouts("epilogue", l, [dims.clone(), vec![e.channels as usize], dims])
+    }
+}
+
 impl CustomOp3 for Epilogue {
     fn name(&self) -> &'static str {
         "ferrovision-epilogue"
@@ -338,11 +349,7 @@ impl CustomOp3 for Epilogue {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check_layouts(
-            "epilogue",
-            [xl, bl, rl],
-            [xl.dims().to_vec(), vec![self.0.channels as usize], xl.dims().to_vec()],
-        )?;
+        self.check([xl, bl, rl])?;
         let (x, b, r) = f32_operands("epilogue", [xs, bs, rs], [xl, bl, rl])?;
         let e = &self.0;
         let (plane, c) = (e.plane as usize, e.channels as usize);
@@ -365,11 +372,7 @@ impl CustomOp3 for Epilogue {
         rs: &candle_core::CudaStorage,
         rl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        check_layouts(
-            "epilogue",
-            [xl, bl, rl],
-            [xl.dims().to_vec(), vec![self.0.channels as usize], xl.dims().to_vec()],
-        )?;
+        self.check([xl, bl, rl])?;
         let y = cuda::launch("epilogue", [xs, bs, rs], [xl, bl, rl], self.0.total as usize, self.0)?;
         Ok((y, xl.shape().clone()))
     }

@@ -79,6 +79,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let vb = VarBuilder::from_backend(Box::new(Synthetic::new("bench")), storage, device.clone());
     let net = ferrovision::model::build_arch(arch, &opts, vb)?;
     ferrovision::kernels::trim_freed_memory();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     for &batch in &args.batch {
         let x = synthetic::input("bench", &[batch, 3, size, size], &device)?.to_dtype(compute)?;
         // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
@@ -98,9 +101,6 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         let ms_per_image = median * 1e3 / batch as f64;
-        let threads = args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
         // multiply-adds per image, from one traced pass (each layer reports its own)
         let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&x));

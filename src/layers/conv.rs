@@ -553,9 +553,8 @@ impl Conv2d {
 
     /// A depthwise convolution with its bias and activation in one launch of our CUDA kernel.
     fn forward_depthwise_gpu(&self, x: &Tensor, bias: &Tensor, g: &ConvGeometry, act: Activation) -> Result<Tensor> {
-        let i32_of = |v: usize| {
-            i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("conv `{}`: {v} exceeds i32", self.name)))
-        };
+        let what = format!("conv `{}`", self.name);
+        let i32_of = |v: usize| crate::kernels::gpu::to_i32(v, &what);
         let geometry = crate::kernels::gpu::DepthwiseGeometry {
             n: i32_of(g.batch)?,
             c: i32_of(g.in_channels)?,

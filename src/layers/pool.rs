@@ -100,10 +100,14 @@ impl PoolSpec {
 
 impl PoolSpec {
     /// Our CUDA kernel ([`crate::kernels::gpu::pool`]): padding, ceil mode and the divisor rule
-    /// in one pass; `op` 0 max, 1 average.
-    fn on_cuda(&self, x: &Tensor, ho: usize, wo: usize, op: i32, count_include_pad: bool) -> Result<Tensor> {
+    /// in one pass.
+    fn on_cuda(&self, x: &Tensor, ho: usize, wo: usize, op: PoolOp) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("pool: {v} exceeds i32")));
+        let int = |v: usize| crate::kernels::gpu::to_i32(v, "pool");
+        let (op, count_include_pad) = match op {
+            PoolOp::Max => (0, false),
+            PoolOp::Avg { count_include_pad } => (1, count_include_pad),
+        };
         let shape = crate::kernels::gpu::PoolShape {
             n: int(n)?,
             c: int(c)?,
@@ -157,7 +161,7 @@ impl Module for MaxPool2d {
             return Ok(y);
         }
         if x.device().is_cuda() {
-            return s.on_cuda(x, ho, wo, 0, true);
+            return s.on_cuda(x, ho, wo, PoolOp::Max);
         }
         let p = s.padding;
         let xp = pad_const(x, 2, p, p + eh, f64::NEG_INFINITY)?;
@@ -201,7 +205,7 @@ impl Module for AvgPool2d {
             return Ok(y);
         }
         if x.device().is_cuda() {
-            return s.on_cuda(x, ho, wo, 1, self.count_include_pad);
+            return s.on_cuda(x, ho, wo, op);
         }
         let p = s.padding;
         let pad2 = |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, p, p + eh)?.pad_with_zeros(3, p, p + ew) };

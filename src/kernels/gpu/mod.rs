@@ -28,13 +28,19 @@ pub fn act_code(act: Activation) -> i32 {
     }
 }
 
+/// The activation of one value, from its [`act_code`] (the CPU loops).
 fn activate(v: f32, act: i32) -> f32 {
-    let v = if act >= 1 { v.max(0.0) } else { v };
-    if act == 2 {
-        v.min(6.0)
-    } else {
-        v
-    }
+    let act = match act {
+        0 => Activation::None,
+        1 => Activation::Relu,
+        _ => Activation::Relu6,
+    };
+    act.of(v)
+}
+
+/// `v` as the kernels' i32, or an error naming `what` (a layer) where it does not fit.
+pub fn to_i32(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{what}: {v} exceeds the GPU kernels' i32")))
 }
 
 /// A depthwise convolution's shape, as the kernel's `Geometry` struct lays it out.
@@ -57,9 +63,14 @@ pub struct DepthwiseGeometry {
     pub act: i32,
 }
 
+/// Dimensions as usize.
+fn dims(v: &[i32]) -> Vec<usize> {
+    v.iter().map(|&d| d as usize).collect()
+}
+
 /// How many values an N×C×H×W output has.
-fn count(dims: [i32; 4]) -> usize {
-    dims.iter().map(|&d| d as usize).product()
+fn count(v: [i32; 4]) -> usize {
+    dims(&v).iter().product()
 }
 
 impl DepthwiseGeometry {
@@ -139,11 +150,10 @@ pub struct Epilogue(pub EpilogueShape);
 /// Runs [`Epilogue`]: `act(x + bias + residual)`, `x` N×C×H×W, `bias` C.
 pub fn epilogue(x: &Tensor, bias: &Tensor, residual: Option<&Tensor>, act: Activation) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("epilogue: {v} exceeds i32")));
     let shape = EpilogueShape {
         total: (n * c * h * w) as i64,
-        channels: int(c)?,
-        plane: int(h * w)?,
+        channels: to_i32(c, "epilogue")?,
+        plane: to_i32(h * w, "epilogue")?,
         act: act_code(act),
         residual: residual.is_some().into(),
     };
@@ -165,11 +175,10 @@ pub fn pool(x: &Tensor, shape: PoolShape) -> Result<Tensor> {
 impl Pool {
     fn check(&self, l: &Layout) -> Result<Shape> {
         let p = &self.0;
-        let d = |v: &[i32]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
-        if !l.is_contiguous() || l.dims() != d(&[p.n, p.c, p.h, p.w]).as_slice() {
+        if !l.is_contiguous() || l.dims() != dims(&[p.n, p.c, p.h, p.w]).as_slice() {
             candle_core::bail!("pool kernel: input of shape {:?}, expected contiguous {p:?}", l.dims())
         }
-        Ok(Shape::from(d(&[p.n, p.c, p.out_h, p.out_w])))
+        Ok(Shape::from(dims(&[p.n, p.c, p.out_h, p.out_w])))
     }
 }
 
@@ -257,10 +266,9 @@ fn f32_operands<'a>(op: &str, s: [&'a CpuStorage; 3], l: [&Layout; 3]) -> Result
 impl Depthwise {
     fn check(&self, layouts: [&Layout; 3]) -> Result<Shape> {
         let g = &self.0;
-        let d = |v: &[i32]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
-        let want = [d(&[g.n, g.c, g.h, g.w]), d(&[g.c, 1, g.k_h, g.k_w]), d(&[g.c])];
+        let want = [dims(&[g.n, g.c, g.h, g.w]), dims(&[g.c, 1, g.k_h, g.k_w]), dims(&[g.c])];
         check_layouts("depthwise", layouts, want)?;
-        Ok(Shape::from(d(&[g.n, g.c, g.out_h, g.out_w])))
+        Ok(Shape::from(dims(&[g.n, g.c, g.out_h, g.out_w])))
     }
 }
 

@@ -5,44 +5,132 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
-use ferrovision::kernels::gpu::{depthwise, epilogue, pool, DepthwiseGeometry, PoolShape};
+use ferrovision::kernels::gpu::{depthwise, epilogue, pool, DepthwiseGeometry, EpilogueShape, PoolShape};
 use ferrovision::layers::{Activation, AvgPool2d, MaxPool2d, PoolSpec};
 
-/// `kernels.cu`'s kernel bodies, compiled as C++ (`$CXX` or g++) by
-/// `tests/gpu/kernels_harness.cpp`, agree with naive loops (the depthwise convolution, the
-/// epilogue) in f32, f16 and bf16 over random shapes, and the f16/bf16 conversions with the
-/// compiler's `_Float16` and round-to-nearest-even.
+/// `tests/gpu/kernels_harness.cpp` (which includes `kernels.cu`) built by `$CXX` or g++, once
+/// per test process; `None` (skipped with a message) where no compiler runs, outside CI.
+fn harness() -> Option<&'static Path> {
+    static EXE: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    let built = EXE.get_or_init(|| {
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("kernels_harness");
+        let built = Command::new(&cxx)
+            .args(["-O2", "-std=c++17", "-o"])
+            .arg(&exe)
+            .arg(format!("{root}/tests/gpu/kernels_harness.cpp"))
+            .output();
+        match built {
+            Ok(b) => {
+                assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+                Some((dir, exe))
+            }
+            Err(e) => {
+                assert!(!common::in_ci(), "CI=true but `{cxx}` cannot run: {e}");
+                eprintln!("SKIPPED: no C++ compiler (`{cxx}`: {e})");
+                None
+            }
+        }
+    });
+    built.as_ref().map(|(_, exe)| exe.as_path())
+}
+
+/// `kernels.cu`'s kernel bodies, compiled as C++ by [`harness`], agree with naive loops (the
+/// depthwise convolution, the epilogue, the pools) in f32, f16 and bf16 over random shapes, and
+/// the f16/bf16 conversions with the compiler's `_Float16` and round-to-nearest-even.
 #[test]
 fn cuda_source_matches_naive_loops_as_cpp() {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("kernels_harness");
-    let built = Command::new(&cxx)
-        .args(["-O2", "-std=c++17", "-o"])
-        .arg(&exe)
-        .arg(format!("{root}/tests/gpu/kernels_harness.cpp"))
-        .output();
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            assert!(!common::in_ci(), "CI=true but `{cxx}` cannot run: {e}");
-            eprintln!("SKIPPED: no C++ compiler (`{cxx}`: {e})");
-            return;
-        }
-    };
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let run = Command::new(&exe).output().unwrap();
+    let Some(exe) = harness() else { return };
+    let run = Command::new(exe).output().unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
     println!("{out}");
     assert!(
         run.status.success(),
         "the kernel disagrees with the naive convolution:\n{out}"
     );
+}
+
+/// The bytes of a `#[repr(C)]` parameter struct as the launch passes them (the structs are
+/// all i32/i64 fields with no padding, so every byte is initialised).
+fn bytes_hex<T: Copy>(v: &T) -> String {
+    // SAFETY: `T` is a plain `repr(C)` struct of integers without padding; read as bytes
+    let bytes = unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The kernels' parameter structs in `gpu/mod.rs` and `kernels.cu` agree byte for byte: each
+/// Rust value (distinct numbers in every field), read back by the C++ struct of the same
+/// name, gives the same fields, size and alignment. A field added, dropped or moved on one side
+/// only would otherwise be seen first on a GPU, as wrong outputs.
+#[test]
+fn kernel_parameter_structs_match_cuda_layout() {
+    fn check<T: Copy + std::fmt::Debug>(exe: &Path, cuda_name: &str, v: T) {
+        let out = Command::new(exe)
+            .args(["abi", cuda_name, &bytes_hex(&v)])
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        let debug = format!("{v:?}");
+        let fields = &debug[debug.find('{').unwrap()..];
+        let want = format!(
+            "{fields} size {} align {}",
+            std::mem::size_of::<T>(),
+            std::mem::align_of::<T>()
+        );
+        println!("{cuda_name}: {}", got.trim());
+        assert!(
+            out.status.success() && got.trim() == want,
+            "{cuda_name}: C++ read\n  {}\nRust wrote\n  {want}",
+            got.trim()
+        );
+    }
+    let Some(exe) = harness() else { return };
+    let g = DepthwiseGeometry {
+        n: 1,
+        c: 2,
+        h: 3,
+        w: 4,
+        out_h: 5,
+        out_w: 6,
+        k_h: 7,
+        k_w: 8,
+        stride: 9,
+        dilation: 10,
+        pad_top: 11,
+        pad_left: 12,
+        act: 13,
+    };
+    check(exe, "Geometry", g);
+    let e = EpilogueShape {
+        total: (1 << 40) + 1,
+        channels: 2,
+        plane: 3,
+        act: 4,
+        residual: 5,
+    };
+    check(exe, "Epilogue", e);
+    let p = PoolShape {
+        n: 1,
+        c: 2,
+        h: 3,
+        w: 4,
+        out_h: 5,
+        out_w: 6,
+        kernel: 7,
+        stride: 8,
+        pad: 9,
+        op: 10,
+        count_include_pad: 11,
+    };
+    check(exe, "Pool", p);
 }
 
 /// max |t|.

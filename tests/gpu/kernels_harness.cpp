@@ -4,6 +4,10 @@
 // precision; and checks the f16/bf16 conversions against the compiler's _Float16 and
 // exhaustively. Built and run by tests/gpu_kernels.rs. Prints one line per check; exits 1 on any
 // mismatch.
+//
+// `kernels_harness abi NAME HEX`: reads the bytes of a parameter struct as Rust passes it to the
+// kernel (HEX, from gpu/mod.rs's `#[repr(C)]` twin) into kernels.cu's `NAME`, and prints its
+// fields by name in Rust's Debug form, then its size and alignment.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -136,7 +140,51 @@ double run_pool(std::mt19937& rng, const Pool& p) {
     return worst;
 }
 
-int main() {
+// `hex` (two digits per byte) into `s`, when it holds exactly sizeof(S) bytes
+template <typename S> bool from_hex(const char* hex, S* s) {
+    size_t given = std::strlen(hex) / 2;
+    if (std::strlen(hex) != 2 * sizeof(S)) {
+        std::printf("%zu bytes given, sizeof %zu\n", given, sizeof(S));
+        return false;
+    }
+    unsigned char* p = reinterpret_cast<unsigned char*>(s);
+    for (size_t i = 0; i < sizeof(S); i++) {
+        unsigned v;
+        if (std::sscanf(hex + 2 * i, "%2x", &v) != 1) return false;
+        p[i] = (unsigned char)v;
+    }
+    return true;
+}
+
+static int abi(const char* name, const char* hex) {
+    if (!std::strcmp(name, "Geometry")) {
+        Geometry g;
+        if (!from_hex(hex, &g)) return 1;
+        std::printf("{ n: %d, c: %d, h: %d, w: %d, out_h: %d, out_w: %d, k_h: %d, k_w: %d, stride: %d, dilation: %d, "
+                    "pad_top: %d, pad_left: %d, act: %d } size %zu align %zu\n",
+                    g.n, g.c, g.h, g.w, g.out_h, g.out_w, g.k_h, g.k_w, g.stride, g.dilation, g.pad_top, g.pad_left,
+                    g.act, sizeof g, alignof(Geometry));
+    } else if (!std::strcmp(name, "Epilogue")) {
+        Epilogue e;
+        if (!from_hex(hex, &e)) return 1;
+        std::printf("{ total: %lld, channels: %d, plane: %d, act: %d, residual: %d } size %zu align %zu\n", e.total,
+                    e.channels, e.plane, e.act, e.residual, sizeof e, alignof(Epilogue));
+    } else if (!std::strcmp(name, "Pool")) {
+        Pool p;
+        if (!from_hex(hex, &p)) return 1;
+        std::printf("{ n: %d, c: %d, h: %d, w: %d, out_h: %d, out_w: %d, kernel: %d, stride: %d, pad: %d, op: %d, "
+                    "count_include_pad: %d } size %zu align %zu\n",
+                    p.n, p.c, p.h, p.w, p.out_h, p.out_w, p.kernel, p.stride, p.pad, p.op, p.count_include_pad,
+                    sizeof p, alignof(Pool));
+    } else {
+        std::printf("no struct %s\n", name);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc == 4 && !std::strcmp(argv[1], "abi")) return abi(argv[2], argv[3]);
     // conversions: every f16 pattern survives f16 → f32 → f16, and matches _Float16
     for (unsigned h = 0; h < 65536; h++) {
         f16 v{(unsigned short)h};

@@ -9,6 +9,8 @@ PyTorch runs as a user gets it: NCHW, `cudnn.benchmark` off (its default); `--cu
 turns it on as well and reports both.
 
 Prints a Markdown table (and writes it with --out) and the raw numbers as JSON (--json).
+With --profile, instead: where the time goes at the largest batch, ours (`bench --profile`, each
+layer timed up to a device synchronisation) next to PyTorch's profiler (CUDA time per operator).
 Needs torch and torchvision with CUDA; no weights are downloaded.
 
     python3 scripts/bench_gpu.py --bin target/release/ferrovision --out bench_gpu.md
@@ -57,14 +59,9 @@ def ours(binary, model, batches, dtype, runs, timeout):
 
 def torch_eager(name, size, batches, dtype, runs, cudnn_benchmark):
     import torch
-    import torchvision
 
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    kwargs = {"weights": None}
-    if name in ("googlenet", "inception_v3"):
-        kwargs.update(aux_logits=False, init_weights=False)
-    tdtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    model = torchvision.models.get_model(name, **kwargs).eval().cuda().to(tdtype)
+    model, tdtype = torchvision_model(name, dtype)
     out = {}
     with torch.inference_mode():
         for b in batches:
@@ -85,6 +82,57 @@ def torch_eager(name, size, batches, dtype, runs, cudnn_benchmark):
     return out
 
 
+def profiles(args, archs, batch, dtypes):
+    """Ours and PyTorch's per-operator times, one block of text per architecture and dtype."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    for model, tv, size in archs:
+        for dtype in dtypes:
+            print(f"## {model} {dtype}, batch {batch}\n", flush=True)
+            cmd = [args.bin, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
+                   "--batch", str(batch), "--runs", "3", "--profile", "--top", "15"]
+            try:
+                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                print(res.stdout if res.returncode == 0 else f"ours: exit {res.returncode}: {res.stderr[-400:]}")
+            except subprocess.TimeoutExpired:
+                print(f"ours: timed out after {args.timeout} s")
+            if not tv:
+                continue
+            net, tdtype = torchvision_model(tv, dtype)
+            with torch.inference_mode():
+                x = torch.randn(batch, 3, size, size, device="cuda", dtype=tdtype)
+                for _ in range(2):
+                    net(x)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    for _ in range(3):
+                        net(x)
+                    torch.cuda.synchronize()
+            print("PyTorch eager, 3 passes (times are totals over the 3):")
+            events = prof.key_averages()
+            for key in ("self_device_time_total", "self_cuda_time_total"):
+                try:
+                    print(events.table(sort_by=key, row_limit=15), flush=True)
+                    break
+                except (AttributeError, KeyError, ValueError):
+                    continue
+            del net, x
+            torch.cuda.empty_cache()
+
+
+def torchvision_model(name, dtype):
+    """torchvision's `name` with random weights, in eval mode on the GPU in `dtype`; and the dtype."""
+    import torch
+    import torchvision
+
+    kwargs = {"weights": None}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    tdtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    return torchvision.models.get_model(name, **kwargs).eval().cuda().to(tdtype), tdtype
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/ferrovision")
@@ -96,6 +144,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=240, help="seconds for one ferrovision run")
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write the raw numbers here")
+    ap.add_argument("--profile", action="store_true", help="per-operator profiles at the largest batch instead")
     args = ap.parse_args()
 
     import torch
@@ -104,6 +153,10 @@ def main():
     dtypes = args.dtypes.split(",")
     archs = [a for a in ARCHS if not args.only or a[0] in args.only.split(",")]
     gpu = torch.cuda.get_device_name(0)
+    if args.profile:
+        print(f"GPU: {gpu}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}\n")
+        profiles(args, archs, max(batches), dtypes)
+        return
     rows, raw = [], []
     for model, tv, size in archs:
         for dtype in dtypes:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call of the device tool (a lent GPU machine, which has no Rust and no network): unpacks
 # the CUDA build that scripts/prepare_device_carry.sh put in .devcarry/, runs the GPU tests and
-# the GPU benchmark, and leaves logs and tables in $OUT (7 files: the tool returns at most 8).
+# the GPU benchmark, and leaves logs and tables in $OUT (8 files: the tool returns at most 8).
 #
 #   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 500)
 #
@@ -10,7 +10,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 C=$PWD/.devcarry
-STEPS=${STEPS:-smoke,kernels,parity,photos,bench}
+STEPS=${STEPS:-smoke,kernels,parity,photos,bench,profile,rest}
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s]"; }
 
@@ -65,13 +65,23 @@ if step photos; then
     echo "== real photos $(el)"
     timeout 90 "$C/bin/real_weights" device_keeps --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E "top-1|test result|panicked" | tail -40
 fi
+# the targets first (resnet50, mobilenet_v2), where their time goes (ours per layer type
+# next to PyTorch's profiler, batch 256 f16), then the other architectures while the time box
+# lasts; each table is rewritten after every model, so a cut-off run keeps its cells
 if step bench; then
-    # the targets first (resnet50, mobilenet_v2), then the other architectures while the
-    # time box lasts; each table is rewritten after every model, so a cut-off run keeps its cells
     echo "== bench $(el)"
     timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 \
         --out "$OUT/bench_gpu_core.md" --json "$OUT/bench_gpu_core.json" 2> "$OUT/bench_gpu_core.err"
     cat "$OUT/bench_gpu_core.md"
+fi
+if step profile; then
+    echo "== profile $(el)"
+    PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-60} python3 scripts/bench_gpu.py --bin "$FV" --profile \
+        --only resnet50,mobilenet_v2 --batches 256 --dtypes f16 > "$OUT/profile.txt" 2>&1
+    grep -E "^## |ms/image \(median" "$OUT/profile.txt"
+fi
+if step rest; then
+    echo "== bench, other architectures $(el)"
     timeout ${BENCH_REST_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" \
         --only resnet18,vgg16,squeezenet1_1,googlenet,inception_v3,alexnet,mobilenet_v1 \
         --out "$OUT/bench_gpu_rest.md" 2> "$OUT/bench_gpu_rest.err"

@@ -37,7 +37,8 @@ pub struct Event {
     /// The output, when the tracer asked to keep it.
     pub tensor: Option<Tensor>,
     /// Wall time since the previous event (or the start of the trace): the layer's own work, or
-    /// for a block, what it does after its last child (a residual add, a concat).
+    /// for a block, what it does after its last child (a residual add, a concat). On a GPU
+    /// each traced layer waits for the device, so this is its work up to completion.
     pub elapsed: Duration,
 }
 
@@ -130,6 +131,13 @@ pub(crate) fn record_output(
 ) {
     TRACER.with(|t| {
         if let Some(tr) = t.borrow_mut().as_mut() {
+            if let Output::Tensor(y) = &out {
+                if !y.device().is_cpu() {
+                    // a GPU runs asynchronously: the layer's time lasts until its work is done
+                    // (an error here shows again at the pass's own synchronisation)
+                    let _ = y.device().synchronize();
+                }
+            }
             let (shape, tensor) = match out {
                 Output::Tensor(y) => (y.dims().to_vec(), (tr.keep)(name).then(|| y.clone())),
                 Output::Shape(s) => (s.to_vec(), None),

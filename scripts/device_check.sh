@@ -58,8 +58,19 @@ if step kernels; then
     timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee -a "$OUT/tests.log" | grep -E "^test |test result|panicked"
 fi
 if step parity; then
-    echo "== parity device:: $(el)"
-    timeout 200 "$C/bin/parity" device:: --test-threads 4 2>&1 | tee -a "$OUT/tests.log" | grep -E "test result|FAILED|panicked" | head -20
+    # f32 as the issue means it first: NVIDIA_TF32_OVERRIDE=0, since cuDNN's default math may use
+    # TF32 for f32 convolutions from Ampere on; then with TF32 allowed (cuDNN's and PyTorch's
+    # default), for the record. Each case prints max|diff|/max|logit|; the worst is shown.
+    for tf32 in off allowed; do
+        echo "== parity device::, TF32 $tf32 $(el)"
+        (
+            [ $tf32 = off ] && export NVIDIA_TF32_OVERRIDE=0
+            timeout 200 "$C/bin/parity" device:: --test-threads 4 --nocapture
+        ) > /tmp/parity.log 2>&1
+        cat /tmp/parity.log >> "$OUT/tests.log"
+        grep -E "test result|FAILED|panicked" /tmp/parity.log | head -20
+        echo "worst max|diff|/max|logit|: $(grep 'max|diff|' /tmp/parity.log | grep -oE '[0-9.]+e[-+][0-9]+' | sort -g | tail -1)"
+    done
 fi
 if step photos; then
     echo "== real photos $(el)"

@@ -68,7 +68,8 @@ if step parity; then
             timeout 200 "$C/bin/parity" device:: --test-threads 4 --nocapture
         ) > /tmp/parity.log 2>&1
         cat /tmp/parity.log >> "$OUT/tests.log"
-        grep -E "test result|FAILED|panicked" /tmp/parity.log | head -20
+        grep -E "FAILED|panicked" /tmp/parity.log | head -12
+        grep "test result" /tmp/parity.log
         echo "worst max|diff|/max|logit|: $(grep 'max|diff|' /tmp/parity.log | grep -oE '[0-9.]+e[-+][0-9]+' | sort -g | tail -1)"
     done
 fi
@@ -89,6 +90,13 @@ if step profile; then
     echo "== profile $(el)"
     PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-60} python3 scripts/bench_gpu.py --bin "$FV" --profile \
         --only resnet50,mobilenet_v2 --batches 256 --dtypes f16 > "$OUT/profile.txt" 2>&1
+    # the same two without cuDNN (candle's im2col + cuBLAS), to see which build to recommend
+    if [ "$FV" != "$C/bin/ferrovision-cuda" ]; then
+        echo "## without cuDNN (ferrovision-cuda)" >> "$OUT/profile.txt"
+        for m in resnet50 mobilenet_v2; do
+            timeout 60 "$C/bin/ferrovision-cuda" bench --model $m --device cuda --weights-dtype f16 --batch 256 --runs 5
+        done >> "$OUT/profile.txt" 2>&1
+    fi
     grep -E "^## |ms/image \(median" "$OUT/profile.txt"
 fi
 if step rest; then

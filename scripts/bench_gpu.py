@@ -11,6 +11,7 @@ turns it on as well and reports both.
 Prints a Markdown table (and writes it with --out) and the raw numbers as JSON (--json).
 With --profile, instead: where the time goes at the largest batch, ours (`bench --profile`, each
 layer timed up to a device synchronisation) next to PyTorch's profiler (CUDA time per operator).
+--direct adds ours with FERROVISION_CUDNN=direct (cuDNN called by us, not through candle).
 Needs torch and torchvision with CUDA; no weights are downloaded.
 
     python3 scripts/bench_gpu.py --bin target/release/ferrovision --out bench_gpu.md
@@ -18,6 +19,7 @@ Needs torch and torchvision with CUDA; no weights are downloaded.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,15 +39,19 @@ ARCHS = [
 ]
 
 
-def ours(binary, model, batches, dtype, runs, timeout):
+def ours(binary, model, batches, dtype, runs, timeout, direct=False):
+    """images/s per batch size; `direct`: with FERROVISION_CUDNN=direct (cuDNN called by us)."""
+    env = dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
     cmd = [binary, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
            "--batch", ",".join(map(str, batches)), "--runs", str(runs), "--format", "json"]
     t = time.time()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         print(f"  ours {model} {dtype}: timed out after {timeout} s", file=sys.stderr)
         return {}
+    if res.stderr.strip():
+        print(f"  ours {model} {dtype} stderr: {res.stderr.strip()[-400:]}", file=sys.stderr)
     if res.returncode != 0:
         print(f"  ours {model} {dtype}: exit {res.returncode}: {res.stderr.strip()[-400:]}", file=sys.stderr)
         return {}
@@ -53,7 +59,7 @@ def ours(binary, model, batches, dtype, runs, timeout):
     for line in res.stdout.splitlines():
         r = json.loads(line)
         out[r["batch"]] = r["images_per_s"]
-    print(f"  ours {model} {dtype}: {out} ({time.time() - t:.0f} s)", file=sys.stderr)
+    print(f"  ours{' (direct)' if direct else ''} {model} {dtype}: {out} ({time.time() - t:.0f} s)", file=sys.stderr)
     return out
 
 
@@ -92,11 +98,14 @@ def profiles(args, archs, batch, dtypes):
             print(f"## {model} {dtype}, batch {batch}\n", flush=True)
             cmd = [args.bin, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
                    "--batch", str(batch), "--runs", "3", "--profile", "--top", "15"]
-            try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                print(res.stdout if res.returncode == 0 else f"ours: exit {res.returncode}: {res.stderr[-400:]}")
-            except subprocess.TimeoutExpired:
-                print(f"ours: timed out after {args.timeout} s")
+            for direct in [False, True] if args.direct else [False]:
+                env = dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
+                print("ours, cuDNN called directly:" if direct else "ours:")
+                try:
+                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                    print(res.stdout + res.stderr[-400:] if res.returncode == 0 else f"exit {res.returncode}: {res.stderr[-400:]}")
+                except subprocess.TimeoutExpired:
+                    print(f"timed out after {args.timeout} s")
             if not tv:
                 continue
             net, tdtype = torchvision_model(tv, dtype)
@@ -145,6 +154,8 @@ def main():
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write the raw numbers here")
     ap.add_argument("--profile", action="store_true", help="per-operator profiles at the largest batch instead")
+    ap.add_argument("--direct", action="store_true",
+                    help="also ours with FERROVISION_CUDNN=direct (a --features cudnn build calling cuDNN itself)")
     args = ap.parse_args()
 
     import torch
@@ -161,13 +172,14 @@ def main():
     for model, tv, size in archs:
         for dtype in dtypes:
             o = ours(args.bin, model, batches, dtype, args.runs, args.timeout)
+            od = ours(args.bin, model, batches, dtype, args.runs, args.timeout, direct=True) if args.direct else {}
             t = torch_eager(tv, size, batches, dtype, args.runs, False) if tv else {}
             tb = torch_eager(tv, size, batches, dtype, args.runs, True) if tv and args.cudnn_benchmark else {}
             print(f"  torch {model} {dtype}: {t} {tb}", file=sys.stderr)
             for b in batches:
-                raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), "torch": t.get(b),
-                            "torch_cudnn_benchmark": tb.get(b)})
-                rows.append((model, dtype, b, o.get(b), t.get(b), tb.get(b)))
+                raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), "ours_direct": od.get(b),
+                            "torch": t.get(b), "torch_cudnn_benchmark": tb.get(b)})
+                rows.append((model, dtype, b, o.get(b), od.get(b), t.get(b), tb.get(b)))
             write(args, gpu, rows, raw)
 
     write(args, gpu, rows, raw, final=True)
@@ -181,14 +193,19 @@ def table(args, gpu, rows):
 
     head = "| arch | dtype | batch | ours (img/s) | PyTorch eager (img/s) | ours / PyTorch |"
     sep = "|---|---|---|---:|---:|---:|"
+    if args.direct:
+        head += " ours, cuDNN direct | that / PyTorch |"
+        sep += "---:|---:|"
     if args.cudnn_benchmark:
         head += " PyTorch, cudnn.benchmark | ours / that |"
         sep += "---:|---:|"
     lines = [f"GPU: {gpu}; torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
              f"median of {args.runs} synchronised passes per cell; {time.strftime('%Y-%m-%d %H:%M')}", "", head, sep]
-    for model, dtype, b, o, t, tb in rows:
+    for model, dtype, b, o, od, t, tb in rows:
         ratio = f"{o / t:.2f}" if o and t else "—"
         line = f"| {model} | {dtype} | {b} | {f(o)} | {f(t)} | {ratio} |"
+        if args.direct:
+            line += f" {f(od)} | {f'{od / t:.2f}' if od and t else '—'} |"
         if args.cudnn_benchmark:
             line += f" {f(tb)} | {f'{o / tb:.2f}' if o and tb else '—'} |"
         lines.append(line)

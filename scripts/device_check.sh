@@ -3,16 +3,17 @@
 # the CUDA build that scripts/prepare_device_carry.sh put in .devcarry/, runs the GPU tests and
 # the GPU benchmark, and leaves logs and tables in $OUT (8 files: the tool returns at most 8).
 #
-#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 500)
+#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 590)
 #
-# Steps are time-boxed so that the whole stays under ~8 minutes (STEPS=... picks some); each
-# prints its own result.
+# Steps are time-boxed so that the whole stays within BUDGET seconds (default 560; the last
+# step gets what is left); STEPS=... picks some; each prints its own result.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 C=$PWD/.devcarry
 STEPS=${STEPS:-smoke,kernels,parity,photos,bench,profile,rest}
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s]"; }
+left() { local l=$(( ${BUDGET:-560} - ($(date +%s) - t0) )); echo $(( l > 30 ? l : 30 )); }
 
 # the test binaries look for the sources and ../shared where they were built
 mkdir -p /work
@@ -60,13 +61,16 @@ fi
 if step parity; then
     # f32 as the issue means it first: NVIDIA_TF32_OVERRIDE=0, since cuDNN's default math may use
     # TF32 for f32 convolutions from Ampere on; then with TF32 allowed (cuDNN's and PyTorch's
-    # default), for the record. Each case prints max|diff|/max|logit|; the worst is shown.
-    for tf32 in off allowed; do
-        echo "== parity device::, TF32 $tf32 $(el)"
+    # default), for the record; then with cuDNN called by us (FERROVISION_CUDNN=direct, strict
+    # f32 by its math type). Each case prints max|diff|/max|logit|; the worst is shown.
+    for mode in tf32-off tf32-allowed direct; do
+        echo "== parity device::, $mode $(el)"
         (
-            [ $tf32 = off ] && export NVIDIA_TF32_OVERRIDE=0
-            timeout 200 "$C/bin/parity" device:: --test-threads 4 --nocapture
+            [ $mode = tf32-off ] && export NVIDIA_TF32_OVERRIDE=0
+            [ $mode = direct ] && export FERROVISION_CUDNN=direct
+            timeout 150 "$C/bin/parity" device:: --test-threads 4 --nocapture
         ) > /tmp/parity.log 2>&1
+        grep -m1 "cuDNN called directly failed" /tmp/parity.log
         cat /tmp/parity.log >> "$OUT/tests.log"
         grep -E "FAILED|panicked" /tmp/parity.log | head -12
         grep "test result" /tmp/parity.log
@@ -82,13 +86,13 @@ fi
 # lasts; each table is rewritten after every model, so a cut-off run keeps its cells
 if step bench; then
     echo "== bench $(el)"
-    timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 \
+    timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 --direct \
         --out "$OUT/bench_gpu_core.md" --json "$OUT/bench_gpu_core.json" 2> "$OUT/bench_gpu_core.err"
     cat "$OUT/bench_gpu_core.md"
 fi
 if step profile; then
     echo "== profile $(el)"
-    PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-60} python3 scripts/bench_gpu.py --bin "$FV" --profile \
+    PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-75} python3 scripts/bench_gpu.py --bin "$FV" --profile --direct \
         --only resnet50,mobilenet_v2 --batches 256 --dtypes f16 > "$OUT/profile.txt" 2>&1
     # the same two without cuDNN (candle's im2col + cuBLAS), to see which build to recommend
     if [ "$FV" != "$C/bin/ferrovision-cuda" ]; then
@@ -101,7 +105,7 @@ if step profile; then
 fi
 if step rest; then
     echo "== bench, other architectures $(el)"
-    timeout ${BENCH_REST_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" \
+    timeout $(left) python3 scripts/bench_gpu.py --bin "$FV" \
         --only resnet18,vgg16,squeezenet1_1,googlenet,inception_v3,alexnet,mobilenet_v1 \
         --out "$OUT/bench_gpu_rest.md" 2> "$OUT/bench_gpu_rest.err"
     tail -3 "$OUT/bench_gpu_rest.err"

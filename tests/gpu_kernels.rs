@@ -415,3 +415,60 @@ fn device_pools_match_cpu() {
         }
     }
 }
+
+/// On the GPU named by `FERROVISION_TEST_DEVICE` (a `--features cudnn` build): cuDNN called
+/// directly ([`ferrovision::kernels::gpu::cudnn::conv2d`]) against candle's CPU convolution of
+/// the same (rounded) operands, over random shapes, strides, paddings and dilations and two
+/// ResNet-sized layers. f32 within 1e-4 of the output's scale, which TF32 would not meet.
+#[cfg(feature = "cudnn")]
+#[test]
+fn device_cudnn_direct_conv_matches_cpu() {
+    use ferrovision::kernels::gpu::cudnn::conv2d;
+    let Some(dev) = common::test_device() else {
+        return;
+    };
+    let mut s = 0x5eed_u64;
+    let mut next = |m: usize| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 33) % m as u64) as usize
+    };
+    // (n, c, h, w, o, k, stride, pad, dilation)
+    let mut cases = vec![(8, 64, 56, 56, 64, 3, 1, 1, 1), (4, 256, 14, 14, 512, 1, 2, 0, 1)];
+    while cases.len() < 60 {
+        let (k, dilation) = (1 + next(5), 1 + next(2));
+        let (h, w, pad) = (1 + next(20), 1 + next(20), next(k));
+        let span = (k - 1) * dilation + 1;
+        if h + 2 * pad >= span && w + 2 * pad >= span {
+            cases.push((
+                1 + next(3),
+                1 + next(24),
+                h,
+                w,
+                1 + next(24),
+                k,
+                1 + next(3),
+                pad,
+                dilation,
+            ));
+        }
+    }
+    for (n, c, h, w, o, k, stride, pad, dilation) in cases {
+        let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &Device::Cpu).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-4f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
+            let r = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let f = |t: &Tensor| r(t).to_dtype(DType::F32).unwrap();
+            let want = f(&x).conv2d(&f(&wt), pad, stride, dilation, 1).unwrap();
+            let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
+            let got = conv2d(&on(&x), &on(&wt), pad, stride, dilation).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let scale = max_abs(&want) + 1.0;
+            let diff = max_diff(&got, &want);
+            let case = (n, c, h, w, o, k, stride, pad, dilation);
+            assert!(
+                diff <= tol * scale,
+                "{dtype:?} {case:?}: max |diff| {diff} (scale {scale})"
+            );
+        }
+    }
+}

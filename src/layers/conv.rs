@@ -595,13 +595,29 @@ impl Conv2d {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
             self.forward_grouped(&xp, ho, wo)?
         } else if symmetric {
-            x.conv2d(&self.weight.to_dtype(x.dtype())?, ph.0, s.stride, s.dilation, s.groups)?
+            self.conv_dense(x, ph.0)?
         } else {
             let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
-            xp.conv2d(&self.weight.to_dtype(x.dtype())?, 0, s.stride, s.dilation, s.groups)?
+            self.conv_dense(&xp, 0)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);
         Ok(y)
+    }
+
+    /// A one-group convolution with symmetric padding `pad`: candle's, or on CUDA with
+    /// `FERROVISION_CUDNN=direct` cuDNN called by us ([`crate::kernels::gpu::cudnn`]; on an error
+    /// candle's from then on).
+    fn conv_dense(&self, x: &Tensor, pad: usize) -> Result<Tensor> {
+        let s = &self.spec;
+        let w = self.weight.to_dtype(x.dtype())?;
+        #[cfg(feature = "cudnn")]
+        if x.device().is_cuda() && s.groups == 1 && crate::kernels::gpu::cudnn::enabled() {
+            match crate::kernels::gpu::cudnn::conv2d(x, &w, pad, s.stride, s.dilation) {
+                Ok(y) => return Ok(y),
+                Err(e) => crate::kernels::gpu::cudnn::give_up(&self.name, &e),
+            }
+        }
+        x.conv2d(&w, pad, s.stride, s.dilation, s.groups)
     }
 }
 

@@ -14,6 +14,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
+
 use crate::layers::Activation;
 
 /// The CUDA source: `depthwise_*`, `epilogue_*` and `pool_*`, each for f32, f16 and bf16.

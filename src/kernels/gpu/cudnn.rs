@@ -104,8 +104,10 @@ impl Conv {
         let (&[n, c, h, wd], &[o, ci, kh, kw]) = (x, w) else {
             candle_core::bail!("cuDNN conv: input {x:?} and weight {w:?} must be 4-D")
         };
-        if !xl.is_contiguous() || !wl.is_contiguous() || ci != c {
-            candle_core::bail!("cuDNN conv: input {x:?} and weight {w:?} must be contiguous, one group")
+        if !xl.is_contiguous() || !wl.is_contiguous() || ci != c || kh == 0 || kw == 0 || self.stride == 0 {
+            candle_core::bail!(
+                "cuDNN conv: input {x:?} and weight {w:?} must be contiguous, one group, a window and a stride"
+            )
         }
         let out = |len: usize, k: usize| (len + 2 * self.pad).checked_sub(self.dilation * (k - 1) + 1);
         let (Some(ho), Some(wo)) = (out(h, kh), out(wd, kw)) else {

@@ -235,6 +235,40 @@ fn help_lists_every_option() {
     assert!(top.contains("classify") && top.contains("archs"), "{top}");
 }
 
+/// `--device` takes PyTorch's device strings; a malformed one is refused by the argument
+/// parser (exit 2) naming it, and a GPU the build was made without is an error naming the
+/// feature to build with (exit 1), not a panic.
+#[test]
+fn device_option_errors_name_the_problem() {
+    for (bad, says) in [
+        ("gpu", "expected cpu, cuda, cuda:N"),
+        ("cuda:x", "must be a whole number"),
+    ] {
+        let out = ferrovision(&["bench", "--model", "squeezenet1_1", "--device", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(&format!("`{bad}`")) && err.contains(says), "{bad}: {err}");
+    }
+    // (the option, as the error shows it, the feature, whether this build has it)
+    let gpus = [
+        ("cuda:1", "cuda:1", "cuda", cfg!(feature = "cuda")),
+        ("metal", "metal:0", "metal", cfg!(feature = "metal")),
+    ];
+    for (device, shown, feature, built) in gpus {
+        if built {
+            continue; // the device may exist here: nothing to refuse
+        }
+        let out = ferrovision(&["bench", "--model", "squeezenet1_1", "--device", device, "--runs", "1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{device}: {err}");
+        assert!(
+            err.contains(&format!("--device {shown} needs a build with --features {feature}")),
+            "{device}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 /// `ferrovision bench --format json` prints the keys BENCHMARKS.md's script reads, with real
 /// timings; run twice back to back with 2 threads, it also exercises the polling workers
 /// (kernels::spin_workers) across many forward passes (an earlier version of them could hang).

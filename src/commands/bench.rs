@@ -33,8 +33,9 @@ pub struct BenchArgs {
     /// `json` for one machine-readable line.
     #[arg(long, default_value = "table")]
     pub format: String,
-    /// Where the network runs (cuda / metal need a build with that feature).
-    #[arg(long, value_enum, default_value_t = super::DeviceArg::Cpu)]
+    /// Where the network runs: cpu, cuda, cuda:N, metal, metal:N (cuda / metal need a build with
+    /// that feature).
+    #[arg(long, default_value = "cpu")]
     pub device: super::DeviceArg,
     /// Weight storage: f32, f16 or bf16. Half storage halves memory; the CPU computes in f32
     /// either way, a GPU in this dtype.
@@ -115,14 +116,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             writeln!(
                 o,
                 "{}",
-                json!({"model": args.model, "device": format!("{:?}", args.device).to_lowercase(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": batch, "threads": threads,
+                json!({"model": args.model, "device": args.device.to_string(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": batch, "threads": threads,
                        "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
                        "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(batch))})
             )?;
         } else {
             writeln!(
                 o,
-                "{} (α {}, {size}×{size}), batch {}, {:?} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
+                "{} (α {}, {size}×{size}), batch {}, {} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
                 args.model,
                 args.width,
                 batch,

@@ -48,8 +48,9 @@ pub struct ClassifyArgs {
     /// Worker threads for decoding and inference [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where the network runs (cuda / metal need a build with that feature).
-    #[arg(long, value_enum, default_value_t = super::DeviceArg::Cpu)]
+    /// Where the network runs: cpu, cuda, cuda:N, metal, metal:N (cuda / metal need a build with
+    /// that feature).
+    #[arg(long, default_value = "cpu")]
     pub device: super::DeviceArg,
     /// Store the weights as f32, f16 or bf16: half storage halves memory; on the CPU compute stays
     /// f32, on a GPU it is done in this dtype.

@@ -12,12 +12,47 @@ pub enum WeightsDtype {
     Bf16,
 }
 
-/// `--device`: where the network runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--device`: where the network runs, as PyTorch writes it: `cpu`, `cuda`, `cuda:N`, `metal`,
+/// `metal:N` (N the device's ordinal, 0 when left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceArg {
     Cpu,
-    Cuda,
-    Metal,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((kind, n)) => match n.parse::<usize>() {
+                Ok(n) => (kind, Some(n)),
+                Err(_) => {
+                    return Err(format!(
+                        "`{s}`: the device number after `:` must be a whole number, as in cuda:1"
+                    ))
+                }
+            },
+            None => (s, None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None) => Ok(DeviceArg::Cpu),
+            ("cuda", n) => Ok(DeviceArg::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(DeviceArg::Metal(n.unwrap_or(0))),
+            _ => Err(format!("`{s}`: expected cpu, cuda, cuda:N, metal or metal:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceArg::Cpu => write!(f, "cpu"),
+            DeviceArg::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceArg::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
 }
 
 impl DeviceArg {
@@ -26,15 +61,19 @@ impl DeviceArg {
         use anyhow::Context;
         Ok(match self {
             DeviceArg::Cpu => candle_core::Device::Cpu,
-            DeviceArg::Cuda => candle_core::Device::new_cuda(0).context(if cfg!(feature = "cuda") {
-                "--device cuda: no CUDA device could be started"
-            } else {
-                "--device cuda needs a build with --features cuda"
+            DeviceArg::Cuda(n) => candle_core::Device::new_cuda(n).with_context(|| {
+                if cfg!(feature = "cuda") {
+                    format!("--device {self}: CUDA device {n} could not be started")
+                } else {
+                    format!("--device {self} needs a build with --features cuda")
+                }
             })?,
-            DeviceArg::Metal => candle_core::Device::new_metal(0).context(if cfg!(feature = "metal") {
-                "--device metal: no Metal device could be started"
-            } else {
-                "--device metal needs a build with --features metal"
+            DeviceArg::Metal(n) => candle_core::Device::new_metal(n).with_context(|| {
+                if cfg!(feature = "metal") {
+                    format!("--device {self}: Metal device {n} could not be started")
+                } else {
+                    format!("--device {self} needs a build with --features metal")
+                }
             })?,
         })
     }
@@ -46,6 +85,29 @@ impl WeightsDtype {
             WeightsDtype::F32 => candle_core::DType::F32,
             WeightsDtype::F16 => candle_core::DType::F16,
             WeightsDtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceArg;
+
+    #[test]
+    fn device_strings_as_pytorch_writes_them() {
+        for (s, want) in [
+            ("cpu", DeviceArg::Cpu),
+            ("cuda", DeviceArg::Cuda(0)),
+            ("cuda:1", DeviceArg::Cuda(1)),
+            ("metal", DeviceArg::Metal(0)),
+            ("metal:0", DeviceArg::Metal(0)),
+        ] {
+            assert_eq!(s.parse::<DeviceArg>(), Ok(want), "{s}");
+        }
+        assert_eq!(DeviceArg::Cuda(1).to_string(), "cuda:1");
+        for bad in ["gpu", "cpu:0", "cuda:", "cuda:x", "cuda:-1", "CUDA", ""] {
+            let e = bad.parse::<DeviceArg>().unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
         }
     }
 }

@@ -133,23 +133,11 @@ fn kernel_parameter_structs_match_cuda_layout() {
     check(exe, "Pool", p);
 }
 
-/// max |t|.
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 /// max |a − b|, `a` brought to the CPU in f32 first (a NaN anywhere gives NaN, which fails
 /// every `<=`).
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let a = a.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
-    max_abs(&(a - b).unwrap())
+    common::max_abs(&(a - b).unwrap())
 }
 
 /// Random depthwise cases: (geometry, the far side's padding).
@@ -260,7 +248,7 @@ fn device_depthwise_kernel_matches_cpu() {
             let want = depthwise(&f(&x), &f(&w), &f(&b), g).unwrap();
             let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
             let got = depthwise(&on(&x), &on(&w), &on(&b), g).unwrap();
-            let scale = max_abs(&want) + 1.0;
+            let scale = common::max_abs(&want) + 1.0;
             let diff = max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
@@ -323,7 +311,7 @@ fn device_epilogue_kernel_matches_cpu() {
             let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
             let rd = on(&r);
             let got = epilogue(&on(&x), &on(&b), with_residual.then_some(&rd), act).unwrap();
-            let scale = max_abs(&want) + 1.0;
+            let scale = common::max_abs(&want) + 1.0;
             let diff = max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
@@ -462,7 +450,7 @@ fn device_cudnn_direct_conv_matches_cpu() {
             let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
             let got = conv2d(&on(&x), &on(&wt), pad, stride, dilation).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let scale = max_abs(&want) + 1.0;
+            let scale = common::max_abs(&want) + 1.0;
             let diff = max_diff(&got, &want);
             let case = (n, c, h, w, o, k, stride, pad, dilation);
             assert!(

@@ -50,7 +50,7 @@ fn preprocessing_matches_pil_torchvision_tf_and_keras() {
             let want = refs[&format!("{image}/{name}")].to_dtype(DType::F32).unwrap();
             let diff = (ours - &want).unwrap().abs().unwrap();
             let mean: f32 = diff.mean_all().unwrap().to_scalar().unwrap();
-            let max: f32 = diff.flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            let max = common::max_abs(&diff);
             println!("{image:<18} {name:<12} mean |diff| {:.4}/255, max {max:.1}/255", mean);
             assert!(mean <= 1.0, "{image} {name}: mean |diff| {mean}/255 > 1/255");
             checked += 1;
@@ -68,18 +68,7 @@ fn color_types_convert_to_the_same_rgb() {
         Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });
     let run = |img: DynamicImage| p.apply(&img, &Device::Cpu).unwrap();
-    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
+    let max_diff = |a: &Tensor, b: &Tensor| common::max_abs(&(a - b).unwrap());
     let base = run(DynamicImage::ImageRgb8(rgb.clone()));
     // opaque alpha, and 16 bits per channel (v·257), give the very same pixels
     let rgba = ImageBuffer::from_fn(97, 75, |x, y| {

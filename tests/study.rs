@@ -17,19 +17,8 @@ fn converted(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((weights, common::shared_dir()?))
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
+    common::max_abs(&(a - b).unwrap())
 }
 
 #[test]
@@ -76,7 +65,7 @@ fn inspect_writes_grids_stats_and_the_true_activations() {
     assert_eq!(max_abs_diff(&acts["features.0.0"], &want_stem), 0.0);
     // the traced pass runs the NCHW kernels; an untraced MobileNetV2 may run its blocks on
     // channel-blocked data (kernels::nchwc): the same values up to float rounding
-    let scale = max_abs(&want_last);
+    let scale = common::max_abs(&want_last);
     let diff = max_abs_diff(&acts["features.18"], &want_last);
     eprintln!("features.18: max diff {diff:e} (scale {scale})");
     assert!(

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: `../shared` data and the converter's Python.
+//! Helpers shared by the integration tests: `../shared` data, the converter's Python, the GPU
+//! under test and tensor comparisons.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -98,4 +99,16 @@ pub fn converted_tflite(dir: &Path, model: &str, labels: Option<&str>) -> Option
         String::from_utf8_lossy(&res.stderr)
     );
     Some(out)
+}
+
+/// max |t| over all elements (a NaN anywhere gives NaN, which fails every `<=`).
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }

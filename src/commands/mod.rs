@@ -59,22 +59,29 @@ impl DeviceArg {
     /// The device, or an error that says whether the build lacks the feature or the device failed.
     pub fn device(self) -> anyhow::Result<candle_core::Device> {
         use anyhow::Context;
-        Ok(match self {
-            DeviceArg::Cpu => candle_core::Device::Cpu,
-            DeviceArg::Cuda(n) => candle_core::Device::new_cuda(n).with_context(|| {
-                if cfg!(feature = "cuda") {
-                    format!("--device {self}: CUDA device {n} could not be started")
-                } else {
-                    format!("--device {self} needs a build with --features cuda")
-                }
-            })?,
-            DeviceArg::Metal(n) => candle_core::Device::new_metal(n).with_context(|| {
-                if cfg!(feature = "metal") {
-                    format!("--device {self}: Metal device {n} could not be started")
-                } else {
-                    format!("--device {self} needs a build with --features metal")
-                }
-            })?,
+        let (started, n, name, feature, built) = match self {
+            DeviceArg::Cpu => return Ok(candle_core::Device::Cpu),
+            DeviceArg::Cuda(n) => (
+                candle_core::Device::new_cuda(n),
+                n,
+                "CUDA",
+                "cuda",
+                cfg!(feature = "cuda"),
+            ),
+            DeviceArg::Metal(n) => (
+                candle_core::Device::new_metal(n),
+                n,
+                "Metal",
+                "metal",
+                cfg!(feature = "metal"),
+            ),
+        };
+        started.with_context(|| {
+            if built {
+                format!("--device {self}: {name} device {n} could not be started")
+            } else {
+                format!("--device {self} needs a build with --features {feature}")
+            }
         })
     }
 }

@@ -39,14 +39,18 @@ ARCHS = [
 ]
 
 
+def ours_env(direct):
+    """The environment for our binary: FERROVISION_CUDNN=direct (cuDNN called by us) or as is."""
+    return dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
+
+
 def ours(binary, model, batches, dtype, runs, timeout, direct=False):
     """images/s per batch size; `direct`: with FERROVISION_CUDNN=direct (cuDNN called by us)."""
-    env = dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
     cmd = [binary, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
            "--batch", ",".join(map(str, batches)), "--runs", str(runs), "--format", "json"]
     t = time.time()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ours_env(direct))
     except subprocess.TimeoutExpired:
         print(f"  ours {model} {dtype}: timed out after {timeout} s", file=sys.stderr)
         return {}
@@ -99,10 +103,9 @@ def profiles(args, archs, batch, dtypes):
             cmd = [args.bin, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
                    "--batch", str(batch), "--runs", "3", "--profile", "--top", "15"]
             for direct in [False, True] if args.direct else [False]:
-                env = dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
                 print("ours, cuDNN called directly:" if direct else "ours:")
                 try:
-                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=ours_env(direct))
                     print(res.stdout + res.stderr[-400:] if res.returncode == 0 else f"exit {res.returncode}: {res.stderr[-400:]}")
                 except subprocess.TimeoutExpired:
                     print(f"timed out after {args.timeout} s")

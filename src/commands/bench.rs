@@ -81,6 +81,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // multiply-adds per image (the same at every batch size), from one traced pass of one
+    // image (each layer reports its own)
+    let one = synthetic::input("bench", &[1, 3, size, size], &device)?.to_dtype(compute)?;
+    let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&one));
+    out?;
+    let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
     for &batch in &args.batch {
         let x = synthetic::input("bench", &[batch, 3, size, size], &device)?.to_dtype(compute)?;
         // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
@@ -101,10 +107,6 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         let median = times[times.len() / 2];
         let ms_per_image = median * 1e3 / batch as f64;
         let (rss, rss_now) = (rss_mb("VmHWM:"), rss_mb("VmRSS:"));
-        // multiply-adds per image, from one traced pass (each layer reports its own)
-        let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&x));
-        out?;
-        let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
         let gflops = 2.0 * gmacs / (ms_per_image / 1e3);
         let profile = if args.profile {
             Some(profile(net.as_ref(), &x, args.runs.max(1))?)

@@ -125,14 +125,14 @@ impl PoolShape {
 }
 
 #[cfg(feature = "cuda")]
-// SAFETY: as below.
-unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for PoolShape {}
-#[cfg(feature = "cuda")]
 // SAFETY: `repr(C)` structs of plain integers, passed by value as the kernels' structs.
 unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for DepthwiseGeometry {}
 #[cfg(feature = "cuda")]
 // SAFETY: as above.
 unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for EpilogueShape {}
+#[cfg(feature = "cuda")]
+// SAFETY: as above.
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for PoolShape {}
 
 /// `act(depthwise(x, weight) + bias)` on N×C×H×W `x`, C×1×k_h×k_w `weight` and C `bias`, all
 /// contiguous and of one dtype (f32, f16 or bf16 on CUDA; f32 on the CPU).
@@ -178,9 +178,7 @@ pub fn pool(x: &Tensor, shape: PoolShape) -> Result<Tensor> {
 impl Pool {
     fn check(&self, l: &Layout) -> Result<Shape> {
         let p = &self.0;
-        if !l.is_contiguous() || l.dims() != dims(&[p.n, p.c, p.h, p.w]).as_slice() {
-            candle_core::bail!("pool kernel: input of shape {:?}, expected contiguous {p:?}", l.dims())
-        }
+        check_layouts("pool", [l], [dims(&[p.n, p.c, p.h, p.w])])?;
         Ok(Shape::from(dims(&[p.n, p.c, p.out_h, p.out_w])))
     }
 }
@@ -241,7 +239,7 @@ impl candle_core::CustomOp1 for Pool {
 }
 
 /// Each operand's layout must be contiguous with these dims.
-fn check_layouts(op: &str, layouts: [&Layout; 3], want: [Vec<usize>; 3]) -> Result<()> {
+fn check_layouts<const K: usize>(op: &str, layouts: [&Layout; K], want: [Vec<usize>; K]) -> Result<()> {
     for (l, want) in layouts.iter().zip(&want) {
         if !l.is_contiguous() || l.dims() != want.as_slice() {
             candle_core::bail!(

@@ -54,11 +54,11 @@ def ours(binary, model, batches, dtype, runs, timeout, direct=False):
     except subprocess.TimeoutExpired:
         print(f"  ours {model} {dtype}: timed out after {timeout} s", file=sys.stderr)
         return {}
-    if res.stderr.strip():
-        print(f"  ours {model} {dtype} stderr: {res.stderr.strip()[-400:]}", file=sys.stderr)
     if res.returncode != 0:
         print(f"  ours {model} {dtype}: exit {res.returncode}: {res.stderr.strip()[-400:]}", file=sys.stderr)
         return {}
+    if res.stderr.strip():
+        print(f"  ours {model} {dtype} stderr: {res.stderr.strip()[-400:]}", file=sys.stderr)
     out = {}
     for line in res.stdout.splitlines():
         r = json.loads(line)

@@ -133,13 +133,6 @@ fn kernel_parameter_structs_match_cuda_layout() {
     check(exe, "Pool", p);
 }
 
-/// max |a − b|, `a` brought to the CPU in f32 first (a NaN anywhere gives NaN, which fails
-/// every `<=`).
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
-    common::max_abs(&(a - b).unwrap())
-}
-
 /// Random depthwise cases: (geometry, the far side's padding).
 fn cases(count: usize) -> Vec<(DepthwiseGeometry, (i32, i32))> {
     let mut s = 0x9e37_79b9_u64;
@@ -213,7 +206,7 @@ fn depthwise_op_matches_candle_grouped_convolution() {
             want = want.clamp(0f32, 6f32).unwrap();
         }
         assert_eq!(got.dims(), want.dims(), "{g:?}");
-        let diff = max_diff(&got, &want);
+        let diff = common::max_diff(&got, &want);
         assert!(diff < 1e-4, "{g:?}: max |diff| {diff}");
     }
 }
@@ -249,7 +242,7 @@ fn device_depthwise_kernel_matches_cpu() {
             let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
             let got = depthwise(&on(&x), &on(&w), &on(&b), g).unwrap();
             let scale = common::max_abs(&want) + 1.0;
-            let diff = max_diff(&got, &want);
+            let diff = common::max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {g:?}: max |diff| {diff} (scale {scale})"
@@ -286,7 +279,7 @@ fn epilogue_op_matches_candle_ops() {
             want = (want + &r).unwrap();
         }
         let want = act.apply(&want).unwrap();
-        let diff = max_diff(&got, &want);
+        let diff = common::max_diff(&got, &want);
         assert!(
             diff < 1e-5,
             "{dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
@@ -312,7 +305,7 @@ fn device_epilogue_kernel_matches_cpu() {
             let rd = on(&r);
             let got = epilogue(&on(&x), &on(&b), with_residual.then_some(&rd), act).unwrap();
             let scale = common::max_abs(&want) + 1.0;
-            let diff = max_diff(&got, &want);
+            let diff = common::max_diff(&got, &want);
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {dims:?} {act:?} residual {with_residual}: max |diff| {diff}"
@@ -377,7 +370,7 @@ fn pool_op_matches_our_cpu_pools() {
             count_include_pad: i32::from(op.unwrap_or(false)),
         };
         let got = pool(&x, shape).unwrap();
-        let diff = max_diff(&got, &want);
+        let diff = common::max_diff(&got, &want);
         assert!(diff < 1e-5, "{spec:?} {op:?} {dims:?}: max |diff| {diff}");
     }
 }
@@ -395,7 +388,7 @@ fn device_pools_match_cpu() {
             let xr = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
             let want = pool_layer(spec, op, &xr);
             let got = pool_layer(spec, op, &x.to_dtype(dtype).unwrap().to_device(&dev).unwrap());
-            let diff = max_diff(&got, &want);
+            let diff = common::max_diff(&got, &want);
             assert!(
                 diff <= tol * 4.0,
                 "{dtype:?} {spec:?} {op:?} {dims:?}: max |diff| {diff}"
@@ -451,7 +444,7 @@ fn device_cudnn_direct_conv_matches_cpu() {
             let got = conv2d(&on(&x), &on(&wt), pad, stride, dilation).unwrap();
             assert_eq!(got.dims(), want.dims());
             let scale = common::max_abs(&want) + 1.0;
-            let diff = max_diff(&got, &want);
+            let diff = common::max_diff(&got, &want);
             let case = (n, c, h, w, o, k, stride, pad, dilation);
             assert!(
                 diff <= tol * scale,

@@ -61,29 +61,27 @@ fn preprocessing_matches_pil_torchvision_tf_and_keras() {
 
 #[test]
 fn color_types_convert_to_the_same_rgb() {
-    use candle_core::Tensor;
     use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
     let p = pipeline(Resize::ShorterSide { resize_size: 46 }, "bilinear", true);
     let rgb = ImageBuffer::from_fn(97, 75, |x, y| {
         Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });
     let run = |img: DynamicImage| p.apply(&img, &Device::Cpu).unwrap();
-    let max_diff = |a: &Tensor, b: &Tensor| common::max_abs(&(a - b).unwrap());
     let base = run(DynamicImage::ImageRgb8(rgb.clone()));
     // opaque alpha, and 16 bits per channel (v·257), give the very same pixels
     let rgba = ImageBuffer::from_fn(97, 75, |x, y| {
         let p = rgb.get_pixel(x, y).0;
         Rgba([p[0], p[1], p[2], 255])
     });
-    assert_eq!(max_diff(&base, &run(DynamicImage::ImageRgba8(rgba))), 0.0);
+    assert_eq!(common::max_diff(&base, &run(DynamicImage::ImageRgba8(rgba))), 0.0);
     let rgb16: ImageBuffer<Rgb<u16>, Vec<u16>> =
         ImageBuffer::from_fn(97, 75, |x, y| Rgb(rgb.get_pixel(x, y).0.map(|v| v as u16 * 257)));
-    assert_eq!(max_diff(&base, &run(DynamicImage::ImageRgb16(rgb16))), 0.0);
+    assert_eq!(common::max_diff(&base, &run(DynamicImage::ImageRgb16(rgb16))), 0.0);
     // grayscale: every channel carries the luma
     let gray = ImageBuffer::from_fn(97, 75, |x, y| Luma([((x * 2 + y) % 256) as u8]));
     let g = run(DynamicImage::ImageLuma8(gray.clone()));
     let as_rgb = ImageBuffer::from_fn(97, 75, |x, y| Rgb([gray.get_pixel(x, y).0[0]; 3]));
-    assert_eq!(max_diff(&g, &run(DynamicImage::ImageRgb8(as_rgb))), 0.0);
+    assert_eq!(common::max_diff(&g, &run(DynamicImage::ImageRgb8(as_rgb))), 0.0);
 }
 
 #[test]

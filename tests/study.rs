@@ -17,10 +17,6 @@ fn converted(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((weights, common::shared_dir()?))
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    common::max_abs(&(a - b).unwrap())
-}
-
 #[test]
 fn inspect_writes_grids_stats_and_the_true_activations() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,11 +58,11 @@ fn inspect_writes_grids_stats_and_the_true_activations() {
     let stem = Conv2d::load(&vb.pp("features.0.0"), stem, true).unwrap();
     let want_stem = stem.forward(&x).unwrap();
     let want_last = model.net.forward_features(&x).unwrap();
-    assert_eq!(max_abs_diff(&acts["features.0.0"], &want_stem), 0.0);
+    assert_eq!(common::max_diff(&acts["features.0.0"], &want_stem), 0.0);
     // the traced pass runs the NCHW kernels; an untraced MobileNetV2 may run its blocks on
     // channel-blocked data (kernels::nchwc): the same values up to float rounding
     let scale = common::max_abs(&want_last);
-    let diff = max_abs_diff(&acts["features.18"], &want_last);
+    let diff = common::max_diff(&acts["features.18"], &want_last);
     eprintln!("features.18: max diff {diff:e} (scale {scale})");
     assert!(
         diff <= 1e-4 * scale.max(1.0),

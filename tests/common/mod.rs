@@ -112,3 +112,14 @@ pub fn max_abs(t: &candle_core::Tensor) -> f32 {
         .to_scalar()
         .unwrap()
 }
+
+/// max |a − b|, `a` brought to the CPU in f32 first (a NaN anywhere gives NaN, which fails
+/// every `<=`).
+pub fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let a = a
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_device(&candle_core::Device::Cpu)
+        .unwrap();
+    max_abs(&(a - b).unwrap())
+}

@@ -44,10 +44,15 @@ def ours_env(direct):
     return dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
 
 
+def ours_cmd(binary, model, dtype, batches, runs, *extra):
+    """Our `bench` command line on the GPU at these batch sizes, with `extra` options."""
+    return [binary, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
+            "--batch", ",".join(map(str, batches)), "--runs", str(runs), *extra]
+
+
 def ours(binary, model, batches, dtype, runs, timeout, direct=False):
     """images/s per batch size; `direct`: with FERROVISION_CUDNN=direct (cuDNN called by us)."""
-    cmd = [binary, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
-           "--batch", ",".join(map(str, batches)), "--runs", str(runs), "--format", "json"]
+    cmd = ours_cmd(binary, model, dtype, batches, runs, "--format", "json")
     t = time.time()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ours_env(direct))
@@ -100,8 +105,7 @@ def profiles(args, archs, batch, dtypes):
     for model, tv, size in archs:
         for dtype in dtypes:
             print(f"## {model} {dtype}, batch {batch}\n", flush=True)
-            cmd = [args.bin, "bench", "--model", model, "--device", "cuda", "--weights-dtype", dtype,
-                   "--batch", str(batch), "--runs", "3", "--profile", "--top", "15"]
+            cmd = ours_cmd(args.bin, model, dtype, [batch], 3, "--profile", "--top", "15")
             for direct in [False, True] if args.direct else [False]:
                 print("ours, cuDNN called directly:" if direct else "ours:")
                 try:

@@ -133,13 +133,20 @@ fn kernel_parameter_structs_match_cuda_layout() {
     check(exe, "Pool", p);
 }
 
+/// A deterministic stream of draws for random test cases (Knuth's MMIX LCG): each call gives a
+/// value in 0..m.
+fn draws(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut s = seed;
+    move |m| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) % m
+    }
+}
+
 /// Random depthwise cases: (geometry, the far side's padding).
 fn cases(count: usize) -> Vec<(DepthwiseGeometry, (i32, i32))> {
-    let mut s = 0x9e37_79b9_u64;
-    let mut next = |m: u64| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((s >> 33) % m) as i32
-    };
+    let mut draw = draws(0x9e37_79b9);
+    let mut next = |m: u64| draw(m) as i32;
     let mut out = Vec::new();
     while out.len() < count {
         let (k_h, k_w, dilation) = (1 + next(5), 1 + next(5), 1 + next(2));
@@ -408,11 +415,8 @@ fn device_cudnn_direct_conv_matches_cpu() {
     let Some(dev) = common::test_device() else {
         return;
     };
-    let mut s = 0x5eed_u64;
-    let mut next = |m: usize| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((s >> 33) % m as u64) as usize
-    };
+    let mut draw = draws(0x5eed);
+    let mut next = |m: usize| draw(m as u64) as usize;
     // (n, c, h, w, o, k, stride, pad, dilation)
     let mut cases = vec![(8, 64, 56, 56, 64, 3, 1, 1, 1), (4, 256, 14, 14, 512, 1, 2, 0, 1)];
     while cases.len() < 60 {

@@ -3,7 +3,7 @@
 //! cuDNN's heuristics for an algorithm and allocates and zeroes its workspace, and leaves the
 //! numerics at cuDNN's defaults. Here:
 //! - the algorithm is chosen once per shape (cuDNN's heuristics, as PyTorch without
-//!   `cudnn.benchmark`) and kept;
+//!   `cudnn.benchmark`) and kept, with its workspace size;
 //! - the workspace is allocated (stream-ordered) but not zeroed: cuDNN writes before it reads;
 //! - f32 runs as strict f32 (`CUDNN_FMA_MATH`: cuDNN's default math type would let it run as
 //!   TF32 from Ampere on); f16 and bf16 accumulate in f32 (`PSEUDO_HALF_CONFIG` /
@@ -92,8 +92,11 @@ fn wrap<E: std::error::Error + Send + Sync + 'static>(e: E) -> candle_core::Erro
     candle_core::Error::wrap(e)
 }
 
-fn algorithms() -> &'static Mutex<HashMap<Key, sys::cudnnConvolutionFwdAlgo_t>> {
-    static ALGOS: OnceLock<Mutex<HashMap<Key, sys::cudnnConvolutionFwdAlgo_t>>> = OnceLock::new();
+/// Per shape: the algorithm and the workspace bytes it needs.
+type Choice = (sys::cudnnConvolutionFwdAlgo_t, usize);
+
+fn algorithms() -> &'static Mutex<HashMap<Key, Choice>> {
+    static ALGOS: OnceLock<Mutex<HashMap<Key, Choice>>> = OnceLock::new();
     ALGOS.get_or_init(Default::default)
 }
 
@@ -172,16 +175,19 @@ impl Conv {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .copied();
-        let algo = match known {
-            Some(a) => a,
+        let (algo, bytes) = match known {
+            Some(choice) => choice,
             None => {
                 let a = fwd.pick_algorithm().map_err(wrap)?;
-                algorithms().lock().unwrap_or_else(|p| p.into_inner()).insert(key, a);
-                a
+                let choice = (a, fwd.get_workspace_size(a).map_err(wrap)?);
+                algorithms()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, choice);
+                choice
             }
         };
         let stream = dev.cuda_stream();
-        let bytes = fwd.get_workspace_size(algo).map_err(wrap)?;
         let x = xs.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
         let w = ws.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
         // SAFETY: cuDNN writes all of `y`, and the workspace before reading it

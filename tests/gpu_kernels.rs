@@ -133,14 +133,11 @@ fn kernel_parameter_structs_match_cuda_layout() {
     check(exe, "Pool", p);
 }
 
-/// A deterministic stream of draws for random test cases (Knuth's MMIX LCG): each call gives a
+/// A deterministic stream of draws for random test cases (`common::lcg`): each call gives a
 /// value in 0..m.
 fn draws(seed: u64) -> impl FnMut(u64) -> u64 {
-    let mut s = seed;
-    move |m| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    }
+    let mut next = common::lcg(seed);
+    move |m| (next() >> 33) % m
 }
 
 /// Random depthwise cases: (geometry, the far side's padding).

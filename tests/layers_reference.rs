@@ -2,6 +2,8 @@
 //! over random shapes, strides, paddings (both conventions), dilations, groups, ceil mode and
 //! batch sizes (proptest).
 
+mod common;
+
 use candle_core::{DType, Device, Module, Tensor};
 use ferrovision::kernels::nchwc;
 use ferrovision::kernels::pool::PoolOp;
@@ -27,13 +29,12 @@ impl Arr {
     }
 }
 
+/// `n` values in [−1, 1) from `common::lcg` (its first state skipped).
 fn lcg_values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = common::lcg(seed);
+    next();
     (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
+        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
         .collect()
 }
 

@@ -123,3 +123,13 @@ pub fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .unwrap();
     max_abs(&(a - b).unwrap())
 }
+
+/// Knuth's MMIX linear congruential generator, the one source of deterministic random test
+/// data: each call advances the state and returns it.
+pub fn lcg(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s
+    }
+}

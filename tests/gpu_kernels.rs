@@ -402,13 +402,15 @@ fn device_pools_match_cpu() {
 }
 
 /// On the GPU named by `FERROVISION_TEST_DEVICE` (a `--features cudnn` build): cuDNN called
-/// directly ([`ferrovision::kernels::gpu::cudnn::conv2d`]) against candle's CPU convolution of
-/// the same (rounded) operands, over random shapes, strides, paddings and dilations and two
+/// directly ([`ferrovision::kernels::gpu::cudnn::conv2d`], with its bias, residual and
+/// activation: fused into cuDNN's call for ReLU and for none where the algorithm allows, our
+/// epilogue after it for ReLU6) against candle's CPU convolution of the same (rounded)
+/// operands plus the same terms, over random shapes, strides, paddings and dilations and two
 /// ResNet-sized layers. f32 within 1e-4 of the output's scale, which TF32 would not meet.
 #[cfg(feature = "cudnn")]
 #[test]
 fn device_cudnn_direct_conv_matches_cpu() {
-    use ferrovision::kernels::gpu::cudnn::conv2d;
+    use ferrovision::kernels::gpu::cudnn::{conv2d, Epilogue};
     let Some(dev) = common::test_device() else {
         return;
     };
@@ -434,19 +436,34 @@ fn device_cudnn_direct_conv_matches_cpu() {
             ));
         }
     }
-    for (n, c, h, w, o, k, stride, pad, dilation) in cases {
+    let acts = [Activation::None, Activation::Relu, Activation::Relu6];
+    for (i, (n, c, h, w, o, k, stride, pad, dilation)) in cases.into_iter().enumerate() {
+        let (act, with_residual) = (acts[i % 3], i % 2 == 1);
         let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &Device::Cpu).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, o, &Device::Cpu).unwrap();
         for (dtype, tol) in [(DType::F32, 1e-4f32), (DType::F16, 1e-2), (DType::BF16, 8e-2)] {
             let r = |t: &Tensor| t.to_dtype(dtype).unwrap();
             let f = |t: &Tensor| r(t).to_dtype(DType::F32).unwrap();
-            let want = f(&x).conv2d(&f(&wt), pad, stride, dilation, 1).unwrap();
+            let conv = f(&x).conv2d(&f(&wt), pad, stride, dilation, 1).unwrap();
+            let res = Tensor::randn(0f32, 1.0, conv.dims(), &Device::Cpu).unwrap();
+            let mut sum = conv.broadcast_add(&f(&b).reshape((1, o, 1, 1)).unwrap()).unwrap();
+            if with_residual {
+                sum = (sum + f(&res)).unwrap();
+            }
+            let want = act.apply(&sum).unwrap();
             let on = |t: &Tensor| r(t).to_device(&dev).unwrap();
-            let got = conv2d(&on(&x), &on(&wt), pad, stride, dilation).unwrap();
+            let res_on = on(&res);
+            let epilogue = Epilogue {
+                bias: &on(&b),
+                residual: with_residual.then_some(&res_on),
+                act,
+            };
+            let got = conv2d(&on(&x), &on(&wt), pad, stride, dilation, epilogue).unwrap();
             assert_eq!(got.dims(), want.dims());
             let scale = common::max_abs(&want) + 1.0;
             let diff = common::max_diff(&got, &want);
-            let case = (n, c, h, w, o, k, stride, pad, dilation);
+            let case = (n, c, h, w, o, k, stride, pad, dilation, act, with_residual);
             assert!(
                 diff <= tol * scale,
                 "{dtype:?} {case:?}: max |diff| {diff} (scale {scale})"

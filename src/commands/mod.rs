@@ -62,7 +62,7 @@ impl DeviceArg {
         let (started, n, name, feature, built) = match self {
             DeviceArg::Cpu => return Ok(candle_core::Device::Cpu),
             DeviceArg::Cuda(n) => (
-                candle_core::Device::new_cuda(n),
+                ferrovision::kernels::gpu::cuda_device(n),
                 n,
                 "CUDA",
                 "cuda",

@@ -530,12 +530,14 @@ impl Conv2d {
             }
             _ if self.gpu_bias.is_some() && x.device().is_cuda() => {
                 let bias = self.gpu_bias.as_ref().expect("just checked").to_dtype(x.dtype())?;
+                let r = residual.map(|r| r.to_dtype(x.dtype())).transpose()?;
                 if self.taps.is_some() && residual.is_none() {
                     self.forward_depthwise_gpu(x, &bias, &geometry, act)?
+                } else if let Some(y) = self.forward_cudnn(x, &bias, r.as_ref(), act, ph, pw)? {
+                    y
                 } else {
                     // candle's convolution, then bias, residual and activation in one pass
                     let y = self.conv_candle(x, ph, pw, ho, wo)?;
-                    let r = residual.map(|r| r.to_dtype(y.dtype())).transpose()?;
                     crate::kernels::gpu::epilogue(&y, &bias, r.as_ref(), act)?
                 }
             }
@@ -604,20 +606,47 @@ impl Conv2d {
         Ok(y)
     }
 
-    /// A one-group convolution with symmetric padding `pad`: candle's, or on CUDA with
-    /// `FERROVISION_CUDNN=direct` cuDNN called by us ([`crate::kernels::gpu::cudnn`]; on an error
-    /// candle's from then on).
+    /// A one-group convolution with symmetric padding `pad` (candle's).
     fn conv_dense(&self, x: &Tensor, pad: usize) -> Result<Tensor> {
         let s = &self.spec;
         let w = self.weight.to_dtype(x.dtype())?;
+        x.conv2d(&w, pad, s.stride, s.dilation, s.groups)
+    }
+
+    /// `act(conv(x) + bias (+ residual))` on CUDA through cuDNN called by us
+    /// ([`crate::kernels::gpu::cudnn`], a `cudnn` build), for a one-group convolution; `None`
+    /// where that path is off or failed (then candle's, from then on).
+    #[allow(unused_variables)]
+    fn forward_cudnn(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        residual: Option<&Tensor>,
+        act: Activation,
+        ph: Pad1,
+        pw: Pad1,
+    ) -> Result<Option<Tensor>> {
         #[cfg(feature = "cudnn")]
-        if x.device().is_cuda() && s.groups == 1 && crate::kernels::gpu::cudnn::enabled() {
-            match crate::kernels::gpu::cudnn::conv2d(x, &w, pad, s.stride, s.dilation) {
-                Ok(y) => return Ok(y),
-                Err(e) => crate::kernels::gpu::cudnn::give_up(&self.name, &e),
+        {
+            use crate::kernels::gpu::cudnn;
+            let s = &self.spec;
+            if s.groups != 1 || !cudnn::enabled() {
+                return Ok(None);
+            }
+            let w = self.weight.to_dtype(x.dtype())?;
+            // TF "SAME" pads more after than before at some sizes: padded here, as candle's path
+            let (xp, pad) = if ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0 {
+                (x.clone(), ph.0)
+            } else {
+                (x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?, 0)
+            };
+            let epilogue = cudnn::Epilogue { bias, residual, act };
+            match cudnn::conv2d(&xp, &w, pad, s.stride, s.dilation, epilogue) {
+                Ok(y) => return Ok(Some(y)),
+                Err(e) => cudnn::give_up(&self.name, &e),
             }
         }
-        x.conv2d(&w, pad, s.stride, s.dilation, s.groups)
+        Ok(None)
     }
 }
 

@@ -30,7 +30,7 @@ pub fn shared_dir() -> Option<PathBuf> {
 pub fn test_device() -> Option<candle_core::Device> {
     let name = std::env::var("FERROVISION_TEST_DEVICE").unwrap_or_default();
     let device = match name.as_str() {
-        "cuda" => candle_core::Device::new_cuda(0),
+        "cuda" => ferrovision::kernels::gpu::cuda_device(0),
         "metal" => candle_core::Device::new_metal(0),
         _ => {
             eprintln!("SKIPPED: set FERROVISION_TEST_DEVICE=cuda (or metal) to run the GPU tests");

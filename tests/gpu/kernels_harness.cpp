@@ -1,5 +1,7 @@
 // Runs src/kernels/gpu/kernels.cu's per-output functions (`depthwise_at`, `epilogue_at`,
-// `pool_at`: the bodies of the CUDA kernels) on the CPU, over random shapes, strides, paddings,
+// `pool_at`: the bodies of the CUDA kernels, with the 32-bit indices that the GPU uses at
+// these sizes; the epilogue at every pack width that divides the plane) on the CPU, over random
+// shapes, strides, paddings,
 // dilations, ceil modes, activations and the three dtypes, against naive loops in double
 // precision; and checks the f16/bf16 conversions against the compiler's _Float16 and
 // exhaustively. Built and run by tests/gpu_kernels.rs. Prints one line per check; exits 1 on any
@@ -10,6 +12,7 @@
 // fields by name in Rust's Debug form, then its size and alignment.
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -44,7 +47,7 @@ double run_case(std::mt19937& rng, const Geometry& g) {
     for (auto& v : x) v = round_to<T>(u(rng));
     for (auto& v : w) v = round_to<T>(u(rng));
     for (auto& v : b) v = round_to<T>(u(rng));
-    for (size_t i = 0; i < ny; i++) depthwise_at(x.data(), w.data(), b.data(), y.data(), g, (long long)i);
+    for (size_t i = 0; i < ny; i++) depthwise_at(x.data(), w.data(), b.data(), y.data(), g, (unsigned)i);
     double worst = 0;
     for (int n = 0; n < g.n; n++)
         for (int c = 0; c < g.c; c++)
@@ -72,14 +75,21 @@ double run_case(std::mt19937& rng, const Geometry& g) {
     return worst;
 }
 
+// `width` values per call of epilogue_at (a divisor of the plane, as the kernel picks)
 template <typename T>
-double run_epilogue(std::mt19937& rng, const Epilogue& e) {
+double run_epilogue(std::mt19937& rng, const Epilogue& e, int width) {
     std::uniform_real_distribution<float> u(-4.f, 4.f);
     std::vector<T> x(e.total), b(e.channels), r(e.total), y(e.total);
     for (auto& v : x) v = round_to<T>(u(rng));
     for (auto& v : b) v = round_to<T>(u(rng));
     for (auto& v : r) v = round_to<T>(u(rng));
-    for (long long i = 0; i < e.total; i++) epilogue_at(x.data(), b.data(), r.data(), y.data(), e, i);
+    std::fill(y.begin(), y.end(), round_to<T>(NAN)); // a value left unwritten fails below
+    for (unsigned p = 0; p < e.total / width; p++) switch (width) {
+        case 8: epilogue_at<T, 8>(x.data(), b.data(), r.data(), y.data(), e, p); break;
+        case 4: epilogue_at<T, 4>(x.data(), b.data(), r.data(), y.data(), e, p); break;
+        case 2: epilogue_at<T, 2>(x.data(), b.data(), r.data(), y.data(), e, p); break;
+        default: epilogue_at<T, 1>(x.data(), b.data(), r.data(), y.data(), e, p);
+    }
     double worst = 0;
     long long images = e.total / ((long long)e.channels * e.plane);
     for (long long n = 0; n < images; n++)
@@ -112,7 +122,7 @@ double run_pool(std::mt19937& rng, const Pool& p) {
     std::uniform_real_distribution<float> u(-3.f, 3.f);
     std::vector<T> x((size_t)p.n * p.c * p.h * p.w), y((size_t)p.n * p.c * p.out_h * p.out_w);
     for (auto& v : x) v = round_to<T>(u(rng));
-    for (size_t i = 0; i < y.size(); i++) pool_at(x.data(), y.data(), p, (long long)i);
+    for (size_t i = 0; i < y.size(); i++) pool_at(x.data(), y.data(), p, (unsigned)i);
     double worst = 0;
     for (int pl = 0; pl < p.n * p.c; pl++)
         for (int oy = 0; oy < p.out_h; oy++)
@@ -253,11 +263,15 @@ int main(int argc, char** argv) {
 
     double ew[3] = {0, 0, 0};
     for (int t = 0; t < 300; t++) {
-        int n = 1 + rng() % 3, c = 1 + rng() % 20, plane = 1 + rng() % 50;
+        // half the planes multiples of 8, so that every pack width is taken
+        int n = 1 + rng() % 3, c = 1 + rng() % 20, plane = t % 2 ? 8 * (1 + rng() % 8) : 1 + rng() % 50;
         Epilogue e{(long long)n * c * plane, c, plane, (int)(rng() % 3), (int)(rng() % 2)};
-        ew[0] = std::fmax(ew[0], run_epilogue<float>(rng, e));
-        ew[1] = std::fmax(ew[1], run_epilogue<f16>(rng, e));
-        ew[2] = std::fmax(ew[2], run_epilogue<bf16>(rng, e));
+        for (int width = 1; width <= 8; width *= 2) {
+            if (plane % width) continue;
+            ew[0] = std::fmax(ew[0], run_epilogue<float>(rng, e, width));
+            ew[1] = std::fmax(ew[1], run_epilogue<f16>(rng, e, width));
+            ew[2] = std::fmax(ew[2], run_epilogue<bf16>(rng, e, width));
+        }
     }
     std::printf("epilogue: worst |diff| / (|want| + 1): f32 %.2e, f16 %.2e, bf16 %.2e\n", ew[0], ew[1], ew[2]);
 

@@ -62,14 +62,16 @@ struct Geometry {
     int n, c, h, w, out_h, out_w, k_h, k_w, stride, dilation, pad_top, pad_left, act;
 };
 
-template <typename T>
-FV_DEVICE void depthwise_at(const T* x, const T* wt, const T* bias, T* y, const Geometry& g, long long i) {
-    int ox = (int)(i % g.out_w);
-    long long r = i / g.out_w;
-    int oy = (int)(r % g.out_h);
-    long long plane = r / g.out_h; // image × channels + channel
-    int ch = (int)(plane % g.c);
-    const T* xp = x + plane * g.h * g.w;
+// `I`, the index type: 32-bit unsigned where every index fits (64-bit division costs tens of
+// instructions on a GPU, several times a 32-bit one), else long long.
+template <typename T, typename I>
+FV_DEVICE void depthwise_at(const T* x, const T* wt, const T* bias, T* y, const Geometry& g, I i) {
+    int ox = (int)(i % (I)g.out_w);
+    I r = i / (I)g.out_w;
+    int oy = (int)(r % (I)g.out_h);
+    I plane = r / (I)g.out_h; // image × channels + channel
+    int ch = (int)(plane % (I)g.c);
+    const T* xp = x + (long long)plane * g.h * g.w;
     const T* wp = wt + (long long)ch * g.k_h * g.k_w;
     float acc = to_f32(bias[ch]);
     int y0 = oy * g.stride - g.pad_top, x0 = ox * g.stride - g.pad_left;
@@ -94,14 +96,54 @@ struct Epilogue {
     int channels, plane, act, residual;
 };
 
+// V consecutive values, loaded and stored as one access (16 bytes for 8 f16 or 4 f32 values).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+    T v[V];
+};
+template <typename T, int V>
+FV_DEVICE Pack<T, V> load_pack(const T* p) {
+#if defined(__CUDA_ARCH__)
+    return *(const Pack<T, V>*)p;
+#else
+    Pack<T, V> out; __builtin_memcpy(&out, p, sizeof out); return out;
+#endif
+}
+template <typename T, int V>
+FV_DEVICE void store_pack(T* p, const Pack<T, V>& pack) {
+#if defined(__CUDA_ARCH__)
+    *(Pack<T, V>*)p = pack;
+#else
+    __builtin_memcpy(p, &pack, sizeof pack);
+#endif
+}
+
+// The widest pack, 8, 4, 2 or 1 values, that divides a channel's plane (so that one pack has
+// one channel) and to which all three pointers are aligned.
 template <typename T>
-FV_DEVICE void epilogue_at(const T* x, const T* bias, const T* res, T* y, const Epilogue& e, long long i) {
-    int ch = (int)((i / e.plane) % e.channels);
-    float v = to_f32(x[i]) + to_f32(bias[ch]);
-    if (e.residual) v += to_f32(res[i]);
-    if (e.act >= 1) v = v > 0.0f ? v : 0.0f; // ReLU
-    if (e.act == 2) v = v < 6.0f ? v : 6.0f; // ReLU6
-    from_f32(v, &y[i]);
+FV_DEVICE int epilogue_width(const T* x, const T* res, const T* y, const Epilogue& e) {
+    unsigned long long a = (unsigned long long)x | (unsigned long long)res | (unsigned long long)y;
+    for (int v = 8; v > 1; v /= 2)
+        if (e.plane % v == 0 && a % (v * sizeof(T)) == 0) return v;
+    return 1;
+}
+
+// Pack `p` (values p·V to p·V + V − 1, all of one channel); `I` as in depthwise_at.
+template <typename T, int V, typename I>
+FV_DEVICE void epilogue_at(const T* x, const T* bias, const T* res, T* y, const Epilogue& e, I p) {
+    I i = p * V;
+    int ch = (int)((i / (I)e.plane) % (I)e.channels);
+    float b = to_f32(bias[ch]);
+    Pack<T, V> xv = load_pack<T, V>(x + i), rv = xv, out;
+    if (e.residual) rv = load_pack<T, V>(res + i);
+    for (int k = 0; k < V; k++) {
+        float v = to_f32(xv.v[k]) + b;
+        if (e.residual) v += to_f32(rv.v[k]);
+        if (e.act >= 1) v = v > 0.0f ? v : 0.0f; // ReLU
+        if (e.act == 2) v = v < 6.0f ? v : 6.0f; // ReLU6
+        from_f32(v, &out.v[k]);
+    }
+    store_pack<T, V>(y + i, out);
 }
 
 // Max or average pooling over a square window with PyTorch's semantics: symmetric padding
@@ -113,13 +155,13 @@ struct Pool {
     int n, c, h, w, out_h, out_w, kernel, stride, pad, op, count_include_pad; // op: 0 max, 1 average
 };
 
-template <typename T>
-FV_DEVICE void pool_at(const T* x, T* y, const Pool& p, long long i) {
-    int ox = (int)(i % p.out_w);
-    long long r = i / p.out_w;
-    int oy = (int)(r % p.out_h);
-    long long plane = r / p.out_h;
-    const T* xp = x + plane * p.h * p.w;
+template <typename T, typename I>
+FV_DEVICE void pool_at(const T* x, T* y, const Pool& p, I i) {
+    int ox = (int)(i % (I)p.out_w);
+    I r = i / (I)p.out_w;
+    int oy = (int)(r % (I)p.out_h);
+    I plane = r / (I)p.out_h;
+    const T* xp = x + (long long)plane * p.h * p.w;
     int h0 = oy * p.stride - p.pad, w0 = ox * p.stride - p.pad;
     int h1 = h0 + p.kernel < p.h + p.pad ? h0 + p.kernel : p.h + p.pad; // clipped to the padded input
     int w1 = w0 + p.kernel < p.w + p.pad ? w0 + p.kernel : p.w + p.pad;
@@ -137,22 +179,37 @@ FV_DEVICE void pool_at(const T* x, T* y, const Pool& p, long long i) {
 }
 
 #if defined(__CUDA_ARCH__)
-#define POOL(NAME, T)                                                                              \
-    extern "C" __global__ void NAME(const T* x, T* y, Pool p) {                                    \
-        long long total = (long long)p.n * p.c * p.out_h * p.out_w;                                \
-        long long step = (long long)gridDim.x * blockDim.x;                                        \
-        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) \
-            pool_at(x, y, p, i);                                                                   \
+// A grid-stride loop of `body` over i < count, i of type I.
+#define GRID_STRIDE(I, count, body)                                                     \
+    {                                                                                   \
+        I step = (I)gridDim.x * blockDim.x;                                             \
+        for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(count); i += step) \
+            body;                                                                       \
+    }
+// The same in 32-bit indices where all of the `total` values' indices fit (and i + step does
+// not wrap: i < 2³¹, step ≤ 2²⁰ blocks × 256 threads), else in 64-bit ones.
+#define INDEXED(total, count, body)                                   \
+    if ((total) < (1LL << 31)) GRID_STRIDE(unsigned, count, body)     \
+    else GRID_STRIDE(long long, count, body)
+
+#define POOL(NAME, T)                                                   \
+    extern "C" __global__ void NAME(const T* x, T* y, Pool p) {         \
+        long long total = (long long)p.n * p.c * p.out_h * p.out_w;     \
+        INDEXED(total, total, pool_at(x, y, p, i))                         \
     }
 POOL(pool_f32, float)
 POOL(pool_f16, f16)
 POOL(pool_bf16, bf16)
 
-#define EPILOGUE(NAME, T)                                                                          \
-    extern "C" __global__ void NAME(const T* x, const T* bias, const T* res, T* y, Epilogue e) {   \
-        long long step = (long long)gridDim.x * blockDim.x;                                        \
-        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < e.total; i += step) \
-            epilogue_at(x, bias, res, y, e, i);                                                    \
+// one loop per pack width, over total / V packs
+#define EPILOGUE(NAME, T)                                                                        \
+    extern "C" __global__ void NAME(const T* x, const T* bias, const T* res, T* y, Epilogue e) { \
+        switch (epilogue_width(x, res, y, e)) {                                                  \
+        case 8: INDEXED(e.total, e.total / 8, (epilogue_at<T, 8>(x, bias, res, y, e, i))) break;      \
+        case 4: INDEXED(e.total, e.total / 4, (epilogue_at<T, 4>(x, bias, res, y, e, i))) break;      \
+        case 2: INDEXED(e.total, e.total / 2, (epilogue_at<T, 2>(x, bias, res, y, e, i))) break;      \
+        default: INDEXED(e.total, e.total, (epilogue_at<T, 1>(x, bias, res, y, e, i)))                \
+        }                                                                                        \
     }
 EPILOGUE(epilogue_f32, float)
 EPILOGUE(epilogue_f16, f16)
@@ -161,9 +218,7 @@ EPILOGUE(epilogue_bf16, bf16)
 #define DEPTHWISE(NAME, T)                                                                     \
     extern "C" __global__ void NAME(const T* x, const T* wt, const T* bias, T* y, Geometry g) { \
         long long total = (long long)g.n * g.c * g.out_h * g.out_w;                            \
-        long long step = (long long)gridDim.x * blockDim.x;                                    \
-        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) \
-            depthwise_at(x, wt, bias, y, g, i);                                                \
+        INDEXED(total, total, depthwise_at(x, wt, bias, y, g, i))                                 \
     }
 DEPTHWISE(depthwise_f32, float)
 DEPTHWISE(depthwise_f16, f16)

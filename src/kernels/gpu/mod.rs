@@ -22,6 +22,21 @@ use crate::layers::Activation;
 /// The CUDA source: `depthwise_*`, `epilogue_*` and `pool_*`, each for f32, f16 and bf16.
 pub const KERNELS_CU: &str = include_str!("kernels.cu");
 
+/// CUDA device `ordinal`, set up for inference as PyTorch's caching allocator would be: freed
+/// memory stays in the device's stream-ordered pool between passes (its release threshold
+/// raised from 0, which hands memory back to the driver at every synchronisation and maps it
+/// again in the next pass), and cudarc's per-allocation event tracking is off (candle runs
+/// all of a device's work on its one stream, so the events order nothing). An error in a build
+/// without `--features cuda`.
+pub fn cuda_device(ordinal: usize) -> Result<candle_core::Device> {
+    let device = candle_core::Device::new_cuda(ordinal)?;
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        cuda::keep_pool_memory(d)?;
+    }
+    Ok(device)
+}
+
 /// The kernels' activation code: 0 none, 1 ReLU, 2 ReLU6.
 pub fn act_code(act: Activation) -> i32 {
     match act {
@@ -233,7 +248,7 @@ impl candle_core::CustomOp1 for Pool {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, xs: &candle_core::CudaStorage, xl: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let shape = self.check(xl)?;
-        let y = cuda::launch("pool", [xs], [xl], self.0.outputs(), self.0)?;
+        let y = cuda::launch("pool", [xs], [xl], self.0.outputs(), self.0.outputs(), self.0)?;
         Ok((y, shape))
     }
 }
@@ -326,7 +341,14 @@ impl CustomOp3 for Depthwise {
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let shape = self.check([xl, wl, bl])?;
-        let y = cuda::launch("depthwise", [xs, ws, bs], [xl, wl, bl], self.0.outputs(), self.0)?;
+        let y = cuda::launch(
+            "depthwise",
+            [xs, ws, bs],
+            [xl, wl, bl],
+            self.0.outputs(),
+            self.0.outputs(),
+            self.0,
+        )?;
         Ok((y, shape))
     }
 }
@@ -382,7 +404,15 @@ impl CustomOp3 for Epilogue {
         rl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         self.check([xl, bl, rl])?;
-        let y = cuda::launch("epilogue", [xs, bs, rs], [xl, bl, rl], self.0.total as usize, self.0)?;
+        // the kernel takes packs of up to 8 values (`epilogue_width`: dividing the plane, the
+        // pointers aligned; the pool's allocations are); a grid for fewer threads than values
+        let plane = self.0.plane as usize;
+        let width = [8, 4, 2]
+            .into_iter()
+            .find(|&v| plane.is_multiple_of(v) && [xl, rl].iter().all(|l| l.start_offset().is_multiple_of(v)))
+            .unwrap_or(1);
+        let total = self.0.total as usize;
+        let y = cuda::launch("epilogue", [xs, bs, rs], [xl, bl, rl], total, total / width, self.0)?;
         Ok((y, xl.shape().clone()))
     }
 }
@@ -394,19 +424,47 @@ mod cuda {
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, DType, Layout, Result};
 
-    /// Launches `{kernel}_{dtype}(operands..., y, params)` over `outputs` values (one thread
-    /// each, grid-stride) on `K` operands of one dtype; returns `y`.
+    /// [`super::cuda_device`]'s set-up of `dev`: no event tracking, pool memory kept.
+    pub fn keep_pool_memory(dev: &candle_core::CudaDevice) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let stream = dev.cuda_stream();
+        let ctx = stream.context();
+        // SAFETY: candle uses one stream per device, so no allocation is shared across streams
+        unsafe { ctx.disable_event_tracking() };
+        ctx.bind_to_thread().w()?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut keep = u64::MAX;
+        // SAFETY: `pool` is written by the first call and read by the second, which reads a u64
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                .result()
+                .w()?;
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep as *mut u64).cast(),
+            )
+            .result()
+            .w()?;
+        }
+        Ok(())
+    }
+
+    /// Launches `{kernel}_{dtype}(operands..., y, params)` with a `y` of `outputs` values, on
+    /// `K` operands of one dtype, for `threads` threads (the kernels loop grid-stride, so any
+    /// count is correct; one per output, or per pack of outputs, is fastest); returns `y`.
     pub fn launch<P: DeviceRepr + Copy, const K: usize>(
         kernel: &str,
         s: [&CudaStorage; K],
         l: [&Layout; K],
         outputs: usize,
+        threads: usize,
         params: P,
     ) -> Result<CudaStorage> {
         const THREADS: usize = 256;
         let dev = s[0].device().clone();
         let cfg = LaunchConfig {
-            grid_dim: (outputs.div_ceil(THREADS).clamp(1, 1 << 20) as u32, 1, 1),
+            grid_dim: (threads.div_ceil(THREADS).clamp(1, 1 << 20) as u32, 1, 1),
             block_dim: (THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };

@@ -11,7 +11,8 @@ turns it on as well and reports both.
 Prints a Markdown table (and writes it with --out) and the raw numbers as JSON (--json).
 With --profile, instead: where the time goes at the largest batch, ours (`bench --profile`, each
 layer timed up to a device synchronisation) next to PyTorch's profiler (CUDA time per operator).
---direct adds ours with FERROVISION_CUDNN=direct (cuDNN called by us, not through candle).
+--variant NAME:VAR=VALUE,... (repeatable) adds ours again with those environment variables, e.g.
+`exhaustive:FERROVISION_CUDNN_ALGO=exhaustive` or `candle:FERROVISION_CUDNN=candle`.
 Needs torch and torchvision with CUDA; no weights are downloaded.
 
     python3 scripts/bench_gpu.py --bin target/release/ferrovision --out bench_gpu.md
@@ -39,9 +40,15 @@ ARCHS = [
 ]
 
 
-def ours_env(direct):
-    """The environment for our binary: FERROVISION_CUDNN=direct (cuDNN called by us) or as is."""
-    return dict(os.environ, FERROVISION_CUDNN="direct") if direct else None
+def variant(spec):
+    """`NAME:VAR=VALUE,...` as (NAME, {VAR: VALUE})."""
+    name, _, assignments = spec.partition(":")
+    return name, dict(a.split("=", 1) for a in assignments.split(",") if a)
+
+
+def ours_env(extra):
+    """The environment for our binary: ours with `extra` variables set, or as is."""
+    return dict(os.environ, **extra) if extra else None
 
 
 def ours_cmd(binary, model, dtype, batches, runs, *extra):
@@ -50,12 +57,12 @@ def ours_cmd(binary, model, dtype, batches, runs, *extra):
             "--batch", ",".join(map(str, batches)), "--runs", str(runs), *extra]
 
 
-def ours(binary, model, batches, dtype, runs, timeout, direct=False):
-    """images/s per batch size; `direct`: with FERROVISION_CUDNN=direct (cuDNN called by us)."""
+def ours(binary, model, batches, dtype, runs, timeout, var=("", {})):
+    """images/s per batch size; `var`: a variant's name and environment variables."""
     cmd = ours_cmd(binary, model, dtype, batches, runs, "--format", "json")
     t = time.time()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ours_env(direct))
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ours_env(var[1]))
     except subprocess.TimeoutExpired:
         print(f"  ours {model} {dtype}: timed out after {timeout} s", file=sys.stderr)
         return {}
@@ -68,7 +75,7 @@ def ours(binary, model, batches, dtype, runs, timeout, direct=False):
     for line in res.stdout.splitlines():
         r = json.loads(line)
         out[r["batch"]] = r["images_per_s"]
-    print(f"  ours{' (direct)' if direct else ''} {model} {dtype}: {out} ({time.time() - t:.0f} s)", file=sys.stderr)
+    print(f"  ours{f' ({var[0]})' if var[0] else ''} {model} {dtype}: {out} ({time.time() - t:.0f} s)", file=sys.stderr)
     return out
 
 
@@ -106,14 +113,14 @@ def profiles(args, archs, batch, dtypes):
         for dtype in dtypes:
             print(f"## {model} {dtype}, batch {batch}\n", flush=True)
             cmd = ours_cmd(args.bin, model, dtype, [batch], 3, "--profile", "--top", "15")
-            for direct in [False, True] if args.direct else [False]:
-                print("ours, cuDNN called directly:" if direct else "ours:")
+            for name, extra in [("", {})] + args.variant:
+                print(f"ours, {name}:" if name else "ours:")
                 try:
-                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=ours_env(direct))
+                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=ours_env(extra))
                     print(res.stdout + res.stderr[-400:] if res.returncode == 0 else f"exit {res.returncode}: {res.stderr[-400:]}")
                 except subprocess.TimeoutExpired:
                     print(f"timed out after {args.timeout} s")
-            if not tv:
+            if not tv or args.no_torch_profile:
                 continue
             net, tdtype = torchvision_model(tv, dtype)
             with torch.inference_mode():
@@ -161,8 +168,9 @@ def main():
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write the raw numbers here")
     ap.add_argument("--profile", action="store_true", help="per-operator profiles at the largest batch instead")
-    ap.add_argument("--direct", action="store_true",
-                    help="also ours with FERROVISION_CUDNN=direct (a --features cudnn build calling cuDNN itself)")
+    ap.add_argument("--variant", type=variant, action="append", default=[],
+                    help="NAME:VAR=VALUE,...: also ours with these environment variables (repeatable)")
+    ap.add_argument("--no-torch-profile", action="store_true", help="with --profile: ours only")
     args = ap.parse_args()
 
     import torch
@@ -179,14 +187,15 @@ def main():
     for model, tv, size in archs:
         for dtype in dtypes:
             o = ours(args.bin, model, batches, dtype, args.runs, args.timeout)
-            od = ours(args.bin, model, batches, dtype, args.runs, args.timeout, direct=True) if args.direct else {}
+            ov = [ours(args.bin, model, batches, dtype, args.runs, args.timeout, v) for v in args.variant]
             t = torch_eager(tv, size, batches, dtype, args.runs, False) if tv else {}
             tb = torch_eager(tv, size, batches, dtype, args.runs, True) if tv and args.cudnn_benchmark else {}
             print(f"  torch {model} {dtype}: {t} {tb}", file=sys.stderr)
             for b in batches:
-                raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), "ours_direct": od.get(b),
+                variants = {f"ours_{n}": v.get(b) for (n, _), v in zip(args.variant, ov)}
+                raw.append({"model": model, "dtype": dtype, "batch": b, "ours": o.get(b), **variants,
                             "torch": t.get(b), "torch_cudnn_benchmark": tb.get(b)})
-                rows.append((model, dtype, b, o.get(b), od.get(b), t.get(b), tb.get(b)))
+                rows.append((model, dtype, b, o.get(b), [v.get(b) for v in ov], t.get(b), tb.get(b)))
             write(args, gpu, rows, raw)
 
     write(args, gpu, rows, raw, final=True)
@@ -200,19 +209,19 @@ def table(args, gpu, rows):
 
     head = "| arch | dtype | batch | ours (img/s) | PyTorch eager (img/s) | ours / PyTorch |"
     sep = "|---|---|---|---:|---:|---:|"
-    if args.direct:
-        head += " ours, cuDNN direct | that / PyTorch |"
+    for name, _ in args.variant:
+        head += f" ours, {name} | that / PyTorch |"
         sep += "---:|---:|"
     if args.cudnn_benchmark:
         head += " PyTorch, cudnn.benchmark | ours / that |"
         sep += "---:|---:|"
     lines = [f"GPU: {gpu}; torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
              f"median of {args.runs} synchronised passes per cell; {time.strftime('%Y-%m-%d %H:%M')}", "", head, sep]
-    for model, dtype, b, o, od, t, tb in rows:
+    for model, dtype, b, o, ov, t, tb in rows:
         ratio = f"{o / t:.2f}" if o and t else "—"
         line = f"| {model} | {dtype} | {b} | {f(o)} | {f(t)} | {ratio} |"
-        if args.direct:
-            line += f" {f(od)} | {f'{od / t:.2f}' if od and t else '—'} |"
+        for v in ov:
+            line += f" {f(v)} | {f'{v / t:.2f}' if v and t else '—'} |"
         if args.cudnn_benchmark:
             line += f" {f(tb)} | {f'{o / tb:.2f}' if o and tb else '—'} |"
         lines.append(line)

@@ -3,9 +3,9 @@
 # the CUDA build that scripts/prepare_device_carry.sh put in .devcarry/, runs the GPU tests and
 # the GPU benchmark, and leaves logs and tables in $OUT (8 files: the tool returns at most 8).
 #
-#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 590)
+#   device run: bash scripts/device_check.sh     (carry: [".devcarry"], timeout_s 420)
 #
-# Steps are time-boxed so that the whole stays within BUDGET seconds (default 560; the last
+# Steps are time-boxed so that the whole stays within BUDGET seconds (default 390; the last
 # step gets what is left); STEPS=... picks some; each prints its own result.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -13,7 +13,7 @@ C=$PWD/.devcarry
 STEPS=${STEPS:-smoke,kernels,parity,photos,bench,profile,rest}
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s]"; }
-left() { local l=$(( ${BUDGET:-560} - ($(date +%s) - t0) )); echo $(( l > 30 ? l : 30 )); }
+left() { local l=$(( ${BUDGET:-390} - ($(date +%s) - t0) )); echo $(( l > 30 ? l : 30 )); }
 
 # the test binaries look for the sources and ../shared where they were built
 mkdir -p /work
@@ -51,7 +51,10 @@ if step smoke; then
         --labels "$S/data/labels/imagenet_1001_tfslim.txt" --out /tmp/mnv2.safetensors > /dev/null &&
         for dt in f32 f16; do
             timeout 60 "$FV" classify --weights /tmp/mnv2.safetensors --device cuda --weights-dtype $dt \
-                --top-k 1 --format csv "$S/data/images" 2>&1 | tee -a "$OUT/tests.log"
+                --top-k 1 --format csv "$S/data/images" > /tmp/classify.csv 2>&1
+            cat /tmp/classify.csv >> "$OUT/tests.log"
+            echo "classify $dt: $(cut -d, -f3-4 /tmp/classify.csv | tail -n +2 | head -14 | tr '\n' ';' | cut -c1-300)"
+            tail -1 /tmp/classify.csv
         done
 fi
 if step kernels; then
@@ -59,18 +62,19 @@ if step kernels; then
     timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee -a "$OUT/tests.log" | grep -E "^test |test result|panicked"
 fi
 if step parity; then
-    # f32 as the issue means it first: NVIDIA_TF32_OVERRIDE=0, since cuDNN's default math may use
-    # TF32 for f32 convolutions from Ampere on; then with TF32 allowed (cuDNN's and PyTorch's
-    # default), for the record; then with cuDNN called by us (FERROVISION_CUDNN=direct, strict
-    # f32 by its math type). Each case prints max|diff|/max|logit|; the worst is shown.
-    for mode in tf32-off tf32-allowed direct; do
+    # f32 as the issue means it: the default (cuDNN called by us, strict f32 by its math type,
+    # bias/residual/ReLU fused), with the exhaustive algorithm search, with the fused call off,
+    # and candle's convolutions with NVIDIA_TF32_OVERRIDE=0 (cuDNN's default math may use TF32
+    # for f32 from Ampere on). Each case prints max|diff|/max|logit|; the worst is shown.
+    for mode in default exhaustive unfused candle; do
         echo "== parity device::, $mode $(el)"
         (
-            [ $mode = tf32-off ] && export NVIDIA_TF32_OVERRIDE=0
-            [ $mode = direct ] && export FERROVISION_CUDNN=direct
-            timeout 150 "$C/bin/parity" device:: --test-threads 4 --nocapture
+            [ $mode = exhaustive ] && export FERROVISION_CUDNN_ALGO=exhaustive
+            [ $mode = unfused ] && export FERROVISION_CUDNN_FUSE=0
+            [ $mode = candle ] && export FERROVISION_CUDNN=candle NVIDIA_TF32_OVERRIDE=0
+            timeout 100 "$C/bin/parity" device:: --test-threads 4 --nocapture
         ) > /tmp/parity.log 2>&1
-        grep -m1 "cuDNN called directly failed" /tmp/parity.log
+        grep -m1 -E "cuDNN called directly failed|fused convolution failed" /tmp/parity.log
         cat /tmp/parity.log >> "$OUT/tests.log"
         grep -E "FAILED|panicked" /tmp/parity.log | head -12
         grep "test result" /tmp/parity.log
@@ -81,26 +85,23 @@ if step photos; then
     echo "== real photos $(el)"
     timeout 90 "$C/bin/real_weights" device_keeps --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E "top-1|test result|panicked" | tail -40
 fi
-# the issue's targets first (resnet50, mobilenet_v2), where their time goes (ours per layer type
-# next to PyTorch's profiler, batch 256 f16), then the other architectures while the time box
-# lasts; each table is rewritten after every model, so a cut-off run keeps its cells
+# the issue's targets first (resnet50, mobilenet_v2), ours in the default build and in its
+# variants next to PyTorch eager (cudnn.benchmark off, its default, and on); then ours per layer
+# type at batch 256 f16; then the other architectures while the time box lasts; each table is
+# rewritten after every model, so a cut-off run keeps its cells
+VARIANTS=(--variant exhaustive:FERROVISION_CUDNN_ALGO=exhaustive --variant unfused:FERROVISION_CUDNN_FUSE=0
+    --variant tf32:FERROVISION_TF32=1 --variant candle:FERROVISION_CUDNN=candle)
 if step bench; then
     echo "== bench $(el)"
-    timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 --direct \
+    timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 \
+        "${VARIANTS[@]}" --cudnn-benchmark \
         --out "$OUT/bench_gpu_core.md" --json "$OUT/bench_gpu_core.json" 2> "$OUT/bench_gpu_core.err"
     cat "$OUT/bench_gpu_core.md"
 fi
 if step profile; then
     echo "== profile $(el)"
-    PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-75} python3 scripts/bench_gpu.py --bin "$FV" --profile --direct \
+    PYTHONUNBUFFERED=1 timeout ${PROFILE_TIMEOUT:-40} python3 scripts/bench_gpu.py --bin "$FV" --profile --no-torch-profile \
         --only resnet50,mobilenet_v2 --batches 256 --dtypes f16 > "$OUT/profile.txt" 2>&1
-    # the same two without cuDNN (candle's im2col + cuBLAS), to see which build to recommend
-    if [ "$FV" != "$C/bin/ferrovision-cuda" ]; then
-        echo "## without cuDNN (ferrovision-cuda)" >> "$OUT/profile.txt"
-        for m in resnet50 mobilenet_v2; do
-            timeout 60 "$C/bin/ferrovision-cuda" bench --model $m --device cuda --weights-dtype f16 --batch 256 --runs 5
-        done >> "$OUT/profile.txt" 2>&1
-    fi
     grep -E "^## |ms/image \(median" "$OUT/profile.txt"
 fi
 if step rest; then

@@ -31,7 +31,7 @@ use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
 use candle_core::op::BackpropOp;
-use candle_core::{bail, CudaStorage, DType, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
 
 use crate::layers::Activation;
 
@@ -116,7 +116,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize, dilation: usize
             bias.dims()
         )
     }
+    let Device::Cuda(dev) = x.device() else {
+        bail!("cuDNN conv: input on {:?}, not CUDA", x.device().location())
+    };
     let key = Key {
+        device: dev.id(),
         dtype: x.dtype(),
         x: [n, c, h, wd],
         w: [o, c, kh, kw],
@@ -149,10 +153,10 @@ struct Operands<'a> {
     y: [usize; 4],
 }
 
-/// What a plan is made for (one device: plans hold no device memory, and cuDNN's heuristics
-/// depend on the device only through its model, the same for all of ours).
+/// What a plan is made for (its algorithm and workspace size are the device's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
+    device: DeviceId,
     dtype: DType,
     x: [usize; 4],
     w: [usize; 4],

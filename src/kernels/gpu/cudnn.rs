@@ -316,17 +316,17 @@ impl Plan {
                 "cudnnGetConvolutionForwardAlgorithm_v7",
             )?;
         }
-        let usable = |r: &&sys::cudnnConvolutionFwdAlgoPerf_t| {
-            r.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && (!strict || r.mathType == CUDNN_FMA_MATH)
-        };
+        let usable = |r: &&sys::cudnnConvolutionFwdAlgoPerf_t| r.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
         let Some(best) = perf[..count.max(0) as usize].iter().find(usable) else {
             bail!("cuDNN conv: no algorithm for {k:?}")
         };
-        // as PyTorch: the math type the algorithm was chosen with
-        check(
-            sys::cudnnSetConvolutionMathType(conv, best.mathType),
-            "cudnnSetConvolutionMathType",
-        )?;
+        if !strict {
+            // as PyTorch: the math type the algorithm was chosen with (strict f32 keeps FMA)
+            check(
+                sys::cudnnSetConvolutionMathType(conv, best.mathType),
+                "cudnnSetConvolutionMathType",
+            )?;
+        }
         let mut workspace = 0;
         check(
             sys::cudnnGetConvolutionForwardWorkspaceSize(handle, x, w, conv, y, best.algo, &mut workspace),
@@ -398,7 +398,8 @@ fn run<T: CudaDType + DeviceRepr>(key: Key, op: Operands) -> Result<Tensor> {
     };
     let fuse = settings().fuse && !FUSE_FAILED.load(Ordering::Relaxed);
     if let (Some(act), true) = (fused_act, fuse) {
-        // y = act(1·conv + α₂·z + bias), z the residual or (α₂ = 0, not read) y itself
+        // y = act(1·conv + α₂·z + bias), z the residual or, with α₂ = 0, y itself (as XLA's
+        // legacy fused convolution passes its output when the side input's scale is 0)
         let (alpha2, z) = match op.residual {
             Some(_) => (one, res),
             None => (zero, yp as *const c_void),

@@ -12,7 +12,7 @@ Prints a Markdown table (and writes it with --out) and the raw numbers as JSON (
 With --profile, instead: where the time goes at the largest batch, ours (`bench --profile`, each
 layer timed up to a device synchronisation) next to PyTorch's profiler (CUDA time per operator).
 --variant NAME:VAR=VALUE,... (repeatable) adds ours again with those environment variables, e.g.
-`exhaustive:FERROVISION_CUDNN_ALGO=exhaustive` or `candle:FERROVISION_CUDNN=candle`.
+`fused:FERROVISION_CUDNN_FUSE=1` or `candle:FERROVISION_CUDNN=candle`.
 Needs torch and torchvision with CUDA; no weights are downloaded.
 
     python3 scripts/bench_gpu.py --bin target/release/ferrovision --out bench_gpu.md

@@ -60,17 +60,18 @@ fi
 if step kernels; then
     echo "== gpu_kernels $(el)"
     timeout 60 "$C/bin/gpu_kernels" device_ nvrtc_compiles --test-threads 1 2>&1 | tee -a "$OUT/tests.log" | grep -E "^test |test result|panicked"
+    echo "== gpu_kernels, cuDNN's fused call $(el)"
+    FERROVISION_CUDNN_FUSE=1 timeout 60 "$C/bin/gpu_kernels" device_cudnn --test-threads 1 2>&1 | tee -a "$OUT/tests.log" | grep -E "test result|panicked"
 fi
 if step parity; then
     # f32 as the issue means it: the default (cuDNN called by us, strict f32 by its math type,
-    # bias/residual/ReLU fused), with the exhaustive algorithm search, with the fused call off,
-    # and candle's convolutions with NVIDIA_TF32_OVERRIDE=0 (cuDNN's default math may use TF32
-    # for f32 from Ampere on). Each case prints max|diff|/max|logit|; the worst is shown.
-    for mode in default exhaustive unfused candle; do
+    # then our epilogue), with cuDNN's fused conv+bias+ReLU call, and candle's convolutions with
+    # NVIDIA_TF32_OVERRIDE=0 (cuDNN's default math may use TF32 for f32 from Ampere on). Each
+    # case prints max|diff|/max|logit|; the worst is shown.
+    for mode in default fused candle; do
         echo "== parity device::, $mode $(el)"
         (
-            [ $mode = exhaustive ] && export FERROVISION_CUDNN_ALGO=exhaustive
-            [ $mode = unfused ] && export FERROVISION_CUDNN_FUSE=0
+            [ $mode = fused ] && export FERROVISION_CUDNN_FUSE=1
             [ $mode = candle ] && export FERROVISION_CUDNN=candle NVIDIA_TF32_OVERRIDE=0
             timeout 100 "$C/bin/parity" device:: --test-threads 4 --nocapture
         ) > /tmp/parity.log 2>&1
@@ -89,8 +90,8 @@ fi
 # variants next to PyTorch eager (cudnn.benchmark off, its default, and on); then ours per layer
 # type at batch 256 f16; then the other architectures while the time box lasts; each table is
 # rewritten after every model, so a cut-off run keeps its cells
-VARIANTS=(--variant exhaustive:FERROVISION_CUDNN_ALGO=exhaustive --variant unfused:FERROVISION_CUDNN_FUSE=0
-    --variant tf32:FERROVISION_TF32=1 --variant candle:FERROVISION_CUDNN=candle)
+VARIANTS=(--variant fused:FERROVISION_CUDNN_FUSE=1 --variant tf32:FERROVISION_TF32=1
+    --variant candle:FERROVISION_CUDNN=candle)
 if step bench; then
     echo "== bench $(el)"
     timeout ${BENCH_CORE_TIMEOUT:-150} python3 scripts/bench_gpu.py --bin "$FV" --only resnet50,mobilenet_v2 \

@@ -403,8 +403,8 @@ fn device_pools_match_cpu() {
 
 /// On the GPU named by `FERROVISION_TEST_DEVICE` (a `--features cudnn` build): cuDNN called
 /// directly ([`ferrovision::kernels::gpu::cudnn::conv2d`], with its bias, residual and
-/// activation: fused into cuDNN's call for ReLU and for none where the algorithm allows, our
-/// epilogue after it for ReLU6) against candle's CPU convolution of the same (rounded)
+/// activation: our epilogue after it, or with `FERROVISION_CUDNN_FUSE=1` fused into cuDNN's
+/// call for ReLU and for none where the algorithm allows) against candle's CPU convolution of the same (rounded)
 /// operands plus the same terms, over random shapes, strides, paddings and dilations and two
 /// ResNet-sized layers. f32 within 1e-4 of the output's scale, which TF32 would not meet.
 #[cfg(feature = "cudnn")]

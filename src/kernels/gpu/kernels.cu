@@ -89,7 +89,7 @@ FV_DEVICE void depthwise_at(const T* x, const T* wt, const T* bias, T* y, const 
     from_f32(acc, &y[i]);
 }
 
-// What follows a convolution done by candle (cuDNN or im2col + cuBLAS), in one pass instead
+// What follows a convolution (cuDNN's, or candle's im2col + cuBLAS), in one pass instead
 // of three: y = act(x + bias[channel] (+ residual)). `Epilogue` in gpu/mod.rs lays it out.
 struct Epilogue {
     long long total;

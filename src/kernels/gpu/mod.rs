@@ -2,8 +2,9 @@
 //! - [`depthwise`]: candle runs a grouped convolution as one convolution per group (its issue
 //!   #3389), so a depthwise layer of 960 channels would be 960 launches; ours is one launch for
 //!   all channels, with the layer's bias and activation;
-//! - [`epilogue`]: after candle's convolution, `act(y + bias (+ residual))` in one pass over the
-//!   output instead of one each for the bias, the residual and the activation;
+//! - [`epilogue`]: after the convolution (cuDNN called by us, or candle's), `act(y + bias
+//!   (+ residual))` in one pass over the output, 16 bytes per access where the plane allows,
+//!   instead of one pass each for the bias, the residual and the activation;
 //! - [`pool`]: max and average pooling with PyTorch's padding, ceil mode and divisor rules in one
 //!   pass (candle's pools have no padding: the portable path pads the input first).
 //!

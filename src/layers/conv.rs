@@ -377,6 +377,22 @@ impl Conv2d {
     }
 }
 
+/// `x` zero-padded by `ph` rows above and below and `pw` columns left and right.
+fn padded(x: &Tensor, ph: Pad1, pw: Pad1) -> Result<Tensor> {
+    x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)
+}
+
+/// The input and the symmetric padding a dense convolution (candle's or cuDNN's, which take
+/// one pad for all four sides) is given: `x` itself with its pad where the four agree, else
+/// `x` padded here and 0 (TF "SAME" pads more after than before at some sizes).
+fn dense_input(x: &Tensor, ph: Pad1, pw: Pad1) -> Result<(Tensor, usize)> {
+    if ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0 {
+        Ok((x.clone(), ph.0))
+    } else {
+        Ok((padded(x, ph, pw)?, 0))
+    }
+}
+
 /// `count` elements of dimension `dim` starting at `start`, every `stride`-th.
 fn strided_slice(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
     if stride == 1 {
@@ -589,18 +605,13 @@ impl Conv2d {
     /// [`Conv2d::forward_candle`] without the bias.
     fn conv_candle(&self, x: &Tensor, ph: Pad1, pw: Pad1, ho: usize, wo: usize) -> Result<Tensor> {
         let s = &self.spec;
-        let symmetric = ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0;
         let y = if let Some(taps) = &self.taps {
-            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
-            self.forward_depthwise(&xp, taps, ho, wo)?
+            self.forward_depthwise(&padded(x, ph, pw)?, taps, ho, wo)?
         } else if s.groups > 1 {
-            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
-            self.forward_grouped(&xp, ho, wo)?
-        } else if symmetric {
-            self.conv_dense(x, ph.0)?
+            self.forward_grouped(&padded(x, ph, pw)?, ho, wo)?
         } else {
-            let xp = x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?;
-            self.conv_dense(&xp, 0)?
+            let (xp, pad) = dense_input(x, ph, pw)?;
+            self.conv_dense(&xp, pad)?
         };
         debug_assert_eq!(y.dims()[2..], [ho, wo]);
         Ok(y)
@@ -634,12 +645,7 @@ impl Conv2d {
                 return Ok(None);
             }
             let w = self.weight.to_dtype(x.dtype())?;
-            // TF "SAME" pads more after than before at some sizes: padded here, as candle's path
-            let (xp, pad) = if ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0 {
-                (x.clone(), ph.0)
-            } else {
-                (x.pad_with_zeros(2, ph.0, ph.1)?.pad_with_zeros(3, pw.0, pw.1)?, 0)
-            };
+            let (xp, pad) = dense_input(x, ph, pw)?;
             let epilogue = cudnn::Epilogue { bias, residual, act };
             match cudnn::conv2d(&xp, &w, pad, s.stride, s.dilation, epilogue) {
                 Ok(y) => return Ok(Some(y)),

@@ -28,7 +28,6 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
@@ -129,6 +128,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize, dilation: usize
         dilation,
     };
     let operands = Operands {
+        dev,
         x: &x,
         w: &w,
         bias: &bias,
@@ -145,6 +145,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize, dilation: usize
 }
 
 struct Operands<'a> {
+    dev: &'a CudaDevice,
     x: &'a Tensor,
     w: &'a Tensor,
     bias: &'a Tensor,
@@ -348,18 +349,16 @@ fn address<T: CudaDType + DeviceRepr>(s: &CudaStorage, offset: usize) -> Result<
 fn run<T: CudaDType + DeviceRepr>(key: Key, op: Operands) -> Result<Tensor> {
     let storages = [Some(op.x), Some(op.w), Some(op.bias), op.residual].map(|t| t.map(|t| t.storage_and_layout()));
     let mut ptrs = [0u64; 4];
-    let mut dev = None;
     for (i, s) in storages.iter().enumerate() {
         if let Some((s, l)) = s {
             let Storage::Cuda(s) = &**s else {
                 bail!("cuDNN conv: operands on CUDA only")
             };
             ptrs[i] = address::<T>(s, l.start_offset())?;
-            dev.get_or_insert_with(|| s.device().clone());
         }
     }
-    let dev = dev.expect("x is there");
-    let handle = handle(&dev)?;
+    let dev = op.dev;
+    let handle = handle(dev)?;
     let known = plans().lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
     let plan = match known {
         Some(p) => p,
@@ -420,7 +419,7 @@ fn run<T: CudaDType + DeviceRepr>(key: Key, op: Operands) -> Result<Tensor> {
             )
         };
         match check(status, "cudnnConvolutionBiasActivationForward") {
-            Ok(()) => return Ok(tensor(y, &dev, op.y)),
+            Ok(()) => return Ok(tensor(y, dev, op.y)),
             Err(e) => {
                 if !FUSE_FAILED.swap(true, Ordering::Relaxed) {
                     eprintln!("ferrovision: cuDNN's fused convolution failed ({e}); convolution and epilogue apart from now on");
@@ -450,7 +449,7 @@ fn run<T: CudaDType + DeviceRepr>(key: Key, op: Operands) -> Result<Tensor> {
         "cudnnConvolutionForward",
     )?;
     drop(storages);
-    super::epilogue(&tensor(y, &dev, op.y), op.bias, op.residual, op.act)
+    super::epilogue(&tensor(y, dev, op.y), op.bias, op.residual, op.act)
 }
 
 fn tensor<T: CudaDType + DeviceRepr>(

@@ -47,6 +47,39 @@ pub struct Classification {
     pub logits: Option<Vec<f32>>,
 }
 
+/// Per-image rows of a batch's output: softmax probabilities and the logits before it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scores {
+    pub probs: Vec<Vec<f32>>,
+    pub logits: Vec<Vec<f32>>,
+}
+
+impl Classification {
+    /// The JSON object of one image, as `classify --format json` writes it (`path` is the file
+    /// or the request's name for it): `{"path", "predictions", "labels", "error"}`, plus
+    /// `"logits"` when they were kept.
+    pub fn to_json(path: &str, result: &std::result::Result<Classification, String>) -> serde_json::Value {
+        use serde_json::json;
+        match result {
+            Ok(c) => {
+                let mut obj = json!({
+                    "path": path,
+                    "predictions": c.predictions.iter()
+                        .map(|x| json!({"class_id": x.class_id, "label": x.label, "score": x.score}))
+                        .collect::<Vec<_>>(),
+                    "labels": c.labels,
+                    "error": null,
+                });
+                if let Some(l) = &c.logits {
+                    obj["logits"] = json!(l);
+                }
+                obj
+            }
+            Err(e) => json!({"path": path, "predictions": [], "labels": [], "error": e}),
+        }
+    }
+}
+
 impl Model {
     /// Whether output 0 is TF-slim's "background" (ImageNet class i is then output i + 1).
     pub fn background_offset(&self) -> usize {
@@ -68,15 +101,13 @@ impl Model {
             .collect()
     }
 
-    /// Classifies images whose views were made by [`Model::views`] (all with the same count).
-    pub fn classify_views(
-        &self,
-        views: &[Tensor],
-        opts: &ClassifyOptions,
-        rules: Option<&Rules>,
-    ) -> Result<Vec<Classification>> {
+    /// Class probabilities and logits of images whose views were made by [`Model::views`] (all
+    /// with the same count): one row per image, views averaged (a trained head averages the
+    /// views' embeddings instead). This is the batched part of classifying; [`Model::classification`]
+    /// then reads one image's row.
+    pub fn scores(&self, views: &[Tensor]) -> Result<Scores> {
         if views.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Scores::default());
         }
         let (probs, logits) = match &self.head {
             // a trained head: one embedding per image (views averaged), then the linear layer
@@ -93,29 +124,52 @@ impl Model {
                 (per_view(softmax_last_dim(&logits)?)?, per_view(logits)?)
             }
         };
-        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
-        let logits: Option<Vec<Vec<f32>>> = if opts.raw { Some(logits.to_vec2()?) } else { None };
+        Ok(Scores {
+            probs: probs.to_vec2()?,
+            logits: logits.to_vec2()?,
+        })
+    }
+
+    /// One image's classification from its row of [`Model::scores`].
+    pub fn classification(
+        &self,
+        probs: &[f32],
+        logits: &[f32],
+        opts: &ClassifyOptions,
+        rules: Option<&Rules>,
+    ) -> Classification {
         // rules speak of ImageNet classes: not of a head's own
         let rules = if self.head.is_some() { None } else { rules };
-        let offset = self.background_offset();
-        Ok(probs
+        let predictions = match opts.threshold {
+            Some(t) => self
+                .top_k(probs, probs.len())
+                .into_iter()
+                .take_while(|x| x.score >= t)
+                .collect(),
+            None => self.top_k(probs, opts.top_k),
+        };
+        Classification {
+            predictions,
+            labels: rules
+                .map(|r| r.apply(probs, self.background_offset()))
+                .unwrap_or_default(),
+            logits: opts.raw.then(|| logits.to_vec()),
+        }
+    }
+
+    /// Classifies images whose views were made by [`Model::views`] (all with the same count).
+    pub fn classify_views(
+        &self,
+        views: &[Tensor],
+        opts: &ClassifyOptions,
+        rules: Option<&Rules>,
+    ) -> Result<Vec<Classification>> {
+        let scores = self.scores(views)?;
+        Ok(scores
+            .probs
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let predictions = match opts.threshold {
-                    Some(t) => self
-                        .top_k(p, p.len())
-                        .into_iter()
-                        .take_while(|x| x.score >= t)
-                        .collect(),
-                    None => self.top_k(p, opts.top_k),
-                };
-                Classification {
-                    predictions,
-                    labels: rules.map(|r| r.apply(p, offset)).unwrap_or_default(),
-                    logits: logits.as_ref().map(|l| l[i].clone()),
-                }
-            })
+            .zip(&scores.logits)
+            .map(|(p, l)| self.classification(p, l, opts, rules))
             .collect())
     }
 

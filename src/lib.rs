@@ -32,6 +32,8 @@ pub mod model;
 pub mod preprocess;
 pub mod pretrained;
 pub mod rules;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod summary;
 pub mod synthetic;
 pub mod trace;

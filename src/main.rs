@@ -32,6 +32,8 @@ enum Command {
     Inspect(commands::study::InspectArgs),
     /// Class activation map of a photo, overlaid on it (GAP architectures).
     Cam(commands::study::CamArgs),
+    /// Serve models over HTTP: KServe v2, PhotoPrism's Vision API, /classify, /metrics.
+    Serve(commands::serve::ServeArgs),
     /// Inference speed on synthetic weights: median ms/image, images/s, peak RSS.
     Bench(commands::bench::BenchArgs),
     /// List the architectures with their parameter counts.
@@ -77,12 +79,17 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors
     ferrovision::kernels::reuse_freed_memory();
-    ferrovision::kernels::init_thread_pool(match &cli.command {
-        Command::Classify(a) => a.threads,
-        Command::Bench(a) => a.threads,
-        _ => None,
-    });
-    ferrovision::kernels::spin_workers();
+    if let Command::Serve(a) = &cli.command {
+        // the main thread waits on the network: every inference thread is the pool's own
+        ferrovision::kernels::init_detached_thread_pool(a.threads);
+    } else {
+        ferrovision::kernels::init_thread_pool(match &cli.command {
+            Command::Classify(a) => a.threads,
+            Command::Bench(a) => a.threads,
+            _ => None,
+        });
+        ferrovision::kernels::spin_workers();
+    }
     let result = match cli.command {
         Command::Classify(args) => {
             let setup = commands::classify::load_model(&args)
@@ -95,6 +102,13 @@ fn main() -> ExitCode {
                 Ok((model, rules)) => commands::classify::run(&args, &model, rules.as_ref()).map(|failed| failed == 0),
             }
         }
+        Command::Serve(args) => match commands::serve::load(&args) {
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            Ok(models) => commands::serve::run(&args, models),
+        },
         Command::Embed(a) => commands::features::embed(&a),
         Command::TrainHead(a) => commands::features::train(&a),
         Command::Index(a) => commands::features::index(&a),

@@ -13,7 +13,6 @@ use ferrovision::preprocess::Crops;
 use ferrovision::rules::Rules;
 use ferrovision::Model;
 use rayon::prelude::*;
-use serde_json::json;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -225,23 +224,7 @@ fn write_result(
 ) -> anyhow::Result<()> {
     let p = path.display().to_string();
     match format {
-        Format::Json => {
-            let mut obj = match result {
-                Ok(c) => json!({
-                    "path": p,
-                    "predictions": c.predictions.iter()
-                        .map(|x| json!({"class_id": x.class_id, "label": x.label, "score": x.score}))
-                        .collect::<Vec<_>>(),
-                    "labels": c.labels,
-                    "error": null,
-                }),
-                Err(e) => json!({"path": p, "predictions": [], "labels": [], "error": e}),
-            };
-            if let Ok(Classification { logits: Some(l), .. }) = result {
-                obj["logits"] = json!(l);
-            }
-            writeln!(out, "{obj}")?;
-        }
+        Format::Json => writeln!(out, "{}", Classification::to_json(&p, result))?,
         Format::Csv => match result {
             Ok(c) => {
                 for (rank, x) in c.predictions.iter().enumerate() {

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod classify;
 pub mod features;
+pub mod serve;
 pub mod study;
 
 /// `--weights-dtype`: how the weights are stored (the CPU computes in f32 either way; half

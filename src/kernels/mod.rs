@@ -282,13 +282,26 @@ pub(crate) unsafe fn gemm_f32(
 /// own share (SqueezeNet 1.15×, GoogLeNet 1.06× at batch 1 on 2 threads). Does nothing if the
 /// global pool already exists.
 pub fn init_thread_pool(threads: Option<usize>) {
+    build_pool(threads, true);
+}
+
+/// As [`init_thread_pool`], with every worker a thread of the pool's own: for servers, whose
+/// main thread waits on the network. Work from other threads then runs on the pool by
+/// injection (`rayon::scope`), and [`spin_workers`] is called from inside it.
+pub fn init_detached_thread_pool(threads: Option<usize>) {
+    build_pool(threads, false);
+    rayon::scope(|_| spin_workers());
+}
+
+fn build_pool(threads: Option<usize>, use_current_thread: bool) {
     if let Some(n) = threads {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .use_current_thread()
-        .build_global();
+    let mut builder = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0));
+    if use_current_thread {
+        builder = builder.use_current_thread();
+    }
+    let _ = builder.build_global();
 }
 
 /// Keeps rayon's other workers polling for work instead of sleeping, for programs that run

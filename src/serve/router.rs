@@ -1,0 +1,482 @@
+//! Every HTTP route of `ferrovision serve`, and the layers around them: the body limit (declared
+//! and streamed), metrics, one log line per request, panics answered 500.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v2/health/live`, `/v2/health/ready` | KServe v2 health (ready turns 503 at shutdown) |
+//! | `GET /v2`, `/v2/models/{name}`, `/v2/models/{name}/ready` | server and model metadata |
+//! | `POST /v2/models/{name}[/versions/1]/infer` | KServe v2 inference (JSON or binary tensors) |
+//! | `POST /api/v1/vision/labels` | PhotoPrism's Vision API |
+//! | `POST /classify` | image bytes or multipart → `classify --format json`'s object |
+//! | `GET /metrics` | Prometheus |
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use candle_core::Tensor;
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use super::batcher::{Answer, ImageScores, Input};
+use super::{kserve, photoprism, Entry};
+use crate::classify::{Classification, ClassifyOptions};
+use crate::rules::{Label, Rules};
+
+type AppState = Arc<super::State>;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.opts.max_body_bytes;
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .route("/api/v1/vision/labels", post(vision_labels))
+        .route("/classify", post(classify))
+        .route("/metrics", get(|| async { super::metrics::render() }))
+        .fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no route {} {}", req.method(), req.uri().path()),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, declared_length_limit))
+        .layer(middleware::from_fn(super::metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}
+
+/// An error answer: `{"code", "error"}` (and the request's `"id"` where it had one), the status
+/// as HTTP status too; 429 says when to retry.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    msg: String,
+    id: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, msg: String) -> Self {
+        Self { status, msg, id: None }
+    }
+
+    fn bad(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg.into())
+    }
+
+    fn with_id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    fn body(rejection: BytesRejection) -> Self {
+        Self::new(rejection.status(), format!("request body: {}", rejection.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.status.as_u16(), "error": self.msg});
+        if let Some(id) = self.id {
+            body["id"] = json!(id);
+        }
+        let mut res = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+/// 413 at once for a body whose declared length is over the limit (before reading any of it);
+/// bodies without a length are cut at the limit by [`DefaultBodyLimit`].
+async fn declared_length_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes is over the limit of {max} bytes (--max-body-mb)"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+fn lookup<'a>(state: &'a AppState, params: &HashMap<String, String>) -> Result<&'a Entry, ApiError> {
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let entry = state.model(name).ok_or_else(|| {
+        let served: Vec<&str> = state.models.iter().map(|e| e.served.name.as_str()).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown model `{name}`; served: {}", served.join(", ")),
+        )
+    })?;
+    match params.get("version").map(String::as_str) {
+        None | Some("1") => Ok(entry),
+        Some(v) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model `{name}` has no version `{v}` (only 1)"),
+        )),
+    }
+}
+
+/// Queues `inputs` on the model's batcher and waits for its answer.
+async fn run(state: &AppState, entry: &Entry, inputs: Vec<Input>) -> Result<Answer, ApiError> {
+    if inputs.is_empty() {
+        return Err(ApiError::bad("the request holds no image"));
+    }
+    let capacity = state.opts.max_queue;
+    if inputs.len() > capacity {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} images in one request, more than the queue holds ({capacity})",
+                inputs.len()
+            ),
+        ));
+    }
+    let rx = entry.batcher.submit(inputs).map_err(|o| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "model `{}` is busy: {} of {} queue places taken; retry later",
+                entry.served.name, o.queued, o.capacity
+            ),
+        )
+    })?;
+    rx.await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model's worker stopped".into()))
+}
+
+/// Every image's scores, or a 400 naming the first image that failed.
+fn all_scored(answer: Answer, what: impl Fn(usize) -> String) -> Result<Vec<ImageScores>, ApiError> {
+    answer
+        .outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.map_err(|e| ApiError::bad(format!("{}: {e}", what(i)))))
+        .collect()
+}
+
+// ---- KServe v2 -------------------------------------------------------------------------------
+
+async fn server_metadata() -> impl IntoResponse {
+    axum::Json(json!({
+        "name": "ferrovision",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "classification"],
+    }))
+}
+
+async fn server_ready(State(state): State<AppState>) -> StatusCode {
+    if state.ready.load(Ordering::Acquire) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    lookup(&state, &params)?;
+    Ok(server_ready(State(state)).await)
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entry = lookup(&state, &params)?;
+    let model = &entry.served.model;
+    Ok(axum::Json(kserve::model_metadata(
+        &entry.served.name,
+        model.meta.preprocessing.crop_size,
+        model.class_names().len(),
+    )))
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&state, &params)?;
+    let body = body.map_err(ApiError::body)?;
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING).filter(|e| *e != "identity") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {enc:?} is not supported; send the body uncompressed"),
+        ));
+    }
+    let header_len = match headers.get(kserve::HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| ApiError::bad(format!("Inference-Header-Content-Length {v:?} is not a length")))?,
+        ),
+    };
+    let (req, tensor) = kserve::parse(&body, header_len).map_err(ApiError::bad)?;
+    let id = req.id.clone();
+    let fail = |e: ApiError| match &id {
+        Some(id) => e.with_id(id),
+        None => e,
+    };
+    let wanted = kserve::wanted(&req).map_err(|e| fail(ApiError::bad(e)))?;
+    let model = &entry.served.model;
+    let (inputs, what): (Vec<Input>, &str) = match tensor {
+        kserve::Tensor::Images(files) => (files.into_iter().map(Input::Encoded).collect(), "image"),
+        kserve::Tensor::Pixels { shape, values } => {
+            let [h, w] = model.meta.preprocessing.crop_size;
+            if shape[1..] != [3, h, w] {
+                return Err(fail(ApiError::bad(format!(
+                    "input `input`: model `{}` takes N×3×{h}×{w}, got {shape:?}",
+                    entry.served.name
+                ))));
+            }
+            let batch = Tensor::from_vec(values, &shape, model.device())
+                .and_then(|t| t.to_dtype(model.compute_dtype()))
+                .map_err(|e| fail(ApiError::bad(format!("input `input`: {e}"))))?;
+            let views = (0..shape[0])
+                .map(|i| batch.narrow(0, i, 1).map(Input::Views))
+                .collect::<candle_core::Result<_>>()
+                .map_err(|e| fail(ApiError::bad(format!("input `input`: {e}"))))?;
+            (views, "input")
+        }
+    };
+    let answer = run(&state, entry, inputs).await.map_err(fail)?;
+    let rows = all_scored(answer, |i| format!("{what} {i}")).map_err(fail)?;
+    let (head, binary) = kserve::response(&entry.served.name, id.as_deref(), &wanted, &rows, model.class_names());
+    Ok(if binary.is_empty() {
+        ([(header::CONTENT_TYPE, "application/json")], head).into_response()
+    } else {
+        let head_len = head.len().to_string();
+        let body = [head, binary].concat();
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::HeaderName::from_static(kserve::HEADER_LENGTH), head_len),
+            ],
+            body,
+        )
+            .into_response()
+    })
+}
+
+// ---- PhotoPrism ------------------------------------------------------------------------------
+
+/// The rules that make a model's labels: its own, or for an ImageNet-1k classifier (1000
+/// classes, or TF-slim's 1001) the default ones; `None` for other models, whose top classes are
+/// their labels.
+fn labelling_rules<'a>(state: &'a AppState, entry: &'a Entry) -> Option<&'a Rules> {
+    let m = &entry.served.model;
+    let imagenet = m.head.is_none() && m.class_names().len() - m.background_offset() == 1000;
+    entry
+        .served
+        .rules
+        .as_deref()
+        .or_else(|| imagenet.then_some(&*state.default_rules))
+}
+
+async fn vision_labels(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::body)?;
+    let req: photoprism::ApiRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid Vision API request JSON: {e}")))?;
+    let fail = |e: ApiError| e.with_id(&req.id);
+    let entry = if req.model.is_empty() {
+        &state.models[0]
+    } else {
+        lookup(&state, &HashMap::from([("name".to_string(), req.model.clone())])).map_err(fail)?
+    };
+    let sources = if req.images.is_empty() && !req.url.is_empty() {
+        std::slice::from_ref(&req.url)
+    } else {
+        &req.images[..]
+    };
+    let inputs = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.starts_with("http://") || s.starts_with("https://") {
+                return Err(ApiError::bad(format!(
+                    "image {i}: remote URLs are not fetched by this server; send data URLs (vision.yml: Service.FileScheme: data)"
+                )));
+            }
+            kserve::base64_image(s)
+                .map(Input::Encoded)
+                .map_err(|e| ApiError::bad(format!("image {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let answer = run(&state, entry, inputs).await.map_err(fail)?;
+    let rows = all_scored(answer, |i| format!("image {i}")).map_err(fail)?;
+    let model = &entry.served.model;
+    let rules = labelling_rules(&state, entry);
+    let opts = ClassifyOptions::default();
+    let per_image: Vec<Vec<Label>> = rows
+        .iter()
+        .map(|s| {
+            let c = model.classification(&s.probs, &s.logits, &opts, rules);
+            match rules {
+                Some(_) => c.labels,
+                None => c
+                    .predictions
+                    .into_iter()
+                    .filter(|p| p.score >= 0.1)
+                    .map(|p| Label {
+                        label: p.label,
+                        score: p.score,
+                        priority: 0,
+                        categories: Vec::new(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let response = photoprism::ApiResponse {
+        id: req.id.clone(),
+        code: 200,
+        model: photoprism::ModelInfo {
+            kind: "labels",
+            name: entry.served.name.clone(),
+            version: "1".into(),
+            resolution: model.meta.preprocessing.crop_size[0],
+        },
+        result: photoprism::ApiResult {
+            labels: photoprism::labels(&per_image),
+        },
+    };
+    Ok(axum::Json(response).into_response())
+}
+
+// ---- POST /classify --------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyQuery {
+    model: Option<String>,
+    top_k: Option<usize>,
+    threshold: Option<f32>,
+    /// `default` (the built-in ImageNet-1k rules) or `none`; the model's own when left out.
+    rules: Option<String>,
+    raw: Option<bool>,
+    /// The `path` to report (multipart: the file's name).
+    name: Option<String>,
+}
+
+async fn classify(
+    State(state): State<AppState>,
+    query: Result<Query<ClassifyQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
+    let entry = match &q.model {
+        None => &state.models[0],
+        Some(name) => lookup(&state, &HashMap::from([("name".to_string(), name.clone())]))?,
+    };
+    let rules: Option<&Rules> = match q.rules.as_deref() {
+        None => entry.served.rules.as_deref(),
+        Some("none") => None,
+        Some("default") => Some(&state.default_rules),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "rules={other}: expected `default` or `none` (the model's own rules apply when left out)"
+            )))
+        }
+    };
+    let opts = ClassifyOptions {
+        top_k: q.top_k.unwrap_or(5),
+        threshold: q.threshold,
+        raw: q.raw.unwrap_or(false),
+        ..ClassifyOptions::default()
+    };
+    let (name, bytes) = upload(&state, req).await?;
+    let name = q.name.or(name).unwrap_or_default();
+    let answer = run(&state, entry, vec![Input::Encoded(bytes.to_vec())]).await?;
+    let outcome = answer.outcomes.into_iter().next().expect("one outcome per input");
+    let result = outcome
+        .map(|s| entry.served.model.classification(&s.probs, &s.logits, &opts, rules))
+        .map_err(|e| match name.as_str() {
+            "" => format!("request body: {e}"),
+            name => format!("{name}: {e}"),
+        });
+    let mut body = Classification::to_json(&name, &result);
+    let status = match result {
+        Ok(_) => StatusCode::OK,
+        Err(_) => {
+            body["code"] = json!(400);
+            StatusCode::BAD_REQUEST
+        }
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The image of a `/classify` request: the body itself, or the first file of a multipart form
+/// (with its file name).
+async fn upload(state: &AppState, req: Request) -> Result<(Option<String>, Bytes), ApiError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let bytes = Bytes::from_request(req, state).await.map_err(ApiError::body)?;
+        return Ok((None, bytes));
+    }
+    let mut form = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::new(e.status(), format!("multipart body: {}", e.body_text())))?;
+    loop {
+        let field = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::new(e.status(), format!("multipart body: {}", e.body_text())))?;
+        let Some(field) = field else {
+            return Err(ApiError::bad("multipart body has no file field"));
+        };
+        if field.file_name().is_some() || matches!(field.name(), Some("image" | "file")) {
+            let name = field.file_name().map(str::to_string);
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::new(e.status(), format!("multipart body: {}", e.body_text())))?;
+            return Ok((name, bytes));
+        }
+    }
+}

@@ -96,30 +96,6 @@ fn classifies_the_shared_photos_as_json() {
     assert!(hits >= 10, "{hits}/11 expected classes first (TFLite runtime: 11/11)");
 }
 
-fn png_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    png.extend((data.len() as u32).to_be_bytes());
-    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-    png.extend(&body);
-    png.extend(crc32fast::hash(&body).to_be_bytes());
-}
-
-/// A PNG claiming `w`×`h` RGB pixels, with only a header, or with an empty data chunk and end.
-fn huge_png(w: u32, h: u32, header_only: bool) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let ihdr: Vec<u8> = w
-        .to_be_bytes()
-        .into_iter()
-        .chain(h.to_be_bytes())
-        .chain([8, 2, 0, 0, 0])
-        .collect();
-    png_chunk(&mut png, b"IHDR", &ihdr);
-    if !header_only {
-        png_chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]); // empty zlib stream
-        png_chunk(&mut png, b"IEND", &[]);
-    }
-    png
-}
-
 #[test]
 fn hostile_files_are_reported_and_the_rest_classified() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,8 +121,8 @@ fn hostile_files_are_reported_and_the_rest_classified() {
     std::fs::write(folder.join("truncated.png"), &png[..png.len() / 2]).unwrap();
     std::fs::write(folder.join("notes.jpg"), "this is a text file, not a photo\n").unwrap();
     std::fs::write(folder.join("empty.png"), b"").unwrap();
-    std::fs::write(folder.join("huge.png"), huge_png(100_000, 100_000, true)).unwrap();
-    std::fs::write(folder.join("bomb.png"), huge_png(100_000, 100_000, false)).unwrap();
+    std::fs::write(folder.join("huge.png"), common::huge_png(100_000, 100_000, true)).unwrap();
+    std::fs::write(folder.join("bomb.png"), common::huge_png(100_000, 100_000, false)).unwrap();
 
     let out = ferrovision(&[
         "classify",

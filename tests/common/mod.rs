@@ -133,3 +133,27 @@ pub fn lcg(seed: u64) -> impl FnMut() -> u64 {
         s
     }
 }
+
+pub fn png_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    png.extend((data.len() as u32).to_be_bytes());
+    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+    png.extend(&body);
+    png.extend(crc32fast::hash(&body).to_be_bytes());
+}
+
+/// A PNG claiming `w`×`h` RGB pixels, with only a header, or with an empty data chunk and end.
+pub fn huge_png(w: u32, h: u32, header_only: bool) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let ihdr: Vec<u8> = w
+        .to_be_bytes()
+        .into_iter()
+        .chain(h.to_be_bytes())
+        .chain([8, 2, 0, 0, 0])
+        .collect();
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    if !header_only {
+        png_chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]); // empty zlib stream
+        png_chunk(&mut png, b"IEND", &[]);
+    }
+    png
+}

@@ -1,0 +1,737 @@
+//! `ferrovision serve` end to end on 127.0.0.1 (nothing leaves loopback): the real binary with the
+//! real MobileNet v2 of ../shared, called with a real HTTP client (reqwest) and NVIDIA's own KServe
+//! v2 client (tritonclient), every answer checked against `ferrovision classify` on the same
+//! photos; concurrency, overload, hostile requests and graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The converted model, the photos, and `classify`'s JSON line for each (by file name).
+struct Fixture {
+    weights: PathBuf,
+    photos: Vec<PathBuf>,
+    cli: HashMap<String, Value>,
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let weights = common::converted_tflite(&dir, "mobilenet_v2_1.0_224_quant", None)?;
+            let images = common::shared_dir()?.join("data/images");
+            let mut photos: Vec<PathBuf> = std::fs::read_dir(&images)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "bmp"))
+                .collect();
+            photos.sort();
+            let out = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+                .args([
+                    "classify",
+                    "--format",
+                    "json",
+                    "--rules",
+                    "default",
+                    "--raw",
+                    "--weights",
+                ])
+                .arg(&weights)
+                .args(&photos)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let cli = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    (file_name(v["path"].as_str().unwrap()), v)
+                })
+                .collect();
+            Some(Fixture { weights, photos, cli })
+        })
+        .as_ref()
+}
+
+fn file_name(p: impl AsRef<Path>) -> String {
+    p.as_ref().file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// A running `ferrovision serve`, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(weights: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--weights"])
+            .arg(weights)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .split(" on http://")
+                    .nth(1)
+                    .filter(|_| line.starts_with("serving "))
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the server did not start:\n{}", log.lock().unwrap()));
+        Server { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        client().get(self.url("/metrics")).send().unwrap().text().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// POST /classify with an image's bytes: (status, JSON).
+fn classify(server: &Server, bytes: Vec<u8>, query: &str) -> (u16, Value) {
+    let res = client()
+        .post(server.url(&format!("/classify?{query}")))
+        .body(bytes)
+        .send()
+        .unwrap();
+    (res.status().as_u16(), res.json().unwrap())
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Same classes in the same order, scores within 1e-5 (batches of other sizes may round
+/// differently), same labels.
+fn assert_same_classification(got: &Value, want: &Value, what: &str) {
+    let ids = |v: &Value| -> Vec<u64> {
+        v["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["class_id"].as_u64().unwrap())
+            .collect()
+    };
+    let scores = |v: &Value| -> Vec<f32> {
+        v["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["score"].as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_eq!(ids(got), ids(want), "{what}: {got} vs {want}");
+    assert!(max_diff(&scores(got), &scores(want)) <= 1e-5, "{what}: {got} vs {want}");
+    let labels = |v: &Value| -> Vec<String> {
+        v["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(labels(got), labels(want), "{what}");
+}
+
+#[test]
+fn every_endpoint_answers_as_classify_does() {
+    let Some(fx) = fixture() else { return };
+    let server = Server::start(&fx.weights, &[]);
+    let c = client();
+    let get = |p: &str| c.get(server.url(p)).send().unwrap();
+    assert_eq!(get("/v2/health/live").status(), 200);
+    assert_eq!(get("/v2/health/ready").status(), 200);
+    let meta: Value = get("/v2").json().unwrap();
+    assert_eq!(meta["extensions"], json!(["binary_tensor_data", "classification"]));
+    let name = "mobilenet_v2_1.0_224_quant"; // the file's stem
+    let model: Value = get(&format!("/v2/models/{name}")).json().unwrap();
+    assert_eq!(
+        model["inputs"][0],
+        json!({"name": "image", "datatype": "BYTES", "shape": [-1]})
+    );
+    assert_eq!(model["inputs"][1]["shape"], json!([-1, 3, 224, 224]));
+    assert_eq!(model["outputs"][0]["shape"], json!([-1, 1001]));
+    assert_eq!(get(&format!("/v2/models/{name}/ready")).status(), 200);
+    assert_eq!(get(&format!("/v2/models/{name}/versions/1/ready")).status(), 200);
+    let missing = get("/v2/models/resnet9/ready");
+    assert_eq!(missing.status(), 404);
+    let err: Value = missing.json().unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("unknown model `resnet9`"),
+        "{err}"
+    );
+
+    // POST /classify: each photo as classify printed it, logits included
+    for p in &fx.photos {
+        let want = &fx.cli[&file_name(p)];
+        let (status, got) = classify(
+            &server,
+            read(p),
+            &format!("rules=default&raw=true&name={}", file_name(p)),
+        );
+        assert_eq!(status, 200, "{got}");
+        assert_same_classification(&got, want, &file_name(p));
+        assert_eq!(got["path"], file_name(p));
+        assert!(max_diff(&floats(&got["logits"]), &floats(&want["logits"])) <= 1e-4);
+    }
+    // multipart, and the query's options
+    let cat = fx.photos.iter().find(|p| file_name(p) == "cat.jpg").unwrap();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "image",
+        reqwest::blocking::multipart::Part::bytes(read(cat)).file_name("cat.jpg"),
+    );
+    let got: Value = c
+        .post(server.url("/classify?top_k=2&rules=default"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(got["path"], "cat.jpg");
+    assert_eq!(got["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(got["labels"][0]["label"], "cat");
+    let (_, none) = classify(&server, read(cat), "threshold=0.2&rules=none");
+    assert_eq!(none["predictions"].as_array().unwrap().len(), 2, "{none}"); // 0.56 and 0.23
+    assert_eq!(none["labels"], json!([]));
+
+    // KServe v2, JSON: every photo in one request, images as base64
+    let infer = server.url(&format!("/v2/models/{name}/infer"));
+    let images: Vec<String> = fx.photos.iter().map(|p| B64.encode(read(p))).collect();
+    let body = json!({"id": "all", "inputs": [{"name": "image", "shape": [images.len()], "datatype": "BYTES", "data": images}],
+                      "outputs": [{"name": "probabilities"}]});
+    let res: Value = c.post(&infer).json(&body).send().unwrap().json().unwrap();
+    assert_eq!(res["id"], "all");
+    assert_eq!(res["outputs"][0]["shape"], json!([fx.photos.len(), 1001]));
+    let probs = floats(&res["outputs"][0]["data"]);
+    for (row, p) in probs.chunks(1001).zip(&fx.photos) {
+        let top = &fx.cli[&file_name(p)]["predictions"][0];
+        let (arg, max) = row
+            .iter()
+            .enumerate()
+            .fold((0, 0f32), |a, (i, &x)| if x > a.1 { (i, x) } else { a });
+        assert_eq!(arg as u64, top["class_id"].as_u64().unwrap(), "{}", file_name(p));
+        assert!((max - top["score"].as_f64().unwrap() as f32).abs() <= 1e-5);
+    }
+
+    // KServe v2, binary tensors both ways, and the classification extension
+    let mut raw = Vec::new();
+    for p in &fx.photos {
+        let b = read(p);
+        raw.extend((b.len() as u32).to_le_bytes());
+        raw.extend(b);
+    }
+    let head = json!({"inputs": [{"name": "image", "shape": [fx.photos.len()], "datatype": "BYTES",
+                                  "parameters": {"binary_data_size": raw.len()}}],
+                      "outputs": [{"name": "logits", "parameters": {"binary_data": true}},
+                                  {"name": "probabilities", "parameters": {"classification": 2}}]})
+    .to_string();
+    let res = c
+        .post(&infer)
+        .header("Inference-Header-Content-Length", head.len())
+        .body([head.as_bytes(), &raw].concat())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let json_len: usize = res.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = res.bytes().unwrap();
+    let head: Value = serde_json::from_slice(&body[..json_len]).unwrap();
+    let logits: Vec<f32> = body[json_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        head["outputs"][0]["parameters"]["binary_data_size"],
+        json!(logits.len() * 4)
+    );
+    assert_eq!(head["outputs"][1]["datatype"], "BYTES");
+    for (i, p) in fx.photos.iter().enumerate() {
+        let want = &fx.cli[&file_name(p)];
+        assert!(max_diff(&logits[i * 1001..(i + 1) * 1001], &floats(&want["logits"])) <= 1e-4);
+        let top2 = &head["outputs"][1]["data"].as_array().unwrap()[i * 2..i * 2 + 2];
+        for (s, pred) in top2.iter().zip(want["predictions"].as_array().unwrap()) {
+            let parts: Vec<&str> = s.as_str().unwrap().splitn(3, ':').collect();
+            assert_eq!(parts[1], pred["class_id"].to_string(), "{s}");
+            assert_eq!(parts[2], pred["label"].as_str().unwrap());
+            assert!((parts[0].parse::<f32>().unwrap() - pred["score"].as_f64().unwrap() as f32).abs() <= 1e-5);
+        }
+    }
+
+    // KServe v2, FP32 input preprocessed by the client (here: our library, as classify does)
+    let model = ferrovision::Model::load(&fx.weights, &candle_core::Device::Cpu).unwrap();
+    let img = ferrovision::preprocess::load_image(cat).unwrap();
+    let pixels = model
+        .views(&[img], ferrovision::preprocess::Crops::Center)
+        .unwrap()
+        .remove(0);
+    let values: Vec<f32> = pixels.flatten_all().unwrap().to_vec1().unwrap();
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let head = json!({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                                  "parameters": {"binary_data_size": raw.len()}}],
+                      "outputs": [{"name": "logits"}]})
+    .to_string();
+    let res: Value = c
+        .post(&infer)
+        .header("Inference-Header-Content-Length", head.len())
+        .body([head.as_bytes(), &raw].concat())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        max_diff(
+            &floats(&res["outputs"][0]["data"]),
+            &floats(&fx.cli["cat.jpg"]["logits"])
+        ) <= 1e-4
+    );
+
+    // PhotoPrism's Vision API: data URLs in, the rules' labels out
+    for p in &fx.photos {
+        let want = &fx.cli[&file_name(p)];
+        let url = format!("data:image/jpeg;base64,{}", B64.encode(read(p)));
+        let req = json!({"id": file_name(p), "model": "", "version": "latest", "prompt": "ignored", "images": [url]});
+        let res: Value = c
+            .post(server.url("/api/v1/vision/labels"))
+            .json(&req)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            (res["code"].as_u64(), res["id"].as_str()),
+            (Some(200), Some(file_name(p).as_str()))
+        );
+        assert_eq!(
+            res["model"],
+            json!({"type": "labels", "name": name, "version": "1", "resolution": 224})
+        );
+        let got = res["result"]["labels"].as_array().unwrap();
+        let want = want["labels"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{}: {res}", file_name(p));
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (&g["name"], &g["priority"], &g["categories"]),
+                (&w["label"], &w["priority"], &w["categories"])
+            );
+            assert_eq!(g["source"], "image");
+            assert!((g["confidence"].as_f64().unwrap() - w["score"].as_f64().unwrap()).abs() <= 1e-5);
+        }
+    }
+
+    // every request above was counted, and the batch sizes recorded
+    let metrics = server.metrics();
+    for line in [
+        "ferrovision_requests_total{endpoint=\"/classify\",status=\"200\"}",
+        "ferrovision_requests_total{endpoint=\"/api/v1/vision/labels\",status=\"200\"}",
+        "ferrovision_requests_total{endpoint=\"/v2/models/{name}/infer\",status=\"200\"}",
+        &format!("ferrovision_batch_size_bucket{{model=\"{name}\",le=\"16\"}}"),
+        &format!("ferrovision_queue_duration_seconds_count{{model=\"{name}\"}}"),
+        &format!("ferrovision_compute_duration_seconds_count{{model=\"{name}\"}}"),
+        "ferrovision_request_duration_seconds_count{endpoint=\"/classify\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    // /classify n + 2, v2 JSON n, v2 binary n, v2 FP32 1, PhotoPrism n
+    let images = 4 * fx.photos.len() + 3;
+    assert!(
+        metrics.contains(&format!("ferrovision_inference_count{{model=\"{name}\"}} {images}\n")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn nvidia_v2_client_reads_our_answers() {
+    let Some(fx) = fixture() else { return };
+    let py = std::env::var("FERROVISION_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_client = Command::new(&py)
+        .args(["-c", "import tritonclient.http"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(
+            !common::in_ci(),
+            "CI=true but `{py}` lacks tritonclient (scripts/requirements-serve.txt)"
+        );
+        eprintln!("SKIPPED: `{py}` cannot import tritonclient.http (pip install -r scripts/requirements-serve.txt)");
+        return;
+    }
+    let server = Server::start(&fx.weights, &[]);
+    let out = Command::new(&py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/v2_client_check.py"))
+        .arg(&server.addr)
+        .arg("mobilenet_v2_1.0_224_quant")
+        .args(&fx.photos)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", &stderr[stderr.len().saturating_sub(3000)..]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v["live"], &v["ready"], &v["model_ready"]),
+        (&json!(true), &json!(true), &json!(true))
+    );
+    assert_eq!(v["metadata"]["name"], "mobilenet_v2_1.0_224_quant");
+    assert_eq!(v["unknown_model"]["status"], "404");
+    for mode in ["binary", "json"] {
+        let r = &v[mode];
+        assert_eq!(r["id"], if mode == "binary" { "req-1" } else { "req-0" });
+        for (i, p) in fx.photos.iter().enumerate() {
+            let want = &fx.cli[&file_name(p)];
+            let probs = floats(&r["probabilities"][i]);
+            let top = &want["predictions"][0];
+            let k = top["class_id"].as_u64().unwrap() as usize;
+            assert!(
+                (probs[k] - top["score"].as_f64().unwrap() as f32).abs() <= 1e-5,
+                "{mode} {}",
+                file_name(p)
+            );
+            let logits = floats(&want["logits"]);
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            for (s, &j) in r["top3"][i].as_array().unwrap().iter().zip(&order) {
+                let parts: Vec<&str> = s.as_str().unwrap().splitn(3, ':').collect();
+                assert_eq!(parts[1].parse::<usize>().unwrap(), j, "{mode} {s}");
+                assert!(
+                    (parts[0].parse::<f32>().unwrap() - logits[j]).abs() <= 1e-4,
+                    "{mode} {s}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_clients_get_their_single_answers() {
+    let Some(fx) = fixture() else { return };
+    let server = Server::start(&fx.weights, &["--max-batch", "16"]);
+    let single: Vec<Value> = fx
+        .photos
+        .iter()
+        .map(|p| classify(&server, read(p), "rules=default").1)
+        .collect();
+    let (clients, each) = (32, 20);
+    let server = &server;
+    let single = &single;
+    std::thread::scope(|s| {
+        for t in 0..clients {
+            s.spawn(move || {
+                let c = client();
+                for i in 0..each {
+                    let k = (t * each + i) % fx.photos.len();
+                    let res = c
+                        .post(server.url("/classify?rules=default"))
+                        .body(read(&fx.photos[k]))
+                        .send()
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                    let got: Value = res.json().unwrap();
+                    assert_same_classification(&got, &single[k], &format!("client {t} request {i}"));
+                }
+            });
+        }
+    });
+    // batching happened: fewer forward passes than images
+    let metrics = server.metrics();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    let images = value("ferrovision_inference_count");
+    let batches = value("ferrovision_execution_count");
+    assert_eq!(images as usize, fx.photos.len() + clients * each);
+    assert!(
+        images / batches > 2.0,
+        "mean batch {images}/{batches}: requests were not batched"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_and_every_accepted_request_completes() {
+    let Some(fx) = fixture() else { return };
+    let server = Server::start(&fx.weights, &["--max-queue", "3", "--max-batch", "1"]);
+    let cat = read(
+        &fx.photos
+            .iter()
+            .find(|p| file_name(p) == "cat_720p.jpg")
+            .unwrap()
+            .clone(),
+    );
+    let results: Vec<(u16, Option<String>, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                let (server, cat) = (&server, cat.clone());
+                s.spawn(move || {
+                    let res = client().post(server.url("/classify")).body(cat).send().unwrap();
+                    let retry = res
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (res.status().as_u16(), retry, res.json::<Value>().unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok + busy.len(), 24, "{results:?}");
+    assert!(ok >= 3 && !busy.is_empty(), "{ok} answered, {} refused", busy.len());
+    for (_, retry, body) in &busy {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    }
+    let want = fx.cli["cat_720p.jpg"]["predictions"][0]["class_id"].clone();
+    for (_, _, body) in results.iter().filter(|r| r.0 == 200) {
+        assert_eq!(body["predictions"][0]["class_id"], want, "{body}");
+    }
+    assert!(server.metrics().contains("ferrovision_rejected_total"));
+}
+
+#[test]
+fn hostile_requests_get_their_status_and_error() {
+    let Some(fx) = fixture() else { return };
+    let server = Server::start(&fx.weights, &["--max-body-mb", "1"]);
+    let c = client();
+    let cat = read(&fx.photos.iter().find(|p| file_name(p) == "cat.jpg").unwrap().clone());
+    let expect = |res: reqwest::blocking::Response, status: u16, needle: &str| {
+        assert_eq!(res.status().as_u16(), status, "{needle}");
+        let body: Value = res.json().unwrap();
+        assert_eq!(body["code"], status, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{needle}: {body}");
+    };
+    let post = |path: &str, body: Vec<u8>| c.post(server.url(path)).body(body).send().unwrap();
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    expect(
+        post("/classify?name=half.png", png[..png.len() / 2].to_vec()),
+        400,
+        "half.png",
+    );
+    let mut corrupt = cat.clone();
+    for b in corrupt.iter_mut().skip(600).step_by(7) {
+        *b = 0xFF; // markers everywhere in the entropy-coded data
+    }
+    expect(post("/classify", corrupt), 400, "request body: ");
+    expect(
+        post("/classify", b"hello, not an image".to_vec()),
+        400,
+        "not a supported image",
+    );
+    expect(
+        post("/classify", common::huge_png(100_000, 100_000, true)),
+        400,
+        "unexpected end of file",
+    );
+    expect(
+        post("/classify", common::huge_png(100_000, 100_000, false)),
+        400,
+        "more than the limit",
+    );
+    expect(post("/classify?top_k=many", cat.clone()), 400, "query");
+    expect(
+        post("/classify?rules=/etc/passwd", cat.clone()),
+        400,
+        "rules=/etc/passwd",
+    );
+    // raw HTTP/1.1: the status line of the answer to `request`
+    let status_line = |request: &[u8]| {
+        let mut tcp = std::net::TcpStream::connect(&server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.write_all(request).unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head).to_string()
+    };
+    // a declared length of 100 GB: refused before any of it is read
+    let huge = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\nabc";
+    assert_eq!(status_line(huge), "HTTP/1.1 413");
+    let over = format!(
+        "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        (1 << 20) + 1
+    );
+    assert_eq!(status_line(over.as_bytes()), "HTTP/1.1 413");
+    // over the limit without a declared length: chunked, cut at the limit
+    let mut chunked = b"POST /classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..9 {
+        chunked.extend(format!("{:x}\r\n", 128 << 10).as_bytes());
+        chunked.extend(vec![7u8; 128 << 10]);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    assert_eq!(status_line(&chunked), "HTTP/1.1 413");
+
+    let infer = "/v2/models/mobilenet_v2_1.0_224_quant/infer";
+    expect(
+        post(infer, b"{not json".to_vec()),
+        400,
+        "invalid inference request JSON",
+    );
+    let two = json!({"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["aGk="]}]});
+    expect(post(infer, two.to_string().into_bytes()), 400, "2 elements but 1");
+    let junk = json!({"id": "j", "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]});
+    expect(
+        post(infer, junk.to_string().into_bytes()),
+        400,
+        "image 0: not a supported image",
+    );
+    let res = c
+        .post(server.url(infer))
+        .header("Inference-Header-Content-Length", "99999")
+        .body("{}")
+        .send()
+        .unwrap();
+    expect(res, 400, "Inference-Header-Content-Length");
+    expect(
+        post("/v2/models/nope/infer", b"{}".to_vec()),
+        404,
+        "unknown model `nope`",
+    );
+
+    let labels = "/api/v1/vision/labels";
+    expect(post(labels, b"[1, 2".to_vec()), 400, "invalid Vision API request JSON");
+    let remote = json!({"id": "r", "images": ["http://169.254.169.254/latest/meta-data"]});
+    expect(
+        post(labels, remote.to_string().into_bytes()),
+        400,
+        "remote URLs are not fetched",
+    );
+    let garbage = json!({"id": "g", "images": ["data:image/jpeg;base64,@@@"]});
+    let res = post(labels, garbage.to_string().into_bytes());
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().unwrap();
+    assert_eq!(body["id"], "g");
+    assert!(
+        body["error"].as_str().unwrap().contains("image 0: not base64"),
+        "{body}"
+    );
+    expect(
+        post(labels, json!({"images": []}).to_string().into_bytes()),
+        400,
+        "no image",
+    );
+    expect(post("/nowhere", vec![]), 404, "no route POST /nowhere");
+
+    // nothing was lost: the server still answers as classify does
+    let (status, got) = classify(&server, cat, "rules=default");
+    assert_eq!(status, 200);
+    assert_same_classification(&got, &fx.cli["cat.jpg"], "cat.jpg after the hostile requests");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let Some(fx) = fixture() else { return };
+    let mut server = Server::start(&fx.weights, &["--max-batch", "1"]);
+    let photo = fx.photos.iter().find(|p| file_name(p) == "cat_720p.jpg").unwrap();
+    let want = fx.cli["cat_720p.jpg"]["predictions"][0]["class_id"].clone();
+    let n = 12;
+    let barrier = std::sync::Barrier::new(n + 1);
+    let url = server.url("/classify");
+    let (done, status) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (url, barrier) = (&url, &barrier);
+                s.spawn(move || {
+                    let c = client();
+                    barrier.wait();
+                    let res = c.post(url).body(read(photo)).send().unwrap();
+                    assert_eq!(res.status(), 200);
+                    let body: Value = res.json().unwrap();
+                    (Instant::now(), body["predictions"][0]["class_id"].clone())
+                })
+            })
+            .collect();
+        barrier.wait();
+        std::thread::sleep(Duration::from_millis(250));
+        let signalled = Instant::now();
+        let status = server.terminate();
+        let done: Vec<(Instant, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (
+            done.into_iter().map(|(t, v)| (t > signalled, v)).collect::<Vec<_>>(),
+            status,
+        )
+    });
+    assert!(status.success(), "exit {status:?}\n{}", server.log.lock().unwrap());
+    assert!(done.iter().all(|(_, v)| *v == want), "{done:?}");
+    assert!(
+        done.iter().any(|(after, _)| *after),
+        "no request was still in flight at SIGTERM"
+    );
+    assert!(server
+        .log
+        .lock()
+        .unwrap()
+        .contains("stopped: every request in flight was answered"));
+    assert!(
+        std::net::TcpStream::connect(&server.addr).is_err(),
+        "still listening after shutdown"
+    );
+}

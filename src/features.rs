@@ -102,7 +102,7 @@ impl Head {
             .expect("heads have a bias")
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
-        save_with_metadata(path, &[("weight", &w), ("bias", &b)], meta)
+        crate::weights::save_with_metadata(path, &[("weight", &w), ("bias", &b)], meta)
     }
 
     /// Loads a head and checks that it was trained on `model`'s backbone.
@@ -380,7 +380,7 @@ impl Index {
             ("backbone_variant".to_string(), self.backbone_variant.clone()),
         ]);
         let e = self.embeddings.to_device(&Device::Cpu)?;
-        save_with_metadata(path, &[("embeddings", &e)], meta)
+        crate::weights::save_with_metadata(path, &[("embeddings", &e)], meta)
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
@@ -454,31 +454,6 @@ impl<'a> TaggedMetadata<'a> {
             msg: format!("not {} file: no `{k}` metadata", self.what),
         })
     }
-}
-
-fn save_with_metadata(path: &Path, tensors: &[(&str, &Tensor)], meta: HashMap<String, String>) -> Result<()> {
-    let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            Ok((
-                n.to_string(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                t.dims().to_vec(),
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, b, s)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes agree");
-            (n.as_str(), v)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        msg: format!("cannot write: {e}"),
-    })
 }
 
 /// One sub-folder per class: (class names sorted, image files per class).

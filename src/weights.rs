@@ -1,7 +1,7 @@
 //! Loading weights: safetensors files through candle's VarBuilder, with a check that every
 //! tensor in the file was used, and the list of parameters an architecture asks for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -305,4 +305,66 @@ pub fn check_safetensors_file(path: &Path) -> crate::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes f32 tensors and a `__metadata__` map as one safetensors file.
+pub fn save_with_metadata(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+    meta: HashMap<String, String>,
+) -> crate::Result<()> {
+    let data: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            Ok((
+                n.to_string(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                t.dims().to_vec(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, b, s)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes agree");
+            (n.as_str(), v)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        msg: format!("cannot write: {e}"),
+    })
+}
+
+/// Writes a self-describing weights file of `arch` with deterministic made-up weights
+/// ([`crate::synthetic`]), torchvision's preprocessing and numbered labels: for measuring whole
+/// programs (the server) where no real checkpoint is at hand; speed does not depend on the
+/// values. `Model::load` reads it as any converted file.
+pub fn write_synthetic(arch: &str, path: &Path) -> crate::Result<()> {
+    let name = ArchName::parse(arch)?;
+    let opts = ModelOptions::default();
+    let size = if name == ArchName::InceptionV3 { 299 } else { 224 };
+    let tensors = crate::synthetic::params("synthetic", &parameter_list(name, &opts)?, &Device::Cpu)?;
+    let mut list: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    list.sort_by_key(|(n, _)| *n);
+    let preprocessing = crate::preprocess::Preprocessing::torchvision(if size == 299 { 342 } else { 256 }, size);
+    let labels: Vec<String> = (0..opts.num_classes).map(|i| i.to_string()).collect();
+    let meta = [
+        ("format", crate::pretrained::FORMAT.to_string()),
+        ("architecture", arch.to_string()),
+        ("variant", format!("{arch} (synthetic weights)")),
+        ("width_multiplier", "1.0".into()),
+        ("input_size", size.to_string()),
+        ("num_classes", opts.num_classes.to_string()),
+        ("padding", "torch".into()),
+        ("bn_folded", "false".into()),
+        (
+            "preprocessing",
+            serde_json::to_string(&preprocessing).expect("plain data"),
+        ),
+        ("labels", serde_json::to_string(&labels).expect("plain data")),
+        ("source", r#"{"framework": "synthetic"}"#.into()),
+    ];
+    save_with_metadata(path, &list, meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }

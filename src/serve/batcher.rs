@@ -192,11 +192,18 @@ fn gather(model: &Model, opts: BatchOptions, rx: Receiver<Job>, ready: SyncSende
             n += job.inputs.len();
             jobs.push(job);
         }
+        // every image of the batch decoded in parallel, whichever job it belongs to
+        let inputs: Vec<&Input> = jobs.iter().flat_map(|j| &j.inputs).collect();
+        let mut views = inputs
+            .par_iter()
+            .map(|i| prepare(model, i, opts.crops))
+            .collect::<Vec<_>>()
+            .into_iter();
         let jobs = jobs
             .into_iter()
             .map(|job| {
-                let views = job.inputs.par_iter().map(|i| prepare(model, i, opts.crops)).collect();
-                (job, views)
+                let mine = views.by_ref().take(job.inputs.len()).collect();
+                (job, mine)
             })
             .collect();
         if ready.send(Prepared { jobs }).is_err() {

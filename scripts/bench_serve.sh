@@ -6,7 +6,7 @@
 # ResNet-50 (synthetic weights: speed does not depend on the values). Prints a Markdown table of
 # medians and the server's batch-size histogram.
 #
-#   scripts/bench_serve.sh [ROUNDS=3] [SECONDS=10]
+#   [MODELS="mobilenet_v2 resnet50"] scripts/bench_serve.sh [ROUNDS=3] [SECONDS=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"; seconds="${2:-10}"
@@ -23,7 +23,7 @@ for k in 1 2 3 4 5 6 7 8; do for p in "${photos[@]}"; do ln -s "$(realpath "$p")
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nproc) cores; ISA: $(grep -o 'avx512f\|avx2\|asimd' /proc/cpuinfo | sort -u | xargs)"
 echo "# ${#photos[@]} photos; $rounds rounds of ${seconds} s per concurrency; batch 16 for both"
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-for model in mobilenet_v2 resnet50; do
+for model in ${MODELS:-mobilenet_v2 resnet50}; do
   case $model in
     mobilenet_v2) weights=weights/default.safetensors ;;
     resnet50) weights="$out/resnet50_synthetic.safetensors" ;;

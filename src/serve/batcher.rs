@@ -100,7 +100,7 @@ impl Batcher {
     /// Starts the two threads of `model`'s batcher; `name` labels its metrics.
     pub fn start(name: &str, model: Arc<Model>, opts: BatchOptions) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Prepared>(1); // one batch ahead
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Prepared>(0); // handed over when compute is free
         let pending = Arc::new(AtomicUsize::new(0));
         let gather = {
             let model = model.clone();
@@ -170,7 +170,9 @@ impl Batcher {
 }
 
 /// Collects jobs into batches of at most `max_batch` images (a job's images stay together; one
-/// job larger than that is a batch of its own) and prepares their views in parallel.
+/// job larger than that is a batch of its own) until `max_delay` after the first one arrived. Images
+/// are decoded as they come, not after the window closes: whatever arrived meanwhile is decoded
+/// together, in one parallel loop, while the previous batch computes.
 fn gather(model: &Model, opts: BatchOptions, rx: Receiver<Job>, ready: SyncSender<Prepared>) {
     let mut carry: Option<Job> = None;
     loop {
@@ -179,37 +181,53 @@ fn gather(model: &Model, opts: BatchOptions, rx: Receiver<Job>, ready: SyncSende
         };
         let deadline = first.submitted + opts.max_delay;
         let mut n = first.inputs.len();
-        let mut jobs = vec![first];
-        while n < opts.max_batch {
-            let job = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            };
-            if n + job.inputs.len() > opts.max_batch {
-                carry = Some(job);
+        let mut arrived = vec![first];
+        let mut jobs = Vec::new();
+        loop {
+            // take what is waiting already, then decode all of it at once
+            while n < opts.max_batch && carry.is_none() {
+                match rx.try_recv() {
+                    Ok(job) if n + job.inputs.len() > opts.max_batch => carry = Some(job),
+                    Ok(job) => {
+                        n += job.inputs.len();
+                        arrived.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            jobs.extend(prepare_all(model, std::mem::take(&mut arrived), opts.crops));
+            if n >= opts.max_batch || carry.is_some() {
                 break;
             }
-            n += job.inputs.len();
-            jobs.push(job);
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(job) if n + job.inputs.len() > opts.max_batch => carry = Some(job),
+                Ok(job) => {
+                    n += job.inputs.len();
+                    arrived.push(job);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
         }
-        // every image of the batch decoded in parallel, whichever job it belongs to
-        let inputs: Vec<&Input> = jobs.iter().flat_map(|j| &j.inputs).collect();
-        let mut views = inputs
-            .par_iter()
-            .map(|i| prepare(model, i, opts.crops))
-            .collect::<Vec<_>>()
-            .into_iter();
-        let jobs = jobs
-            .into_iter()
-            .map(|job| {
-                let mine = views.by_ref().take(job.inputs.len()).collect();
-                (job, mine)
-            })
-            .collect();
         if ready.send(Prepared { jobs }).is_err() {
             return;
         }
     }
+}
+
+/// Every image of `jobs` decoded and preprocessed in one parallel loop, whichever job it belongs to.
+fn prepare_all(model: &Model, jobs: Vec<Job>, crops: Crops) -> Vec<(Job, Vec<Result<Tensor, String>>)> {
+    let inputs: Vec<&Input> = jobs.iter().flat_map(|j| &j.inputs).collect();
+    let mut views = inputs
+        .par_iter()
+        .map(|i| prepare(model, i, crops))
+        .collect::<Vec<_>>()
+        .into_iter();
+    jobs.into_iter()
+        .map(|job| {
+            let mine = views.by_ref().take(job.inputs.len()).collect();
+            (job, mine)
+        })
+        .collect()
 }
 
 fn prepare(model: &Model, input: &Input, crops: Crops) -> Result<Tensor, String> {

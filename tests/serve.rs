@@ -557,7 +557,7 @@ fn a_full_queue_answers_429_and_every_accepted_request_completes() {
 #[test]
 fn hostile_requests_get_their_status_and_error() {
     let Some(fx) = fixture() else { return };
-    let server = Server::start(&fx.weights, &["--max-body-mb", "1"]);
+    let server = Server::start(&fx.weights, &["--max-body-mb", "1", "--body-timeout-s", "1"]);
     let c = client();
     let cat = read(&fx.photos.iter().find(|p| file_name(p) == "cat.jpg").unwrap().clone());
     let expect = |res: reqwest::blocking::Response, status: u16, needle: &str| {
@@ -628,6 +628,11 @@ fn hostile_requests_get_their_status_and_error() {
     }
     chunked.extend(b"0\r\n\r\n");
     assert_eq!(status_line(&chunked), "HTTP/1.1 413");
+    // a body that never comes: 408 after --body-timeout-s
+    let slow = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly this";
+    let start = Instant::now();
+    assert_eq!(status_line(slow), "HTTP/1.1 408");
+    assert!(start.elapsed() < Duration::from_secs(20));
 
     let infer = "/v2/models/mobilenet_v2_1.0_224_quant/infer";
     expect(
@@ -734,4 +739,54 @@ fn sigterm_drains_in_flight_requests() {
         std::net::TcpStream::connect(&server.addr).is_err(),
         "still listening after shutdown"
     );
+}
+
+#[test]
+fn remote_images_come_only_from_allowed_hosts() {
+    let Some(fx) = fixture() else { return };
+    let cat = read(fx.photos.iter().find(|p| file_name(p) == "cat.jpg").unwrap());
+    // a photo host on loopback that counts its requests
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let hits = Arc::new(Mutex::new(0));
+    {
+        let (hits, cat) = (hits.clone(), cat.clone());
+        std::thread::spawn(move || {
+            for mut conn in host.incoming().map_while(Result::ok) {
+                *hits.lock().unwrap() += 1;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(
+                    &[
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            cat.len()
+                        )
+                        .as_bytes(),
+                        &cat,
+                    ]
+                    .concat(),
+                );
+            }
+        });
+    }
+    let server = Server::start(
+        &fx.weights,
+        &["--allow-fetch", &format!("example.invalid,127.0.0.1:{port}")],
+    );
+    let labels = server.url("/api/v1/vision/labels");
+    let req = json!({"id": "u", "images": [format!("http://127.0.0.1:{port}/cat.jpg")]});
+    let res: Value = client().post(&labels).json(&req).send().unwrap().json().unwrap();
+    assert_eq!(res["result"]["labels"][0]["name"], "cat", "{res}");
+    assert_eq!(*hits.lock().unwrap(), 1);
+    // the same host under another name, and the "url" field: refused without a request
+    let req = json!({"id": "v", "url": format!("http://localhost:{port}/cat.jpg")});
+    let res = client().post(&labels).json(&req).send().unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("`localhost` is not"), "{body}");
+    assert_eq!(*hits.lock().unwrap(), 1);
 }

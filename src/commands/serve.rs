@@ -39,6 +39,13 @@ pub struct ServeArgs {
     /// Largest request body, in MiB; larger ones are answered 413.
     #[arg(long, default_value_t = 32)]
     pub max_body_mb: usize,
+    /// Hosts (HOST or HOST:PORT, comma-separated) whose image URLs PhotoPrism's requests may name;
+    /// without it remote URLs are refused and images must come inline.
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    pub allow_fetch: Vec<String>,
+    /// Longest a client may take to send its request body, in seconds (slower: 408).
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout_s: u64,
     /// Inference threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -181,6 +188,8 @@ pub fn run(args: &ServeArgs, models: Vec<ServedModel>) -> anyhow::Result<bool> {
         max_queue_delay: Duration::from_millis(args.max_queue_delay_ms),
         max_queue: args.max_queue,
         max_body_bytes: args.max_body_mb.saturating_mul(1 << 20),
+        allow_fetch: args.allow_fetch.clone(),
+        body_timeout: Duration::from_secs(args.body_timeout_s),
     };
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     // HTTP only: inference runs on the batchers' threads and rayon's pool

@@ -7,6 +7,7 @@
 //! - [`kserve`], [`photoprism`]: the two protocols' request and response shapes.
 
 pub mod batcher;
+pub mod fetch;
 pub mod kserve;
 pub mod metrics;
 pub mod photoprism;
@@ -44,6 +45,10 @@ pub struct ServeOptions {
     pub max_queue: usize,
     /// Largest request body in bytes; larger ones are answered 413.
     pub max_body_bytes: usize,
+    /// Hosts (`host` or `host:port`) whose image URLs PhotoPrism's requests may name; none by default.
+    pub allow_fetch: Vec<String>,
+    /// Longest a client may take to send its request body (slow senders are answered 408).
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +58,8 @@ impl Default for ServeOptions {
             max_queue_delay: Duration::from_millis(5),
             max_queue: 256,
             max_body_bytes: 32 << 20,
+            allow_fetch: Vec::new(),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -72,6 +79,8 @@ pub struct State {
     pub ready: AtomicBool,
     /// `rules=default` of `/classify`.
     pub default_rules: Arc<Rules>,
+    /// Remote images of the hosts in [`ServeOptions::allow_fetch`].
+    pub fetcher: fetch::Fetcher,
 }
 
 impl State {
@@ -105,9 +114,11 @@ impl Server {
                 Entry { served, batcher }
             })
             .collect();
+        let fetcher = fetch::Fetcher::new(opts.allow_fetch.clone(), opts.max_body_bytes);
         Self {
             state: Arc::new(State {
                 models,
+                fetcher,
                 opts,
                 ready: AtomicBool::new(true),
                 default_rules: Arc::new(Rules::default_imagenet1k()),

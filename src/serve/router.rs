@@ -26,6 +26,7 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyTimeoutLayer::new(state.opts.body_timeout))
         .layer(middleware::from_fn_with_state(max_body, declared_length_limit))
         .layer(middleware::from_fn(super::metrics::track))
         .layer(
@@ -94,7 +96,15 @@ impl ApiError {
         self
     }
 
+    /// A body that could not be read: over the limit (413), too slow (408), or broken (400).
     fn body(rejection: BytesRejection) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+        while let Some(e) = cause {
+            if e.is::<TimeoutError>() {
+                return Self::new(StatusCode::REQUEST_TIMEOUT, "request body: not received in time".into());
+            }
+            cause = e.source();
+        }
         Self::new(rejection.status(), format!("request body: {}", rejection.body_text()))
     }
 }
@@ -329,21 +339,17 @@ async fn vision_labels(
     } else {
         &req.images[..]
     };
-    let inputs = sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if s.starts_with("http://") || s.starts_with("https://") {
-                return Err(ApiError::bad(format!(
-                    "image {i}: remote URLs are not fetched by this server; send data URLs (vision.yml: Service.FileScheme: data)"
-                )));
-            }
+    let mut inputs = Vec::with_capacity(sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let bytes = if s.starts_with("http://") || s.starts_with("https://") {
+            state.fetcher.fetch(s).await
+        } else {
             kserve::base64_image(s)
-                .map(Input::Encoded)
-                .map_err(|e| ApiError::bad(format!("image {i}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(fail)?;
+        };
+        inputs.push(Input::Encoded(
+            bytes.map_err(|e| fail(ApiError::bad(format!("image {i}: {e}"))))?,
+        ));
+    }
     let answer = run(&state, entry, inputs).await.map_err(fail)?;
     let rows = all_scored(answer, |i| format!("image {i}")).map_err(fail)?;
     let model = &entry.served.model;

@@ -78,9 +78,15 @@ struct Server {
 
 impl Server {
     fn start(weights: &Path, args: &[&str]) -> Server {
+        let mut all = vec!["--weights", weights.to_str().unwrap()];
+        all.extend(args);
+        Server::launch(&all)
+    }
+
+    /// `ferrovision serve --addr 127.0.0.1:0 ARGS`, once it listens.
+    fn launch(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--weights"])
-            .arg(weights)
+            .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
             .spawn()
@@ -789,4 +795,81 @@ fn remote_images_come_only_from_allowed_hosts() {
     let body: Value = res.json().unwrap();
     assert!(body["error"].as_str().unwrap().contains("`localhost` is not"), "{body}");
     assert_eq!(*hits.lock().unwrap(), 1);
+}
+
+#[test]
+fn models_yaml_serves_several_models_and_bad_entries_stop_the_start() {
+    let Some(fx) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fx.weights, dir.path().join("m.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("cats.yaml"),
+        "rules:\n  281: {label: kitty, priority: 3}\n  282: {see: 281}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("models.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  plain:\n    weights: m.safetensors\n  cats:\n    weights: m.safetensors\n    rules: cats.yaml\n    crops: '3'\n",
+    )
+    .unwrap();
+    let server = Server::launch(&["--config", config.to_str().unwrap()]);
+    let c = client();
+    assert_eq!(
+        c.get(server.url("/v2/models/plain/ready")).send().unwrap().status(),
+        200
+    );
+    assert_eq!(c.get(server.url("/v2/models/cats/ready")).send().unwrap().status(), 200);
+    let cat = read(fx.photos.iter().find(|p| file_name(p) == "cat.jpg").unwrap());
+    // the first model answers requests that name none; its labels: the default ImageNet rules
+    let url = format!("data:image/jpeg;base64,{}", B64.encode(&cat));
+    let res: Value = c
+        .post(server.url("/api/v1/vision/labels"))
+        .json(&json!({"images": [url]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (&res["model"]["name"], &res["result"]["labels"][0]["name"]),
+        (&json!("plain"), &json!("cat"))
+    );
+    assert_eq!(
+        classify(&server, cat.clone(), "").1["predictions"],
+        fx.cli["cat.jpg"]["predictions"].clone()
+    );
+    // the second, by name: its own rules and its three views
+    let (_, got) = classify(&server, cat, "model=cats");
+    assert_eq!(got["labels"][0]["label"], "kitty", "{got}");
+    assert_ne!(
+        got["predictions"][0]["score"],
+        fx.cli["cat.jpg"]["predictions"][0]["score"]
+    );
+
+    for (yaml, needle) in [
+        (
+            "models:\n  x:\n    weights: missing.safetensors\n",
+            "model `x`: loading",
+        ),
+        (
+            "models:\n  x:\n    weights: m.safetensors\n    task: detect\n",
+            "task `detect` is not served yet",
+        ),
+        (
+            "models:\n  x:\n    weights: m.safetensors\n    dtype: f8\n",
+            "dtype must be f32, f16 or bf16",
+        ),
+        ("models:\n  x:\n    wieghts: m.safetensors\n", "unknown field `wieghts`"),
+        ("models: {}\n", "no models"),
+    ] {
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains("models.yaml") && err.contains(needle), "{yaml}: {err}");
+    }
 }

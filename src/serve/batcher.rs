@@ -219,7 +219,11 @@ fn prepare_all(model: &Model, jobs: Vec<Job>, crops: Crops) -> Vec<(Job, Vec<Res
     let inputs: Vec<&Input> = jobs.iter().flat_map(|j| &j.inputs).collect();
     let mut views = inputs
         .par_iter()
-        .map(|i| prepare(model, i, crops))
+        .map(|i| {
+            // a decoder's panic is this image's error, not the end of the thread
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(model, i, crops)))
+                .unwrap_or_else(|_| Err("the image decoder panicked".to_string()))
+        })
         .collect::<Vec<_>>()
         .into_iter();
     jobs.into_iter()

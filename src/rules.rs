@@ -98,7 +98,7 @@ impl Rules {
             path: origin.to_path_buf(),
             msg,
         };
-        let raw: RawRules = serde_yaml::from_str(text).map_err(|e| err(format!("invalid rules: {e}")))?;
+        let raw: RawRules = serde_norway::from_str(text).map_err(|e| err(format!("invalid rules: {e}")))?;
         let mut by_class = HashMap::new();
         for (&class, rule) in &raw.rules {
             // follow `see` aliases to the rule that carries the label
@@ -239,7 +239,7 @@ rules:
 
     #[test]
     fn default_rules_cover_all_1000_classes() {
-        let raw: RawRules = serde_yaml::from_str(DEFAULT_IMAGENET1K).unwrap();
+        let raw: RawRules = serde_norway::from_str(DEFAULT_IMAGENET1K).unwrap();
         assert_eq!(
             raw.rules.keys().copied().collect::<Vec<_>>(),
             (0..1000).collect::<Vec<_>>()

@@ -202,32 +202,13 @@ fn metadata_naming_an_unknown_architecture_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("meta.safetensors");
     let sd = state_dict("squeezenet1_1", &ModelOptions::default());
-    // Written with safetensors directly so that the header carries metadata.
-    let raw: Vec<(String, Vec<u8>, Vec<usize>)> = sd
-        .iter()
-        .map(|(n, t)| {
-            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-            (
-                n.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                t.dims().to_vec(),
-            )
-        })
-        .collect();
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = raw
-        .iter()
-        .map(|(n, b, s)| {
-            (
-                n.as_str(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
+    // Written with metadata in the header, as the converter writes it.
+    let tensors: Vec<(&str, &Tensor)> = sd.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let meta = HashMap::from([
         ("format".to_string(), "ferrovision/1".to_string()),
         ("architecture".to_string(), "squeezenet2_0".to_string()),
     ]);
-    safetensors::serialize_to_file(views, Some(meta), &p).unwrap();
+    ferrovision::weights::save_with_metadata(&p, &tensors, meta).unwrap();
     let err = ferrovision::Model::load(&p, &Device::Cpu).err().unwrap().to_string();
     assert!(
         err.contains("meta.safetensors") && err.contains("unknown architecture `squeezenet2_0`"),

@@ -71,7 +71,7 @@ pub struct ServeArgs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelsFile {
-    models: serde_yaml::Mapping,
+    models: serde_norway::Mapping,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,7 +110,7 @@ fn crops(arg: CropsArg) -> ferrovision::preprocess::Crops {
 fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
     use clap::ValueEnum;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: ModelsFile = serde_yaml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let file: ModelsFile = serde_norway::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (name, entry) in file.models {
@@ -119,7 +119,7 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
             .with_context(|| format!("{}: model names must be strings, got {name:?}", path.display()))?
             .to_string();
         let ctx = |what: &str| format!("{}: model `{name}`: {what}", path.display());
-        let e: ModelEntry = serde_yaml::from_value(entry).with_context(|| ctx("invalid entry"))?;
+        let e: ModelEntry = serde_norway::from_value(entry).with_context(|| ctx("invalid entry"))?;
         if e.task != "classify" {
             anyhow::bail!(
                 "{}",

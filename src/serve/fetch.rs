@@ -2,7 +2,9 @@
 //! `"images"`, as PhotoPrism sends with `FileScheme: https`). Fetched only from hosts the
 //! operator listed (`--allow-fetch HOST[:PORT],...`): a server that fetched any address a client
 //! names could be made to read internal services (server-side request forgery). No redirects (a
-//! redirect could leave the allowed hosts), a timeout, and the body limit of requests.
+//! redirect could leave the allowed hosts), a timeout, and the body limit of requests. `https://`
+//! needs the `fetch-tls` feature (rustls), off by default so that the default build has no C code
+//! to cross-compile.
 
 use std::time::Duration;
 
@@ -32,6 +34,11 @@ impl Fetcher {
         let u = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(format!("URL scheme `{}` is not fetched (http, https)", u.scheme()));
+        }
+        if u.scheme() == "https" && !cfg!(feature = "fetch-tls") {
+            return Err(
+                "https URLs are fetched by builds with --features fetch-tls only; this one fetches http".into(),
+            );
         }
         let host = u.host_str().unwrap_or_default().to_string();
         let with_port = format!("{host}:{}", u.port_or_known_default().unwrap_or(0));
@@ -73,7 +80,10 @@ mod tests {
     #[test]
     fn only_listed_hosts_pass() {
         let f = Fetcher::new(vec!["photos.lan".into(), "127.0.0.1:2342".into()], 1 << 20);
-        assert!(f.check("https://photos.lan/api/v1/dl/abc").is_ok());
+        assert_eq!(
+            f.check("https://photos.lan/api/v1/dl/abc").is_ok(),
+            cfg!(feature = "fetch-tls")
+        );
         assert!(f.check("http://127.0.0.1:2342/x.jpg").is_ok());
         for (url, why) in [
             ("http://127.0.0.1:8080/x.jpg", "`127.0.0.1` is not"),

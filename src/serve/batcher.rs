@@ -196,7 +196,9 @@ fn gather(model: &Model, opts: BatchOptions, rx: Receiver<Job>, ready: SyncSende
                 }
             }
             jobs.extend(prepare_all(model, std::mem::take(&mut arrived), opts.crops));
-            if n >= opts.max_batch || carry.is_some() {
+            // past the window, what is decoded goes now: jobs that came during the decoding wait
+            // for the next batch, decoded while this one computes
+            if n >= opts.max_batch || carry.is_some() || Instant::now() >= deadline {
                 break;
             }
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

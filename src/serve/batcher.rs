@@ -40,22 +40,10 @@ pub struct ImageScores {
     pub logits: Vec<f32>,
 }
 
-/// Timings of the batch a job ran in.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchInfo {
-    /// From submission to the start of the forward pass.
-    pub queued: Duration,
-    /// The forward pass of the whole batch.
-    pub compute: Duration,
-    /// Images in that forward pass.
-    pub batch_size: usize,
-}
-
 /// What a job gets back: one outcome per input, in order.
 #[derive(Debug)]
 pub struct Answer {
     pub outcomes: Vec<Outcome>,
-    pub info: BatchInfo,
 }
 
 /// The queue is full: try again later (HTTP 429).
@@ -309,12 +297,7 @@ fn compute(name: &str, model: &Model, ready: Receiver<Prepared>, pending: &Atomi
                 })
                 .collect::<Vec<_>>();
             pending.fetch_sub(outcomes.len(), Ordering::AcqRel);
-            let info = BatchInfo {
-                queued,
-                compute: computed,
-                batch_size,
-            };
-            let _ = job.reply.send(Answer { outcomes, info }); // the client may have gone
+            let _ = job.reply.send(Answer { outcomes }); // the client may have gone
         }
         metrics::gauge!("ferrovision_queue_size", label()).set(pending.load(Ordering::Acquire) as f64);
     }

@@ -141,15 +141,21 @@ async fn declared_length_limit(State(max): State<usize>, req: Request, next: Nex
     }
 }
 
-fn lookup<'a>(state: &'a AppState, params: &HashMap<String, String>) -> Result<&'a Entry, ApiError> {
-    let name = params.get("name").map(String::as_str).unwrap_or_default();
-    let entry = state.model(name).ok_or_else(|| {
+/// The served model `name`, or a 404 listing the served ones.
+fn model<'a>(state: &'a AppState, name: &str) -> Result<&'a Entry, ApiError> {
+    state.model(name).ok_or_else(|| {
         let served: Vec<&str> = state.models.iter().map(|e| e.served.name.as_str()).collect();
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("unknown model `{name}`; served: {}", served.join(", ")),
         )
-    })?;
+    })
+}
+
+/// The model of a `/v2/models/{name}[/versions/{version}]` path (version 1 only).
+fn lookup<'a>(state: &'a AppState, params: &HashMap<String, String>) -> Result<&'a Entry, ApiError> {
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let entry = model(state, name)?;
     match params.get("version").map(String::as_str) {
         None | Some("1") => Ok(entry),
         Some(v) => Err(ApiError::new(
@@ -332,7 +338,7 @@ async fn vision_labels(
     let entry = if req.model.is_empty() {
         &state.models[0]
     } else {
-        lookup(&state, &HashMap::from([("name".to_string(), req.model.clone())])).map_err(fail)?
+        model(&state, &req.model).map_err(fail)?
     };
     let sources = if req.images.is_empty() && !req.url.is_empty() {
         std::slice::from_ref(&req.url)
@@ -414,7 +420,7 @@ async fn classify(
     let Query(q) = query.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
     let entry = match &q.model {
         None => &state.models[0],
-        Some(name) => lookup(&state, &HashMap::from([("name".to_string(), name.clone())]))?,
+        Some(name) => model(&state, name)?,
     };
     let rules: Option<&Rules> = match q.rules.as_deref() {
         None => entry.served.rules.as_deref(),

@@ -117,7 +117,7 @@ SUPPORTED_TFLITE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"
                         "QUANTIZE", "DEQUANTIZE", "MEAN"}
 
 # TFLite tensor types (schema.fbs TensorType)
-TFL_FLOAT32, TFL_INT32, TFL_UINT8, TFL_INT8 = 0, 2, 3, 9
+TFL_FLOAT32, TFL_FLOAT16, TFL_INT32, TFL_UINT8, TFL_INT8 = 0, 1, 2, 3, 9
 
 
 def mobilenet_v1_names() -> list[tuple[str, str]]:
@@ -153,11 +153,12 @@ def dequantize(model, sg, tensor_index: int, per_axis: int | None = None) -> np.
     data = model.Buffers(t.Buffer()).DataAsNumpy()
     if isinstance(data, int) or data is None or len(data) == 0:
         raise ConversionError(f"tensor {name} has no constant data")
-    dtype = {TFL_FLOAT32: np.float32, TFL_INT32: np.int32, TFL_UINT8: np.uint8, TFL_INT8: np.int8}.get(t.Type())
+    dtype = {TFL_FLOAT32: np.float32, TFL_FLOAT16: np.float16, TFL_INT32: np.int32, TFL_UINT8: np.uint8,
+             TFL_INT8: np.int8}.get(t.Type())
     if dtype is None:
         raise ConversionError(f"tensor {name}: unsupported tensor type {t.Type()}")
     q = np.frombuffer(data.tobytes(), dtype=dtype).reshape(t.ShapeAsNumpy())
-    if dtype == np.float32:
+    if dtype in (np.float32, np.float16):
         return q.astype(np.float32)
     quant = t.Quantization()
     scale = quant.ScaleAsNumpy() if quant is not None else None
@@ -234,6 +235,8 @@ def convert_tflite(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
     if sg is None:
         raise ConversionError(f"{path}: the model has no subgraph")
     op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    if any(sg.Tensors(i).Name().decode().startswith("BoxPredictor_") for i in range(sg.TensorsLength())):
+        return convert_tflite_ssd(path, labels_path, model, sg, op_names)
 
     ops = []
     for i in range(sg.OperatorsLength()):
@@ -306,6 +309,219 @@ def convert_tflite(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
         "source": {"framework": "tflite", "file": path.name, "sha256": sha256(path),
                    "quantization": "dequantized from uint8/int8 (real = scale × (q − zero_point))"},
         "licence": "Apache-2.0 (TensorFlow models / Coral test data)",
+    }
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow Lite SSD MobileNetV2 (TF Object Detection API `ssd_mobilenet_v2`)
+# ---------------------------------------------------------------------------------------------
+
+# The SSD anchor generator of TF's ssd_mobilenet_v2 configs (`ssd_anchor_generator` in
+# pipeline.config; MediaPipe's SsdAnchorsCalculator options for its SSD MobileNetV2 files), used
+# when a file does not store its anchors.
+SSD_ANCHOR_GENERATOR = {"generator": "ssd_anchor_generator", "num_layers": 6, "min_scale": 0.2, "max_scale": 0.95,
+                        "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333], "interpolated_scale_aspect_ratio": 1.0,
+                        "reduce_boxes_in_lowest_layer": True}
+# pipeline.config of ssd_mobilenet_v2: faster_rcnn_box_coder scales, post_processing with
+# batch_non_max_suppression (score 1e-8, IoU 0.6, 100 detections); TFLite's export uses fast NMS.
+SSD_DEFAULT_POSTPROCESS = {"y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0,
+                           "nms_score_threshold": 1e-8, "nms_iou_threshold": 0.6, "max_detections": 100,
+                           "max_classes_per_detection": 1, "detections_per_class": 100, "use_regular_nms": False}
+
+
+def ssd_layer_name(scope: str) -> tuple[str, str] | None:
+    """TF scope of an SSD MobileNetV2 convolution → (our module path, its activation)."""
+    fe = "FeatureExtractor/MobilenetV2/"
+    if scope == fe + "Conv":
+        return "backbone.features.0.0", "relu6"
+    if scope == fe + "Conv_1":
+        return "backbone.features.18.0", "relu6"
+    if m := re.fullmatch(re.escape(fe) + r"expanded_conv(?:_(\d+))?/(expand|depthwise|project)", scope):
+        k, part = int(m.group(1) or 0), m.group(2)
+        if k == 0:  # t = 1: no expansion
+            return {"depthwise": ("backbone.features.1.conv.0.0", "relu6"),
+                    "project": ("backbone.features.1.conv.1", "none")}.get(part)
+        return {"expand": (f"backbone.features.{k + 1}.conv.0.0", "relu6"),
+                "depthwise": (f"backbone.features.{k + 1}.conv.1.0", "relu6"),
+                "project": (f"backbone.features.{k + 1}.conv.2", "none")}[part]
+    # the extra feature layers: layer_19_1_Conv2d_{j}_1x1_{d/2}, then layer_19_2_Conv2d_{j}_3x3_s2_{d}
+    if m := re.fullmatch(re.escape(fe) + r"layer_19_([12])_Conv2d_(\d)_(?:1x1|3x3_s2)_\d+", scope):
+        return f"extra.{int(m.group(2)) - 2}.{int(m.group(1)) - 1}", "relu6"
+    if m := re.fullmatch(r"BoxPredictor_(\d)/(BoxEncodingPredictor|ClassPredictor)", scope):
+        head = "box_encoding" if m.group(2) == "BoxEncodingPredictor" else "class_prediction"
+        return f"head.{head}.{m.group(1)}", "none"
+    return None
+
+
+def read_detection_labels(path: Path, columns: int, label_offset: int) -> list[str]:
+    """One label per class-score column, column 0 the background. Two formats: `ID name` lines
+    (Coral's coco_labels.txt: the model's class output is the id, and ids have gaps, which
+    become "n/a" as in torchvision's COCO categories), or one name per column (line 0 the
+    background, as MediaPipe's label maps)."""
+    lines = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    keyed = [re.fullmatch(r"(\d+)\s+(.+)", l) for l in lines]
+    if all(keyed):
+        labels = ["background"] + ["n/a"] * (columns - label_offset)
+        for m in keyed:
+            i = int(m.group(1)) + label_offset
+            if i >= columns:
+                raise ConversionError(f"{path}: id {m.group(1)} is beyond the model's {columns - label_offset} classes")
+            labels[i] = m.group(2)
+        return labels
+    if len(lines) != columns:
+        raise ConversionError(f"{path}: {len(lines)} labels for a model with {columns} class-score columns")
+    return ["background"] + lines[label_offset:]
+
+
+def quantized_range(sg, idx: int) -> tuple[float, float] | tuple[None, None]:
+    """The real interval a uint8 tensor can hold: scale × ([0, 255] − zero_point)."""
+    t = sg.Tensors(idx)
+    q = t.Quantization()
+    scale = q.ScaleAsNumpy() if q is not None else None
+    if t.Type() != TFL_UINT8 or scale is None or isinstance(scale, int) or len(scale) != 1:
+        return None, None
+    zp = int(q.ZeroPointAsNumpy()[0])
+    return float(scale[0]) * (0 - zp), float(scale[0]) * (255 - zp)
+
+
+def convert_tflite_ssd(path: Path, labels_path: Path | None, model, sg, op_names: dict) -> tuple[dict, dict]:
+    """SSD MobileNetV2 as TF's Object Detection API exports it to TFLite, quantized (weights
+    dequantized here) or float16 (DEQUANTIZE ops in front of the convolutions). Layers are
+    mapped by the TF scope that names each convolution's output, so the op order does not matter."""
+    import flatbuffers.flexbuffers as flex
+    from tflite.ActivationFunctionType import ActivationFunctionType as Act
+    from tflite.Conv2DOptions import Conv2DOptions
+    from tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
+    from tflite.Padding import Padding
+
+    producer = {}
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        oc = model.OperatorCodes(op.OpcodeIndex())
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = op_names.get(code, f"builtin code {code}")
+        if name == "CUSTOM":
+            name = "CUSTOM:" + oc.CustomCode().decode()
+        allowed = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RESHAPE", "CONCATENATION", "LOGISTIC", "DEQUANTIZE",
+                   "CUSTOM:TFLite_Detection_PostProcess"}
+        if name not in allowed:
+            raise ConversionError(f"{path}: unsupported op {name} (operator {i}) in an SSD file; "
+                                  f"supported: {', '.join(sorted(allowed))}")
+        for o in op.OutputsAsNumpy():
+            producer[int(o)] = (name, op)
+        ops.append((name, op))
+
+    def const(idx: int) -> np.ndarray:
+        """A constant tensor, through a DEQUANTIZE op (float16 files) where there is one."""
+        if idx in producer and producer[idx][0] == "DEQUANTIZE":
+            idx = int(producer[idx][1].InputsAsNumpy()[0])
+        return dequantize(model, sg, idx)
+
+    tensors, post = {}, None
+    for name, op in ops:
+        if name.startswith("CUSTOM:"):
+            post = flex.Loads(op.CustomOptionsAsNumpy().tobytes())
+            anchors_idx = int(op.InputsAsNumpy()[2])
+            continue
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        out_name = sg.Tensors(int(op.OutputsAsNumpy()[0])).Name().decode().split(";")[0]
+        scope = out_name.rsplit("/", 1)[0].removesuffix("/BatchNorm")  # …/Relu6, …/BatchNorm/FusedBatchNormV3
+        mapped = ssd_layer_name(scope)
+        if mapped is None:
+            raise ConversionError(f"{path}: convolution `{out_name}` is not part of SSD MobileNetV2's layout")
+        our, act = mapped
+        inp, w_idx, b_idx = (int(i) for i in op.InputsAsNumpy()[:3])
+        w = const(w_idx)
+        if sg.Tensors(b_idx).Type() == TFL_INT32:
+            b = bias_dequantize(model, sg, b_idx, inp, w_idx)
+        else:
+            b = const(b_idx)
+        opts = (Conv2DOptions if name == "CONV_2D" else DepthwiseConv2DOptions)()
+        table = op.BuiltinOptions()
+        opts.Init(table.Bytes, table.Pos)
+        if w.shape[1] > 1 and opts.Padding() != Padding.SAME:
+            raise ConversionError(f"{path}: {our} uses VALID padding; only SAME is supported")
+        if name == "DEPTHWISE_CONV_2D" and opts.DepthMultiplier() not in (0, 1):
+            raise ConversionError(f"{path}: {our}: depth multiplier {opts.DepthMultiplier()} is not supported")
+        want = {"relu6": Act.RELU6, "none": Act.NONE}[act]
+        fused = opts.FusedActivationFunction()
+        if fused == Act.NONE and want == Act.RELU6 and quantized_range(sg, int(op.OutputsAsNumpy()[0]))[0] == 0.0:
+            fused = Act.RELU6  # TF1 quantized files: the uint8 output range [0, ≤ 6] is the ReLU6 (the graph's Relu6)
+        if fused != want:
+            raise ConversionError(f"{path}: {our}: fused activation {opts.FusedActivationFunction()}, expected {want}")
+        w = w.transpose(0, 3, 1, 2) if name == "CONV_2D" else w.transpose(3, 0, 1, 2)
+        if f"{our}.weight" in tensors:
+            raise ConversionError(f"{path}: two convolutions map to {our}")
+        tensors[f"{our}.weight"], tensors[f"{our}.bias"] = w, b
+
+    want = {f"head.{h}.{i}.weight" for h in ("box_encoding", "class_prediction") for i in range(6)}
+    want |= {f"extra.{j}.{k}.weight" for j in range(4) for k in range(2)}
+    want |= {"backbone.features.0.0.weight", "backbone.features.18.0.weight"}
+    if missing := sorted(want - tensors.keys()):
+        raise ConversionError(f"{path}: SSD MobileNetV2 layers missing: {', '.join(missing)}")
+
+    columns = tensors["head.class_prediction.0.weight"].shape[0] // 3  # 3 anchors per cell on the lowest layer
+    label_offset = 1  # column 0 is the background score (TF Object Detection API)
+    detection = {"score_converter": "sigmoid", "label_offset": label_offset}
+    if post is not None:
+        if post.get("num_classes") != columns - label_offset:
+            raise ConversionError(f"{path}: the post-processing op has {post.get('num_classes')} classes, "
+                                  f"the class predictor {columns} columns")
+        keys = ("y_scale", "x_scale", "h_scale", "w_scale", "nms_score_threshold", "nms_iou_threshold",
+                "max_detections", "max_classes_per_detection", "detections_per_class", "use_regular_nms")
+        settings = {k: post[k] for k in keys}
+        anchors = dequantize(model, sg, anchors_idx)  # A×4: y_center, x_center, height, width
+        tensors["anchors"] = anchors
+        detection["anchors"] = "stored"
+        detection["postprocess"] = "TFLite_Detection_PostProcess options of the file"
+    else:
+        settings = dict(SSD_DEFAULT_POSTPROCESS)
+        detection["anchors"] = SSD_ANCHOR_GENERATOR
+        detection["postprocess"] = "ssd_mobilenet_v2 pipeline.config defaults (the file has no post-processing op)"
+    detection["box_coder"] = {k: float(settings[k]) for k in ("y_scale", "x_scale", "h_scale", "w_scale")}
+    detection["nms"] = {"score_threshold": float(settings["nms_score_threshold"]),
+                        "iou_threshold": float(settings["nms_iou_threshold"]),
+                        "max_detections": int(settings["max_detections"]),
+                        "max_classes_per_detection": int(settings["max_classes_per_detection"]),
+                        "detections_per_class": int(settings["detections_per_class"]),
+                        "use_regular_nms": bool(settings["use_regular_nms"])}
+
+    inp = sg.Tensors(int(sg.InputsAsNumpy()[0]))
+    size = int(inp.ShapeAsNumpy()[1])
+    q = inp.Quantization()
+    scale = q.ScaleAsNumpy() if q is not None else None
+    if inp.Type() == TFL_UINT8 and scale is not None and not isinstance(scale, int) and len(scale):
+        # the uint8 input is the pixel itself: real = scale × (pixel − zero_point)
+        s, zp = float(scale[0]), float(q.ZeroPointAsNumpy()[0])
+        norm = {"scale": s, "mean": [s * zp] * 3, "std": [1.0, 1.0, 1.0]}
+    else:  # float input: TF Object Detection API's MobileNet preprocessing, (2 / 255) · pixel − 1
+        norm = {"scale": 1.0 / 127.5, "mean": [1.0, 1.0, 1.0], "std": [1.0, 1.0, 1.0]}
+    preprocessing = {"resize": "exact", "crop_size": [size, size], "interpolation": "bilinear", "antialias": True,
+                     **norm, "channel_order": "RGB"}
+    width = tensors["backbone.features.0.0.weight"].shape[0] / 32
+    labels = (read_detection_labels(labels_path, columns, label_offset) if labels_path is not None
+              else ["background"] + [str(i) for i in range(columns - label_offset)])
+    meta = {
+        "format": FORMAT,
+        "architecture": "ssd_mobilenet_v2",
+        "variant": path.stem,
+        "task": "detection",
+        "width_multiplier": str(width),
+        "input_size": str(size),
+        "num_classes": str(columns),
+        "padding": "tf_same",
+        "bn_folded": "true",
+        "bn_eps": "0.001",
+        "preprocessing": preprocessing,
+        "labels": labels,
+        "background_class": "0",
+        "detection": detection,
+        "source": {"framework": "tflite", "file": path.name, "sha256": sha256(path),
+                   "quantization": "dequantized (real = scale × (q − zero_point)) or float16 widened"},
+        "licence": "Apache-2.0 (TensorFlow Object Detection API models; Coral / MediaPipe)",
     }
     return tensors, meta
 

@@ -499,8 +499,9 @@ def convert_tflite_ssd(path: Path, labels_path: Path | None, model, sg, op_names
         norm = {"scale": s, "mean": [s * zp] * 3, "std": [1.0, 1.0, 1.0]}
     else:  # float input: TF Object Detection API's MobileNet preprocessing, (2 / 255) · pixel − 1
         norm = {"scale": 1.0 / 127.5, "mean": [1.0, 1.0, 1.0], "std": [1.0, 1.0, 1.0]}
+    # the app resizes the photo to 8-bit 300×300 pixels (PIL's bilinear), then the model normalises
     preprocessing = {"resize": "exact", "crop_size": [size, size], "interpolation": "bilinear", "antialias": True,
-                     **norm, "channel_order": "RGB"}
+                     "round_to_uint8": True, **norm, "channel_order": "RGB"}
     width = tensors["backbone.features.0.0.weight"].shape[0] / 32
     labels = (read_detection_labels(labels_path, columns, label_offset) if labels_path is not None
               else ["background"] + [str(i) for i in range(columns - label_offset)])

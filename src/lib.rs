@@ -23,6 +23,7 @@
 
 pub mod archs;
 pub mod classify;
+pub mod detect;
 pub mod error;
 pub mod features;
 pub mod inspect;
@@ -41,4 +42,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::{build, ArchName, ModelOptions, Network};
-pub use pretrained::{Model, Prediction};
+pub use pretrained::{Model, Prediction, Task};

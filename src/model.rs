@@ -3,7 +3,7 @@
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::archs::{alexnet, inception, mobilenet, resnet, squeezenet, vgg};
+use crate::archs::{alexnet, inception, mobilenet, resnet, squeezenet, ssd, vgg};
 use crate::error::Error;
 use crate::layers::{Norm, PaddingMode};
 
@@ -138,8 +138,13 @@ impl ModelOptions {
 /// Every architecture variant by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchName {
-    Vgg { depth: usize, bn: bool },
-    ResNet { depth: usize },
+    Vgg {
+        depth: usize,
+        bn: bool,
+    },
+    ResNet {
+        depth: usize,
+    },
     MobileNetV1,
     MobileNetV2,
     SqueezeNet1_0,
@@ -147,6 +152,8 @@ pub enum ArchName {
     GoogLeNet,
     InceptionV3,
     AlexNet,
+    /// SSD on MobileNetV2 (a detector: `forward` gives raw box encodings and class logits).
+    SsdMobileNetV2,
 }
 
 impl ArchName {
@@ -172,6 +179,7 @@ impl ArchName {
         "googlenet",
         "inception_v3",
         "alexnet",
+        "ssd_mobilenet_v2",
     ];
 
     pub fn parse(name: &str) -> std::result::Result<Self, Error> {
@@ -183,6 +191,7 @@ impl ArchName {
             "googlenet" => Self::GoogLeNet,
             "inception_v3" => Self::InceptionV3,
             "alexnet" => Self::AlexNet,
+            "ssd_mobilenet_v2" => Self::SsdMobileNetV2,
             "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152" => Self::ResNet {
                 depth: name[6..].parse().expect("digits"),
             },
@@ -211,11 +220,17 @@ impl ArchName {
             Self::GoogLeNet => "googlenet".into(),
             Self::InceptionV3 => "inception_v3".into(),
             Self::AlexNet => "alexnet".into(),
+            Self::SsdMobileNetV2 => "ssd_mobilenet_v2".into(),
         }
     }
 
     fn is_mobilenet(&self) -> bool {
-        matches!(self, Self::MobileNetV1 | Self::MobileNetV2)
+        matches!(self, Self::MobileNetV1 | Self::MobileNetV2 | Self::SsdMobileNetV2)
+    }
+
+    /// Whether this is a detector (its output is not one row of class logits per image).
+    pub fn is_detector(&self) -> bool {
+        matches!(self, Self::SsdMobileNetV2)
     }
 
     /// Rejects options that make no sense for this architecture.
@@ -236,7 +251,7 @@ impl ArchName {
         let keras_has_it = matches!(
             self,
             Self::Vgg { bn: false, .. } | Self::ResNet { .. } | Self::InceptionV3
-        ) || self.is_mobilenet();
+        ) || matches!(self, Self::MobileNetV1 | Self::MobileNetV2);
         if opts.flavor == Flavor::Keras && !keras_has_it {
             return bad("keras.applications has no such model".into());
         }
@@ -283,6 +298,7 @@ pub fn build_arch(arch: ArchName, opts: &ModelOptions, vb: VarBuilder) -> crate:
         ArchName::GoogLeNet => Box::new(inception::GoogLeNet::new(opts, vb)?),
         ArchName::InceptionV3 => Box::new(inception::InceptionV3::new(opts, vb)?),
         ArchName::AlexNet => Box::new(alexnet::AlexNet::new(opts, vb)?),
+        ArchName::SsdMobileNetV2 => Box::new(ssd::SsdMobileNetV2::new(opts, vb)?),
     };
     Ok(net)
 }

@@ -42,6 +42,11 @@ pub struct Preprocessing {
     pub interpolation: String,
     /// Widen the filter when shrinking (PIL / torchvision `antialias=True`).
     pub antialias: bool,
+    /// The resized image is 8-bit, as PIL's resize of an RGB image makes it (each pass rounded
+    /// and clipped to 0..=255) and as an app feeding a uint8-input model (a quantized TFLite
+    /// detector) holds it; otherwise resized pixels stay fractional (torchvision on tensors).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub round_to_uint8: bool,
     pub scale: f64,
     pub mean: [f64; 3],
     pub std: [f64; 3],
@@ -56,6 +61,7 @@ impl Preprocessing {
             crop_size: [crop, crop],
             interpolation: "bilinear".into(),
             antialias: true,
+            round_to_uint8: false,
             scale: 1.0 / 255.0,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
@@ -67,6 +73,7 @@ impl Preprocessing {
         match self.interpolation.as_str() {
             "bilinear" => Ok(Filter::Triangle {
                 antialias: self.antialias,
+                round: self.round_to_uint8,
             }),
             "nearest" => Ok(Filter::Nearest),
             other => Err(Error::InvalidOption {
@@ -290,8 +297,9 @@ impl Rgb {
 /// The resampling filter.
 #[derive(Debug, Clone, Copy)]
 enum Filter {
-    /// PIL's BILINEAR: triangle filter, widened by the scale factor when shrinking with antialias.
-    Triangle { antialias: bool },
+    /// PIL's BILINEAR: triangle filter, widened by the scale factor when shrinking with
+    /// antialias; with `round`, each pass's output rounded to 0..=255 as PIL's 8-bit resampler.
+    Triangle { antialias: bool, round: bool },
     /// PIL's NEAREST: the input pixel under the output pixel's centre.
     Nearest,
 }
@@ -318,7 +326,7 @@ fn taps(
                 })
                 .collect()
         }
-        Filter::Triangle { antialias } => antialias,
+        Filter::Triangle { antialias, .. } => antialias,
     };
     let support_scale = if antialias { scale.max(1.0) } else { 1.0 };
     let support = support_scale; // triangle filter support 1.0
@@ -353,6 +361,13 @@ fn resize(
     let (fh, fw) = full;
     let (top, left, wh, ww) = window;
     let (ct, cl, ch, cw) = crop;
+    let to_u8 = |v: f32| {
+        if matches!(filter, Filter::Triangle { round: true, .. }) {
+            v.round().clamp(0.0, 255.0)
+        } else {
+            v
+        }
+    };
     let tx = taps(left, ww, fw, out.1, cl, cw, filter);
     let ty = taps(top, wh, fh, out.0, ct, ch, filter);
     // horizontal pass over the input rows the vertical taps read, then the vertical pass
@@ -366,7 +381,7 @@ fn resize(
                 for (k, wk) in w.iter().enumerate() {
                     acc += wk * px[(y * fw + lo + k) * 3 + c];
                 }
-                mid[((y - rows_lo) * cw + x) * 3 + c] = acc;
+                mid[((y - rows_lo) * cw + x) * 3 + c] = to_u8(acc);
             }
         }
     }
@@ -378,7 +393,7 @@ fn resize(
                 for (k, wk) in w.iter().enumerate() {
                     acc += wk * mid[((lo + k - rows_lo) * cw + x) * 3 + c];
                 }
-                res[(y * cw + x) * 3 + c] = acc;
+                res[(y * cw + x) * 3 + c] = to_u8(acc);
             }
         }
     }

@@ -29,6 +29,16 @@ pub struct ModelMeta {
     /// Raw JSON of the `source` entry (framework, file, hash or URL).
     pub source: String,
     pub licence: String,
+    /// What the network is for: classification, or detection with its decoding settings
+    /// (metadata `task` and `detection`).
+    pub task: Task,
+}
+
+/// A model's task, from its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    Classification,
+    Detection(crate::detect::DetectionConfig),
 }
 
 /// One class of a prediction.
@@ -46,6 +56,8 @@ pub struct Model {
     pub meta: ModelMeta,
     /// A classifier trained on this backbone's features that replaces its own (`train-head`).
     pub head: Option<crate::features::Head>,
+    /// Box decoding and anchors, for detectors.
+    pub detector: Option<crate::detect::Detector>,
     device: Device,
     /// The dtype the network computes in ([`crate::model::compute_dtype`]); inputs are cast to it.
     compute: DType,
@@ -101,7 +113,22 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
             options.num_classes
         )));
     }
+    let task = match meta.get("task").map(String::as_str) {
+        None | Some("classification") => Task::Classification,
+        Some("detection") => Task::Detection(
+            serde_json::from_str(get("detection")?)
+                .map_err(|e| err(format!("metadata `detection` is invalid: {e}")))?,
+        ),
+        Some(t) => return Err(err(format!("metadata `task` `{t}` is not classification or detection"))),
+    };
+    let is_detector = ArchName::parse(&architecture).map(|a| a.is_detector()).unwrap_or(false);
+    if is_detector != matches!(task, Task::Detection(_)) {
+        return Err(err(format!(
+            "metadata `task` does not fit the architecture {architecture}"
+        )));
+    }
     Ok(ModelMeta {
+        task,
         variant: meta.get("variant").cloned().unwrap_or_else(|| architecture.clone()),
         architecture,
         options,
@@ -146,10 +173,19 @@ impl Model {
         let meta = parse_meta(path, &read_metadata(path)?)?;
         let arch = ArchName::parse(&meta.architecture)?;
         let net = crate::weights::load_state_dict_as(path, arch, &meta.options, device, storage)?;
+        let detector = match &meta.task {
+            Task::Detection(cfg) => Some(crate::detect::Detector::load(
+                path,
+                cfg.clone(),
+                meta.preprocessing.crop_size,
+            )?),
+            Task::Classification => None,
+        };
         Ok(Self {
             net,
             meta,
             head: None,
+            detector,
             device: device.clone(),
             compute: crate::model::compute_dtype(device, storage),
             path: path.to_path_buf(),
@@ -171,11 +207,13 @@ impl Model {
             labels: (0..opts.num_classes).map(|i| i.to_string()).collect(),
             source: String::new(),
             licence: String::new(),
+            task: Task::Classification,
         };
         Ok(Self {
             net,
             meta,
             head: None,
+            detector: None,
             device: device.clone(),
             compute: DType::F32,
             path: path.to_path_buf(),

@@ -76,6 +76,7 @@ fn ignorable(name: &str) -> bool {
         || name.starts_with("AuxLogits.") // inception_v3 auxiliary classifier (training only)
         || name.starts_with("aux1.") // googlenet auxiliary classifiers
         || name.starts_with("aux2.")
+        || name == "anchors" // SSD's stored anchors: read by the box decoder (`pretrained`), not the network
 }
 
 /// The (name, shape) of every tensor `arch` with `opts` reads, in the order it reads them

@@ -5,6 +5,7 @@ pub mod inception;
 pub mod mobilenet;
 pub mod resnet;
 pub mod squeezenet;
+pub mod ssd;
 pub mod vgg;
 
 use crate::layers::Linear;

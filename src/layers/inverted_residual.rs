@@ -54,6 +54,24 @@ impl InvertedResidual {
     }
 }
 
+impl InvertedResidual {
+    /// As `forward`, also returning the expansion's output (the input itself when t = 1): SSD
+    /// reads a feature map there (TF-slim's `layer_15/expansion_output`).
+    pub fn forward_with_expansion(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let e = match &self.expand {
+            Some(e) => e.forward(x)?,
+            None => x.clone(),
+        };
+        let h = self.depthwise.forward(&e)?;
+        let out = if self.use_residual {
+            self.project.forward_residual(&h, x, Activation::None)?
+        } else {
+            self.project.forward(&h)?
+        };
+        Ok((e, out))
+    }
+}
+
 impl Module for InvertedResidual {
     /// On NCHW, or on channel-blocked data (rank 5, see [`crate::kernels::nchwc`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,243 @@
+//! SSD MobileNetV2 against the TensorFlow Lite runtime on the shared photos (fixtures written by
+//! scripts/gen_detection_fixtures.py with ai-edge-litert), and the anchor generator against the
+//! anchors stored in the COCO file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use ferrovision::archs::ssd::{AnchorGenerator, SsdMobileNetV2};
+use ferrovision::detect::{split_raw, BoxCoder, DetectOptions, NormBox};
+use ferrovision::Model;
+
+fn fixture(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/detection")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn photo(shared: &Path, name: &str) -> PathBuf {
+    shared.join("data/images").join(name)
+}
+
+fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    ferrovision::detect::iou(
+        &NormBox {
+            ymin: a[0],
+            xmin: a[1],
+            ymax: a[2],
+            xmax: a[3],
+        },
+        &NormBox {
+            ymin: b[0],
+            xmin: b[1],
+            ymax: b[2],
+            xmax: b[3],
+        },
+    )
+}
+
+/// Every TFLite detection with score ≥ 0.5 matched by one of ours (same class, IoU ≥ 0.9,
+/// |Δscore| ≤ 0.05); none of ours above 0.6 that TFLite lacks.
+#[test]
+fn coco_detections_match_the_tflite_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let model = Model::load(&weights, &Device::Cpu).unwrap();
+    let fx = fixture("coco.json");
+    let opts = DetectOptions {
+        score_threshold: Some(0.3),
+        iou_threshold: None,
+        max_detections: Some(100),
+    };
+    let mut matched = 0;
+    for (name, want) in fx["detections"].as_object().unwrap() {
+        let got = model.detect_file(&photo(&shared, name), &opts).unwrap();
+        let (w, h) = (got.width as f32, got.height as f32);
+        let ours: Vec<(usize, f32, [f32; 4])> = got
+            .detections
+            .iter()
+            .map(|d| {
+                (
+                    d.class_id,
+                    d.score,
+                    [d.bbox.y0 / h, d.bbox.x0 / w, d.bbox.y1 / h, d.bbox.x1 / w],
+                )
+            })
+            .collect();
+        let theirs: Vec<(usize, f32, [f32; 4])> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let b: Vec<f32> = d["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                let clip = |v: f32| v.clamp(0.0, 1.0);
+                (
+                    d["class_id"].as_u64().unwrap() as usize,
+                    d["score"].as_f64().unwrap() as f32,
+                    [clip(b[0]), clip(b[1]), clip(b[2]), clip(b[3])],
+                )
+            })
+            .collect();
+        for t in theirs.iter().filter(|t| t.1 >= 0.5) {
+            let best = ours
+                .iter()
+                .filter(|o| o.0 == t.0)
+                .max_by(|a, b| iou(a.2, t.2).total_cmp(&iou(b.2, t.2)));
+            let Some(o) = best else {
+                panic!(
+                    "{name}: TFLite's class {} ({:.3}) has no match in ours: {ours:?}",
+                    t.0, t.1
+                )
+            };
+            // a box a few input pixels wide (a far kite) cannot reach IoU 0.9 through TFLite's
+            // uint8 box encodings: there every corner must be within one of the 300 input pixels
+            let corners_close = o.2.iter().zip(&t.2).all(|(a, b)| (a - b).abs() <= 1.0 / 300.0);
+            let small = (t.2[2] - t.2[0]).min(t.2[3] - t.2[1]) < 10.0 / 300.0;
+            assert!(
+                (iou(o.2, t.2) >= 0.9 || small && corners_close) && (o.1 - t.1).abs() <= 0.05,
+                "{name}: TFLite {t:?} vs ours {o:?} (IoU {:.3})",
+                iou(o.2, t.2)
+            );
+            matched += 1;
+        }
+        for o in ours.iter().filter(|o| o.1 > 0.6) {
+            assert!(
+                theirs.iter().any(|t| t.0 == o.0 && iou(o.2, t.2) >= 0.5),
+                "{name}: our {o:?} is not among TFLite's {theirs:?}"
+            );
+        }
+    }
+    assert!(matched >= 15, "only {matched} TFLite detections ≥ 0.5 on the photos");
+}
+
+/// The OIDv4 file has no post-processing op: its raw outputs (box encodings, class logits) are
+/// compared with TFLite's at every anchor where TFLite scores something ≥ 0.2.
+#[test]
+fn oidv4_raw_outputs_match_the_tflite_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(dir.path(), "ssd_mobilenet_v2_oidv4_fp16", Some("oidv4_labelmap.txt"))
+    else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let model = Model::load(&weights, &Device::Cpu).unwrap();
+    let fx = fixture("oidv4.json");
+    let mut checked = 0;
+    for (name, anchors) in fx["raw"].as_object().unwrap() {
+        let img = ferrovision::preprocess::load_image(&photo(&shared, name)).unwrap();
+        let out = model.net.forward(&model.batch(&[img]).unwrap()).unwrap();
+        let (_, a, width) = out.dims3().unwrap();
+        assert_eq!((a, width), (1917, 4 + 24));
+        let rows: Vec<Vec<f32>> = out.squeeze(0).unwrap().to_vec2().unwrap();
+        let mut worst = 0f32;
+        for e in anchors.as_array().unwrap() {
+            let i = e["anchor"].as_u64().unwrap() as usize;
+            let want: Vec<f32> = e["box_encoding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(e["logits"].as_array().unwrap())
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            for (g, w) in rows[i].iter().zip(&want) {
+                worst = worst.max((g - w).abs());
+            }
+            checked += 1;
+        }
+        // Both engines compute in f32 on the same float16 weights (given the same input they
+        // agree to 3e-5). BMP pixels are the same for PIL and us; JPEG decoders (libjpeg-turbo,
+        // zune-jpeg) differ by a few levels in places, which moved outputs by up to 0.053 here.
+        let bmp = name.ends_with(".bmp");
+        println!(
+            "{name:<28} max |Δ| {worst:.5} over {} anchors",
+            anchors.as_array().unwrap().len()
+        );
+        assert!(
+            worst <= if bmp { 0.01 } else { 0.1 },
+            "{name}: raw outputs differ from TFLite's by {worst}"
+        );
+    }
+    assert!(checked >= 100, "only {checked} anchors compared");
+}
+
+/// TF's `ssd_anchor_generator` (ours) against the 1917 anchors stored, uint8-quantised, in the
+/// COCO file: equal within half a quantisation step.
+#[test]
+fn generated_anchors_equal_the_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let model = Model::load(&weights, &Device::Cpu).unwrap();
+    let stored = &model.detector().unwrap().anchors;
+    let generated = AnchorGenerator::ssd_mobilenet_v2()
+        .generate(&SsdMobileNetV2::grids(300, 300))
+        .unwrap();
+    assert_eq!(stored.len(), generated.len());
+    let step = 0.006_453_06_f32; // the anchors tensor's scale in the file
+    for (i, (s, g)) in stored.iter().zip(&generated).enumerate() {
+        for k in 0..4 {
+            assert!(
+                (s[k] - g[k]).abs() <= step * 0.5 + 1e-6,
+                "anchor {i}[{k}]: stored {}, generated {}",
+                s[k],
+                g[k]
+            );
+        }
+    }
+}
+
+/// The decoder and NMS applied to raw outputs by hand agree with `Model::detect` (the library
+/// path a caller holding raw outputs takes).
+#[test]
+fn split_raw_and_decoder_reproduce_detect() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let model = Model::load(&weights, &Device::Cpu).unwrap();
+    let img = ferrovision::preprocess::load_image(&photo(&shared, "pets.jpg")).unwrap();
+    let det = model.detector().unwrap();
+    let out = model
+        .net
+        .forward(&model.batch(std::slice::from_ref(&img)).unwrap())
+        .unwrap();
+    let (enc, scores) = split_raw(&out).unwrap().remove(0);
+    // the best dog anchor by hand: sigmoid score, centre-size decode
+    let dog = 17 + 1;
+    let (best, score) = (0..enc.len())
+        .map(|a| (a, scores[a * 91 + dog]))
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .unwrap();
+    let coder: BoxCoder = det.config.box_coder;
+    let b = coder.decode(enc[best], det.anchors[best]);
+    let got = model.detect(&[img], &DetectOptions::default()).unwrap().remove(0);
+    let top = &got.detections[0];
+    assert_eq!((top.class_id, top.label.as_str()), (17, "dog"));
+    assert_eq!(top.score, score);
+    assert!((top.bbox.x0 - b.xmin.max(0.0) * got.width as f32).abs() < 1e-3);
+}

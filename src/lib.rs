@@ -24,6 +24,7 @@
 pub mod archs;
 pub mod classify;
 pub mod detect;
+pub mod draw;
 pub mod error;
 pub mod features;
 pub mod inspect;

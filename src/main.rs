@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Classify image files and directories.
     Classify(commands::classify::ClassifyArgs),
+    /// Detect objects (boxes, classes, scores) in image files and directories.
+    Detect(commands::detect::DetectArgs),
     /// Pooled features before the classifier, for search or your own models.
     Embed(commands::features::EmbedArgs),
     /// Train a new linear head on a backbone's features (one sub-folder per class).
@@ -53,15 +55,19 @@ fn archs(width: f64, num_classes: usize) -> anyhow::Result<()> {
     writeln!(out, "{:<16} {:>14}", "architecture", "parameters")?;
     for name in ArchName::ALL {
         let arch = ArchName::parse(name)?;
-        let w = if matches!(arch, ArchName::MobileNetV1 | ArchName::MobileNetV2) {
+        let w = if matches!(
+            arch,
+            ArchName::MobileNetV1 | ArchName::MobileNetV2 | ArchName::SsdMobileNetV2
+        ) {
             width
         } else {
             1.0
         };
         let opts = ModelOptions {
             width: w,
-            num_classes,
-            ..ModelOptions::default()
+            // a detector's classes include the background: its usual 91 (COCO)
+            num_classes: if arch.is_detector() { 91 } else { num_classes },
+            ..arch.default_options()
         };
         let n = ferrovision::weights::count_parameters(arch, &opts)?;
         writeln!(out, "{name:<16} {n:>14}")?;
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
     } else {
         ferrovision::kernels::init_thread_pool(match &cli.command {
             Command::Classify(a) => a.threads,
+            Command::Detect(a) => a.threads,
             Command::Bench(a) => a.threads,
             _ => None,
         });
@@ -102,6 +109,13 @@ fn main() -> ExitCode {
                 Ok((model, rules)) => commands::classify::run(&args, &model, rules.as_ref()).map(|failed| failed == 0),
             }
         }
+        Command::Detect(args) => match commands::detect::load(&args) {
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            Ok(model) => commands::detect::run(&args, &model).map(|failed| failed == 0),
+        },
         Command::Serve(args) => match commands::serve::load(&args) {
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -228,6 +228,23 @@ impl ArchName {
         matches!(self, Self::MobileNetV1 | Self::MobileNetV2 | Self::SsdMobileNetV2)
     }
 
+    /// The input size its usual weights expect: 299 for Inception v3, 300 for SSD, else 224.
+    pub fn default_input_size(&self) -> usize {
+        match self {
+            Self::InceptionV3 => 299,
+            Self::SsdMobileNetV2 => 300,
+            _ => 224,
+        }
+    }
+
+    /// Options of its usual weights: ImageNet-1k, or COCO's 90 ids + background for SSD.
+    pub fn default_options(&self) -> ModelOptions {
+        match self {
+            Self::SsdMobileNetV2 => ModelOptions::with_classes(91),
+            _ => ModelOptions::default(),
+        }
+    }
+
     /// Whether this is a detector (its output is not one row of class logits per image).
     pub fn is_detector(&self) -> bool {
         matches!(self, Self::SsdMobileNetV2)

@@ -344,6 +344,12 @@ pub fn save_with_metadata(
 /// values. `Model::load` reads it as any converted file.
 pub fn write_synthetic(arch: &str, path: &Path) -> crate::Result<()> {
     let name = ArchName::parse(arch)?;
+    if name.is_detector() {
+        return Err(crate::Error::InvalidOption {
+            arch: arch.into(),
+            msg: "no synthetic detector files (anchors and decoding settings come from a real one): convert one with scripts/convert_weights.py".into(),
+        });
+    }
     let opts = ModelOptions::default();
     let size = if name == ArchName::InceptionV3 { 299 } else { 224 };
     let tensors = crate::synthetic::params("synthetic", &parameter_list(name, &opts)?, &Device::Cpu)?;

@@ -241,3 +241,115 @@ fn split_raw_and_decoder_reproduce_detect() {
     assert_eq!(top.score, score);
     assert!((top.bbox.x0 - b.xmin.max(0.0) * got.width as f32).abs() < 1e-3);
 }
+
+fn ferrovision() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+}
+
+/// `detect` over a folder with a broken file: one JSON line per file, the broken one with its
+/// error and the rest detected, exit status 1; `--draw` PNGs that decode, with each box's edge
+/// in its class's colour and the photo untouched inside the box.
+#[test]
+fn detect_cli_json_lines_bad_files_and_drawings() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["pets.jpg", "grace_hopper.bmp"] {
+        std::fs::copy(photo(&shared, name), photos.join(name)).unwrap();
+    }
+    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let drawn = dir.path().join("drawn");
+    let out = ferrovision()
+        .args([
+            "detect",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--format",
+            "json",
+            "--draw",
+        ])
+        .arg(&drawn)
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["path"].as_str().unwrap().ends_with("broken.jpg"));
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("broken.jpg"),
+        "{}",
+        lines[0]
+    );
+    let hopper = &lines[1];
+    assert_eq!(
+        (hopper["width"].as_u64(), hopper["height"].as_u64()),
+        (Some(512), Some(600))
+    );
+    let labels: Vec<&str> = hopper["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["label"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"person") && labels.contains(&"tie"), "{labels:?}");
+    let pets = &lines[2]["detections"];
+    assert!(pets
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["score"].as_f64().unwrap() >= 0.5));
+
+    // the drawing of grace_hopper.bmp: the tie's box edges in the tie's colour
+    let png = image::open(drawn.join("grace_hopper.bmp.png")).unwrap().to_rgb8();
+    let original = image::open(photo(&shared, "grace_hopper.bmp")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), original.dimensions());
+    let tie = hopper["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == "tie")
+        .unwrap();
+    let b = |k: &str| tie["box"][k].as_f64().unwrap().round() as u32;
+    let colour = ferrovision::draw::class_colour(31);
+    let (x0, y0, x1, y1) = (b("x0"), b("y0"), b("x1"), b("y1"));
+    for y in (y0 + 12..y1 - 2).step_by(7) {
+        assert_eq!(*png.get_pixel(x0, y), colour, "left edge at y = {y}");
+        assert_eq!(*png.get_pixel(x1 - 1, y), colour, "right edge at y = {y}");
+    }
+    let (cx, cy) = ((x0 + x1) / 2, (y0 + y1) / 2);
+    assert_eq!(png.get_pixel(cx, cy), original.get_pixel(cx, cy), "inside the box");
+    assert!(!drawn.join("broken.jpg.png").exists());
+}
+
+/// A classifier given to `detect` is refused before any image is read, naming the file.
+#[test]
+fn detect_refuses_a_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("resnet18.safetensors");
+    ferrovision::weights::write_synthetic("resnet18", &weights).unwrap();
+    let out = ferrovision()
+        .args(["detect", "--weights"])
+        .arg(&weights)
+        .arg("x.jpg")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resnet18.safetensors") && err.contains("not a detector"),
+        "{err}"
+    );
+}

@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// Width multiplier α (MobileNets).
     #[arg(long, default_value_t = 1.0)]
     pub width: f64,
-    /// Input height and width [default: 299 for inception_v3, else 224].
+    /// Input height and width [default: 299 for inception_v3, 300 for ssd_mobilenet_v2, else 224].
     #[arg(long)]
     pub input: Option<usize>,
     /// Images per forward pass; several (`1,32,256`) are measured one after the other on the
@@ -65,12 +65,10 @@ fn rss_mb(field: &str) -> Option<f64> {
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let arch = ArchName::parse(&args.model)?;
-    let size = args
-        .input
-        .unwrap_or(if arch == ArchName::InceptionV3 { 299 } else { 224 });
+    let size = args.input.unwrap_or(arch.default_input_size());
     let opts = ModelOptions {
         width: args.width,
-        ..ModelOptions::default()
+        ..arch.default_options()
     };
     let device = args.device.device()?;
     let storage = args.weights_dtype.dtype();

@@ -262,7 +262,7 @@ fn write_result(
     Ok(())
 }
 
-fn csv(s: &str) -> String {
+pub fn csv(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

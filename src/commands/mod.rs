@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod classify;
+pub mod detect;
 pub mod features;
 pub mod serve;
 pub mod study;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use ferrovision::model::{ArchName, ModelOptions};
+use ferrovision::model::ArchName;
 use ferrovision::pretrained::Model;
 use ferrovision::summary::{summarize, table};
 
@@ -26,7 +26,7 @@ pub struct SummaryArgs {
     /// Width multiplier α (MobileNets).
     #[arg(long)]
     pub width: Option<f64>,
-    /// Input height and width [default: 299 for inception_v3, else 224, or the weights' own].
+    /// Input height and width [default: 299 for inception_v3, 300 for ssd_mobilenet_v2, else 224, or the weights' own].
     #[arg(long)]
     pub input: Option<usize>,
     /// Output classes.
@@ -51,8 +51,7 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<bool> {
         }
         None => {
             let arch = ArchName::parse(args.model.as_deref().expect("clap requires --model"))?;
-            let size = if arch == ArchName::InceptionV3 { 299 } else { 224 };
-            (arch, ModelOptions::default(), size)
+            (arch, arch.default_options(), arch.default_input_size())
         }
     };
     if let Some(w) = args.width {

@@ -234,13 +234,14 @@ impl MobileNetV2 {
 
 impl MobileNetV2 {
     /// The two feature maps SSD reads (TF Object Detection API's `ssd_mobilenet_v2`): the
-    /// expansion output of block `features.{tap}` and the last 1×1's output, both NCHW.
+    /// expansion output of block `features.{tap}` and the last 1×1's output. Both are
+    /// channel-blocked ([`crate::kernels::nchwc`], rank 5) where the CPU allows
+    /// (`layers::blocked_usable`; the layers take either layout), else NCHW.
     pub fn forward_taps(&self, x: &Tensor, tap: usize) -> Result<(Tensor, Tensor)> {
         if tap == 0 || tap > self.blocks.len() {
             candle_core::bail!("mobilenet_v2: no block features.{tap} to tap")
         }
-        let blocked = crate::layers::blocked_usable(x);
-        let mut h = if blocked {
+        let mut h = if crate::layers::blocked_usable(x) {
             crate::layers::stem_into_blocks(&self.stem, x)?
         } else {
             self.stem.forward(x)?
@@ -250,25 +251,14 @@ impl MobileNetV2 {
         for (i, b) in self.blocks.iter().enumerate() {
             if i + 1 == tap {
                 let (e, out) = b.forward_with_expansion(&h)?;
-                let channels = b
-                    .expand
-                    .as_ref()
-                    .map_or(b.depthwise.spec().in_channels, |c| c.spec().out_channels);
-                tapped = Some(if blocked {
-                    crate::layers::unblock(&e, channels)?
-                } else {
-                    e
-                });
+                tapped = Some(e);
                 h = out;
             } else {
                 h = b.forward(&h)?;
             }
             crate::trace::record_lazy(|| format!("backbone.features.{}", i + 1), "InvertedResidual", &h, 0);
         }
-        let mut last = self.last.forward(&h)?; // N×1280·max(1,α)×H/32×W/32
-        if blocked {
-            last = crate::layers::unblock(&last, self.last.spec().out_channels)?;
-        }
+        let last = self.last.forward(&h)?; // N×1280·max(1,α)×H/32×W/32
         crate::trace::record("backbone.features.18", "ConvBNReLU6", &last, 0);
         Ok((tapped.expect("tap within the blocks"), last))
     }

@@ -177,7 +177,8 @@ impl SsdMobileNetV2 {
         })
     }
 
-    /// The six feature maps the predictors read, NCHW.
+    /// The six feature maps the predictors read: channel-blocked (rank 5) where the CPU allows,
+    /// else NCHW (see [`MobileNetV2::forward_taps`]).
     pub fn feature_maps(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let (f0, f1) = self.backbone.forward_taps(x, TAP_BLOCK)?; // N×576×19×19, N×1280×10×10
         let mut maps = vec![f0, f1];
@@ -209,8 +210,12 @@ impl SsdMobileNetV2 {
         let (mut boxes, mut logits) = (Vec::new(), Vec::new());
         for (i, f) in maps.iter().enumerate() {
             let per_cell = |conv: &Conv2d, k: usize| -> Result<Tensor> {
+                let mut y = conv.forward(f)?;
+                if y.rank() == 5 {
+                    y = crate::layers::unblock(&y, conv.spec().out_channels)?;
+                }
                 // N×(A·k)×h×w → N×h×w×(A·k) → N×(h·w·A)×k: TF's NHWC reshape order
-                let y = conv.forward(f)?.permute((0, 2, 3, 1))?.contiguous()?;
+                let y = y.permute((0, 2, 3, 1))?.contiguous()?;
                 let cells = y.elem_count() / (n * k);
                 y.reshape((n, cells, k))
             };

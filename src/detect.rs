@@ -320,32 +320,48 @@ impl Model {
 
     /// Detections of decoded images (EXIF orientation already applied), one list per image.
     pub fn detect(&self, images: &[DynamicImage], opts: &DetectOptions) -> Result<Vec<Detections>> {
-        let det = self.detector()?;
+        self.detector()?;
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let out = self.net.forward(&self.batch(images)?)?.to_dtype(DType::F32)?; // N×A×(4+C)
-        let (_, a, width) = out.dims3()?;
-        if a != det.anchors.len() {
+        let width = out.dim(2)?;
+        let rows = out.flatten_all()?.to_vec1::<f32>()?;
+        rows.chunks_exact(rows.len() / images.len())
+            .zip(images)
+            .map(|(raw, img)| {
+                let found = self.decode_raw(raw, width, opts)?;
+                Ok(self.to_pixels(img.width(), img.height(), &found))
+            })
+            .collect()
+    }
+
+    /// One image's raw network output (A rows of `width` = 4 + classes values: box encoding,
+    /// class logits) → its detections: sigmoid scores, boxes decoded against the anchors, NMS
+    /// with the file's settings less what `opts` overrides.
+    pub fn decode_raw(&self, raw: &[f32], width: usize, opts: &DetectOptions) -> Result<Vec<RawDetection>> {
+        let det = self.detector()?;
+        let a = raw.len() / width.max(1);
+        if width < 5 || a * width != raw.len() || a != det.anchors.len() {
             return Err(Error::File {
                 path: self.path().to_path_buf(),
                 msg: format!(
-                    "the network predicts {a} anchors, the decoder has {}",
+                    "the network's output ({} values of rows of {width}) does not fit the decoder's {} anchors",
+                    raw.len(),
                     det.anchors.len()
                 ),
             });
         }
-        let columns = width - 4;
         let mut nms = det.config.nms;
         nms.score_threshold = opts.score_threshold.unwrap_or(nms.score_threshold);
         nms.iou_threshold = opts.iou_threshold.unwrap_or(nms.iou_threshold);
         nms.max_detections = opts.max_detections.unwrap_or(nms.max_detections);
-        let mut result = Vec::with_capacity(images.len());
-        for ((enc, scores), img) in split_raw(&out)?.into_iter().zip(images) {
-            let raw = postprocess(&enc, &scores, columns, &det.anchors, &det.config, &nms);
-            result.push(self.to_pixels(img.width(), img.height(), &raw));
-        }
-        Ok(result)
+        let enc: Vec<[f32; 4]> = raw.chunks_exact(width).map(|r| [r[0], r[1], r[2], r[3]]).collect();
+        let scores: Vec<f32> = raw
+            .chunks_exact(width)
+            .flat_map(|r| r[4..].iter().map(|&x| sigmoid(x)))
+            .collect();
+        Ok(postprocess(&enc, &scores, width - 4, &det.anchors, &det.config, &nms))
     }
 
     /// Boxes in pixels of a `w`×`h` image (the input is the whole image, resized), clipped.

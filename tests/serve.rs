@@ -853,7 +853,11 @@ fn models_yaml_serves_several_models_and_bad_entries_stop_the_start() {
         ),
         (
             "models:\n  x:\n    weights: m.safetensors\n    task: detect\n",
-            "task `detect` is not served yet",
+            "task `detect`, but",
+        ),
+        (
+            "models:\n  x:\n    weights: m.safetensors\n    task: pose\n",
+            "task `pose` is not served yet",
         ),
         (
             "models:\n  x:\n    weights: m.safetensors\n    dtype: f8\n",
@@ -872,4 +876,175 @@ fn models_yaml_serves_several_models_and_bad_entries_stop_the_start() {
         assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
         assert!(err.contains("models.yaml") && err.contains(needle), "{yaml}: {err}");
     }
+}
+
+/// A detector beside a classifier: `POST /detect` answers as `ferrovision detect --format json`
+/// does on the same photos (batched with other requests or not), the v2 infer endpoint gives
+/// TF Object Detection API's outputs with the same boxes, normalised; each kind of model
+/// refuses the other's endpoints with a 400 that says where to go.
+#[test]
+fn a_detector_is_served_beside_a_classifier() {
+    let Some(fx) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(detector) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    std::fs::copy(&fx.weights, dir.path().join("m.safetensors")).unwrap();
+    let config = dir.path().join("models.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "models:\n  labels:\n    weights: m.safetensors\n  objects:\n    weights: {}\n    task: detect\n",
+            detector.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+        .args(["detect", "--format", "json", "--weights"])
+        .arg(&detector)
+        .args(&fx.photos)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: HashMap<String, Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (file_name(v["path"].as_str().unwrap()), v)
+        })
+        .collect();
+    let server = Server::launch(&["--config", config.to_str().unwrap(), "--max-queue-delay-ms", "20"]);
+    // all photos at once, so that they share forward passes
+    let answers: Vec<(String, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = fx
+            .photos
+            .iter()
+            .map(|p| {
+                let server = &server;
+                s.spawn(move || {
+                    let res = client()
+                        .post(server.url(&format!("/detect?name={}", file_name(p))))
+                        .body(read(p))
+                        .send()
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                    (file_name(p), res.json::<Value>().unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut boxes = 0;
+    for (name, got) in &answers {
+        let want = &cli[name];
+        assert_eq!(
+            (&got["width"], &got["height"]),
+            (&want["width"], &want["height"]),
+            "{name}"
+        );
+        let (g, w) = (
+            got["detections"].as_array().unwrap(),
+            want["detections"].as_array().unwrap(),
+        );
+        assert_eq!(g.len(), w.len(), "{name}: {got} vs {want}");
+        for (a, b) in g.iter().zip(w) {
+            assert_eq!((&a["class_id"], &a["label"]), (&b["class_id"], &b["label"]), "{name}");
+            assert!(
+                (a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-4,
+                "{name}"
+            );
+            for k in ["x0", "y0", "x1", "y1"] {
+                assert!(
+                    (a["box"][k].as_f64().unwrap() - b["box"][k].as_f64().unwrap()).abs() < 0.05,
+                    "{name} {k}"
+                );
+            }
+            boxes += 1;
+        }
+    }
+    assert!(boxes >= 15, "{boxes} boxes");
+
+    // v2 infer: TF Object Detection API outputs, K = max_detections padded
+    let pets = fx.photos.iter().find(|p| file_name(p) == "pets.jpg").unwrap();
+    let body = json!({"id": "p", "parameters": {"score_threshold": 0.5, "max_detections": 5},
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [B64.encode(read(pets))]}]});
+    let res: Value = client()
+        .post(server.url("/v2/models/objects/infer"))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let out = |n: &str| {
+        res["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(out("detection_boxes")["shape"], json!([1, 5, 4]));
+    let want = cli["pets.jpg"]["detections"].as_array().unwrap();
+    assert_eq!(out("num_detections")["data"], json!([want.len() as f64]));
+    let (w, h) = (
+        cli["pets.jpg"]["width"].as_f64().unwrap(),
+        cli["pets.jpg"]["height"].as_f64().unwrap(),
+    );
+    let got_boxes = floats(&out("detection_boxes")["data"]);
+    for (i, d) in want.iter().enumerate() {
+        assert_eq!(
+            floats(&out("detection_classes")["data"])[i],
+            d["class_id"].as_f64().unwrap() as f32
+        );
+        let y0 = d["box"]["y0"].as_f64().unwrap() / h;
+        let x1 = d["box"]["x1"].as_f64().unwrap() / w;
+        assert!((got_boxes[i * 4] as f64 - y0).abs() < 1e-3 && (got_boxes[i * 4 + 3] as f64 - x1).abs() < 1e-3);
+    }
+    assert!(
+        got_boxes[want.len() * 4..].iter().all(|&v| v == 0.0),
+        "padding rows are zeros"
+    );
+    let meta: Value = client()
+        .get(server.url("/v2/models/objects"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(meta["outputs"][0]["name"], "detection_boxes");
+
+    // each model kind refuses the other's endpoints, saying where to go
+    let res = client()
+        .post(server.url("/classify?model=objects"))
+        .body(read(pets))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("/detect?model=objects"));
+    let res = client()
+        .post(server.url("/detect?model=labels"))
+        .body(read(pets))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("is a classifier"));
+    let res = client()
+        .post(server.url("/detect?score=2"))
+        .body(read(pets))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = client()
+        .post(server.url("/detect"))
+        .body(b"not an image".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("request body"), "{v}");
 }

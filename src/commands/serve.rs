@@ -120,10 +120,10 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
             .to_string();
         let ctx = |what: &str| format!("{}: model `{name}`: {what}", path.display());
         let e: ModelEntry = serde_norway::from_value(entry).with_context(|| ctx("invalid entry"))?;
-        if e.task != "classify" {
+        if !matches!(e.task.as_str(), "classify" | "detect") {
             anyhow::bail!(
                 "{}",
-                ctx(&format!("task `{}` is not served yet (only classify)", e.task))
+                ctx(&format!("task `{}` is not served yet (classify, detect)", e.task))
             );
         }
         let device: DeviceArg = e
@@ -139,6 +139,17 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
         let weights = dir.join(&e.weights);
         let mut model =
             load_model_as(Some(&weights), device.device()?, dtype.dtype()).with_context(|| ctx("loading"))?;
+        let detector = model.detector.is_some();
+        if detector != (e.task == "detect") {
+            let is = if detector { "a detector" } else { "a classifier" };
+            anyhow::bail!(
+                "{}",
+                ctx(&format!("task `{}`, but {} holds {is}", e.task, weights.display()))
+            );
+        }
+        if detector && (e.head.is_some() || e.rules.is_some() || !matches!(crop, CropsArg::Center)) {
+            anyhow::bail!("{}", ctx("head, rules and crops apply to classifiers only"));
+        }
         super::features::attach_head(&mut model, e.head.map(|h| dir.join(h)).as_deref())?;
         let rules = match e.rules.as_deref() {
             Some(r) if r != "default" => load_rules(Some(&dir.join(r).to_string_lossy()))?,

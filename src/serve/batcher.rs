@@ -34,10 +34,15 @@ pub enum Input {
 /// The answer for one image: its row of the model's output, or what went wrong.
 pub type Outcome = Result<ImageScores, String>;
 
+/// One image's row of the model's output. For a detector, `logits` holds its raw output (one
+/// row of 4 + classes values per anchor, see [`Model::decode_raw`]) and `probs` is empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageScores {
     pub probs: Vec<f32>,
     pub logits: Vec<f32>,
+    /// Width and height of the decoded image (EXIF orientation applied); `None` for
+    /// preprocessed inputs.
+    pub size: Option<(u32, u32)>,
 }
 
 /// What a job gets back: one outcome per input, in order.
@@ -73,8 +78,11 @@ struct Job {
 
 /// A gathered batch on its way from *gather* to *compute*.
 struct Prepared {
-    jobs: Vec<(Job, Vec<Result<Tensor, String>>)>,
+    jobs: Vec<(Job, Vec<Result<View, String>>)>,
 }
+
+/// An image's preprocessed views and, when it came encoded, its decoded size.
+type View = (Tensor, Option<(u32, u32)>);
 
 pub struct Batcher {
     name: String,
@@ -205,7 +213,7 @@ fn gather(model: &Model, opts: BatchOptions, rx: Receiver<Job>, ready: SyncSende
 }
 
 /// Every image of `jobs` decoded and preprocessed in one parallel loop, whichever job it belongs to.
-fn prepare_all(model: &Model, jobs: Vec<Job>, crops: Crops) -> Vec<(Job, Vec<Result<Tensor, String>>)> {
+fn prepare_all(model: &Model, jobs: Vec<Job>, crops: Crops) -> Vec<(Job, Vec<Result<View, String>>)> {
     let inputs: Vec<&Input> = jobs.iter().flat_map(|j| &j.inputs).collect();
     let mut views = inputs
         .par_iter()
@@ -224,22 +232,39 @@ fn prepare_all(model: &Model, jobs: Vec<Job>, crops: Crops) -> Vec<(Job, Vec<Res
         .collect()
 }
 
-fn prepare(model: &Model, input: &Input, crops: Crops) -> Result<Tensor, String> {
+fn prepare(model: &Model, input: &Input, crops: Crops) -> Result<View, String> {
     match input {
         Input::Encoded(bytes) => {
             let img = decode_image(bytes, DEFAULT_MAX_PIXELS).map_err(|e| e.to_string())?;
-            model
+            let views = model
                 .views(std::slice::from_ref(&img), crops)
                 .map(|mut v| v.remove(0))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok((views, Some((img.width(), img.height()))))
         }
-        Input::Views(t) => Ok(t.clone()),
+        Input::Views(t) => Ok((t.clone(), None)),
     }
 }
 
 /// The rows of a batch's images, in order: one forward pass per view count (encoded images
 /// and preprocessed inputs of a model may differ in it), usually just one.
 fn scores(model: &Model, views: &[Tensor]) -> crate::Result<Vec<ImageScores>> {
+    if model.detector.is_some() {
+        // one view per image: the raw output rows, decoded per request (thresholds, image size)
+        if views.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = model.net.forward(&Tensor::cat(views, 0)?)?; // N×A×(4+C)
+        let rows = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        return Ok(rows
+            .chunks_exact(rows.len() / views.len())
+            .map(|raw| ImageScores {
+                probs: Vec::new(),
+                logits: raw.to_vec(),
+                size: None,
+            })
+            .collect());
+    }
     let mut rows: Vec<Option<ImageScores>> = vec![None; views.len()];
     let mut counts: Vec<usize> = views.iter().map(|v| v.dim(0)).collect::<candle_core::Result<_>>()?;
     counts.sort_unstable();
@@ -253,7 +278,11 @@ fn scores(model: &Model, views: &[Tensor]) -> crate::Result<Vec<ImageScores>> {
             .unzip();
         let s = model.scores(&group)?;
         for ((i, probs), logits) in idx.into_iter().zip(s.probs).zip(s.logits) {
-            rows[i] = Some(ImageScores { probs, logits });
+            rows[i] = Some(ImageScores {
+                probs,
+                logits,
+                size: None,
+            });
         }
     }
     Ok(rows.into_iter().map(|r| r.expect("every view count was run")).collect())
@@ -268,7 +297,7 @@ fn compute(name: &str, model: &Model, ready: Receiver<Prepared>, pending: &Atomi
         let started = Instant::now();
         let good: Vec<Tensor> = jobs
             .iter()
-            .flat_map(|(_, views)| views.iter().filter_map(|v| v.as_ref().ok().cloned()))
+            .flat_map(|(_, views)| views.iter().filter_map(|v| v.as_ref().ok().map(|(t, _)| t.clone())))
             .collect();
         let scores = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rayon::scope(|_| scores(model, &good))))
             .map_err(|_| "the forward pass panicked".to_string())
@@ -288,9 +317,12 @@ fn compute(name: &str, model: &Model, ready: Receiver<Prepared>, pending: &Atomi
             let outcomes = views
                 .into_iter()
                 .map(|v| {
-                    v?;
+                    let (_, size) = v?;
                     match (&mut rows, &scores) {
-                        (Some(rows), _) => Ok(rows.next().expect("one row per good image").clone()),
+                        (Some(rows), _) => Ok(ImageScores {
+                            size,
+                            ..rows.next().expect("one row per good image").clone()
+                        }),
                         (_, Err(e)) => Err(format!("inference failed: {e}")),
                         (None, Ok(_)) => unreachable!("rows exist when scores do"),
                     }

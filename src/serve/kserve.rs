@@ -7,8 +7,12 @@
 //!
 //! A model has two inputs, one per request: `image`, BYTES, the encoded image files (in JSON each
 //! element is a base64 string, as KServe's examples send images); and `input`, FP32 N×3×H×W already
-//! normalised as the weights' metadata says. Its outputs are `probabilities` (softmax) and `logits`,
-//! FP32 N×classes.
+//! normalised as the weights' metadata says. A classifier's outputs are `probabilities` (softmax)
+//! and `logits`, FP32 N×classes; a detector's those of TF Object Detection API exports (as TF
+//! Serving and Triton serve them): `detection_boxes` N×K×4 (normalised ymin, xmin, ymax, xmax),
+//! `detection_classes` and `detection_scores` N×K, `num_detections` N, K the most detections
+//! (rows past an image's count are zeros). Request parameters `score_threshold`,
+//! `iou_threshold` and `max_detections` (K) override the weights file's.
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{alphabet, Engine};
@@ -26,6 +30,12 @@ pub const BASE64: GeneralPurpose = GeneralPurpose::new(
 pub const IMAGE_INPUT: &str = "image";
 pub const PIXELS_INPUT: &str = "input";
 pub const OUTPUTS: [&str; 2] = ["probabilities", "logits"];
+pub const DETECTION_OUTPUTS: [&str; 4] = [
+    "detection_boxes",
+    "detection_classes",
+    "detection_scores",
+    "num_detections",
+];
 /// The header naming the JSON part's length when binary tensors follow it.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -76,16 +86,30 @@ pub struct TensorMeta {
 }
 
 /// `GET /v2/models/{name}`.
-pub fn model_metadata(name: &str, input_hw: [usize; 2], classes: usize) -> Value {
+pub fn model_metadata(name: &str, input_hw: [usize; 2], classes: usize, detector: bool) -> Value {
     let [h, w] = input_hw.map(|x| x as i64);
-    let outputs: Vec<TensorMeta> = OUTPUTS
-        .iter()
-        .map(|&name| TensorMeta {
+    let outputs: Vec<TensorMeta> = if detector {
+        let meta = |name, shape| TensorMeta {
             name,
             datatype: "FP32",
-            shape: vec![-1, classes as i64],
-        })
-        .collect();
+            shape,
+        };
+        vec![
+            meta("detection_boxes", vec![-1, -1, 4]),
+            meta("detection_classes", vec![-1, -1]),
+            meta("detection_scores", vec![-1, -1]),
+            meta("num_detections", vec![-1]),
+        ]
+    } else {
+        OUTPUTS
+            .iter()
+            .map(|&name| TensorMeta {
+                name,
+                datatype: "FP32",
+                shape: vec![-1, classes as i64],
+            })
+            .collect()
+    };
     json!({
         "name": name,
         "versions": ["1"],
@@ -271,14 +295,14 @@ pub struct Wanted {
 
 /// The outputs to return, from the request's `outputs` (all of them when absent) and its
 /// `binary_data_output` default.
-pub fn wanted(req: &InferRequest) -> Result<Vec<Wanted>, String> {
+pub fn wanted(req: &InferRequest, all: &[&'static str]) -> Result<Vec<Wanted>, String> {
     let default_binary = req
         .parameters
         .get("binary_data_output")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let Some(outputs) = &req.outputs else {
-        return Ok(OUTPUTS
+        return Ok(all
             .iter()
             .map(|&name| Wanted {
                 name,
@@ -290,10 +314,10 @@ pub fn wanted(req: &InferRequest) -> Result<Vec<Wanted>, String> {
     outputs
         .iter()
         .map(|o| {
-            let name = OUTPUTS
+            let name = all
                 .iter()
                 .find(|&&n| n == o.name)
-                .ok_or_else(|| format!("unknown output `{}`; this model has {}", o.name, OUTPUTS.join(", ")))?;
+                .ok_or_else(|| format!("unknown output `{}`; this model has {}", o.name, all.join(", ")))?;
             let classification = match o.parameters.get("classification") {
                 None => None,
                 Some(k) => match k.as_u64() {
@@ -367,6 +391,85 @@ pub fn response(
         head["id"] = json!(id);
     }
     (serde_json::to_vec(&head).expect("JSON of plain values"), binary)
+}
+
+/// The response of a detector: its JSON part and binary part. `dets` holds each image's
+/// detections, `k` the padded count per image.
+pub fn detection_response(
+    model: &str,
+    id: Option<&str>,
+    wanted: &[Wanted],
+    dets: &[Vec<crate::detect::RawDetection>],
+    k: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let n = dets.len();
+    let padded = |f: &dyn Fn(&crate::detect::RawDetection) -> Vec<f32>, width: usize| -> Vec<f32> {
+        dets.iter()
+            .flat_map(|d| {
+                let mut v: Vec<f32> = d.iter().take(k).flat_map(f).collect();
+                v.resize(k * width, 0.0);
+                v
+            })
+            .collect()
+    };
+    let mut binary = Vec::new();
+    let outputs: Vec<Value> = wanted
+        .iter()
+        .map(|w| {
+            let (shape, values) = match w.name {
+                "detection_boxes" => (
+                    vec![n, k, 4],
+                    padded(&|d| vec![d.bbox.ymin, d.bbox.xmin, d.bbox.ymax, d.bbox.xmax], 4),
+                ),
+                "detection_classes" => (vec![n, k], padded(&|d| vec![d.class as f32], 1)),
+                "detection_scores" => (vec![n, k], padded(&|d| vec![d.score], 1)),
+                _ => (vec![n], dets.iter().map(|d| d.len().min(k) as f32).collect()),
+            };
+            let mut out = json!({"name": w.name, "datatype": "FP32", "shape": shape});
+            if w.binary {
+                out["parameters"] = json!({"binary_data_size": values.len() * 4});
+                binary.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            } else {
+                out["data"] = json!(values);
+            }
+            out
+        })
+        .collect();
+    let mut head = json!({"model_name": model, "model_version": "1", "outputs": outputs});
+    if let Some(id) = id {
+        head["id"] = json!(id);
+    }
+    (serde_json::to_vec(&head).expect("JSON of plain values"), binary)
+}
+
+/// The detection settings a request's `parameters` override: `score_threshold`,
+/// `iou_threshold` (numbers in [0, 1]), `max_detections` (a whole number ≥ 1).
+pub fn detect_options(req: &InferRequest) -> Result<crate::detect::DetectOptions, String> {
+    let unit = |k: &str| -> Result<Option<f32>, String> {
+        match req.parameters.get(k) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if (0.0..=1.0).contains(&x) => Ok(Some(x as f32)),
+                _ => Err(format!("parameter `{k}` must be a number from 0 to 1, got {v}")),
+            },
+        }
+    };
+    let max = match req.parameters.get("max_detections") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(m) if m >= 1 => Some(m as usize),
+            _ => {
+                return Err(format!(
+                    "parameter `max_detections` must be a whole number ≥ 1, got {v}"
+                ))
+            }
+        },
+    };
+    Ok(crate::detect::DetectOptions {
+        score_threshold: unit("score_threshold")?,
+        iou_threshold: unit("iou_threshold")?,
+        max_detections: max,
+    })
 }
 
 /// The classification extension's strings for one row: its `k` largest values, largest first,
@@ -468,10 +571,11 @@ mod tests {
                 {"name":"probabilities","parameters":{"classification":1}}]}"#,
         )
         .unwrap();
-        let w = wanted(&req).unwrap();
+        let w = wanted(&req, &OUTPUTS).unwrap();
         let rows = [ImageScores {
             probs: vec![0.25, 0.75],
             logits: vec![-1.0, 2.0],
+            size: None,
         }];
         let (head, bin) = response("m", Some("7"), &w, &rows, &["x".into(), "y".into()]);
         let v: Value = serde_json::from_slice(&head).unwrap();

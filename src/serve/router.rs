@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/api/v1/vision/labels", post(vision_labels))
         .route("/classify", post(classify))
+        .route("/detect", post(detect))
         .route("/metrics", get(|| async { super::metrics::render() }))
         .fallback(|req: Request| async move {
             ApiError::new(
@@ -239,6 +240,7 @@ async fn model_metadata(
         &entry.served.name,
         model.meta.preprocessing.crop_size,
         model.class_names().len(),
+        model.detector.is_some(),
     )))
 }
 
@@ -271,8 +273,14 @@ async fn infer(
         Some(id) => e.with_id(id),
         None => e,
     };
-    let wanted = kserve::wanted(&req).map_err(|e| fail(ApiError::bad(e)))?;
     let model = &entry.served.model;
+    let outputs: &[&'static str] = if model.detector.is_some() {
+        &kserve::DETECTION_OUTPUTS
+    } else {
+        &kserve::OUTPUTS
+    };
+    let wanted = kserve::wanted(&req, outputs).map_err(|e| fail(ApiError::bad(e)))?;
+    let detect_opts = kserve::detect_options(&req).map_err(|e| fail(ApiError::bad(e)))?;
     let (inputs, what): (Vec<Input>, &str) = match tensor {
         kserve::Tensor::Images(files) => (files.into_iter().map(Input::Encoded).collect(), "image"),
         kserve::Tensor::Pixels { shape, values } => {
@@ -295,7 +303,18 @@ async fn infer(
     };
     let answer = run(&state, entry, inputs).await.map_err(fail)?;
     let rows = all_scored(answer, |i| format!("{what} {i}")).map_err(fail)?;
-    let (head, binary) = kserve::response(&entry.served.name, id.as_deref(), &wanted, &rows, model.class_names());
+    let (head, binary) = if let Some(detector) = &model.detector {
+        let width = model.meta.options.num_classes + 4;
+        let dets = rows
+            .iter()
+            .map(|r| model.decode_raw(&r.logits, width, &detect_opts))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(|e| fail(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?;
+        let k = detect_opts.max_detections.unwrap_or(detector.config.nms.max_detections);
+        kserve::detection_response(&entry.served.name, id.as_deref(), &wanted, &dets, k)
+    } else {
+        kserve::response(&entry.served.name, id.as_deref(), &wanted, &rows, model.class_names())
+    };
     Ok(if binary.is_empty() {
         ([(header::CONTENT_TYPE, "application/json")], head).into_response()
     } else {
@@ -340,6 +359,7 @@ async fn vision_labels(
     } else {
         model(&state, &req.model).map_err(fail)?
     };
+    classifier(entry).map_err(fail)?;
     let sources = if req.images.is_empty() && !req.url.is_empty() {
         std::slice::from_ref(&req.url)
     } else {
@@ -422,6 +442,7 @@ async fn classify(
         None => &state.models[0],
         Some(name) => model(&state, name)?,
     };
+    classifier(entry)?;
     let rules: Option<&Rules> = match q.rules.as_deref() {
         None => entry.served.rules.as_deref(),
         Some("none") => None,
@@ -449,6 +470,92 @@ async fn classify(
             name => format!("{name}: {e}"),
         });
     let mut body = Classification::to_json(&name, &result);
+    let status = match result {
+        Ok(_) => StatusCode::OK,
+        Err(_) => {
+            body["code"] = json!(400);
+            StatusCode::BAD_REQUEST
+        }
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// A 400 for a detector where a classifier's answer is asked for.
+fn classifier(entry: &Entry) -> Result<(), ApiError> {
+    match entry.served.model.detector {
+        None => Ok(()),
+        Some(_) => Err(ApiError::bad(format!(
+            "model `{}` is a detector: POST /detect?model={0} or /v2/models/{0}/infer",
+            entry.served.name
+        ))),
+    }
+}
+
+// ---- POST /detect ----------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetectQuery {
+    model: Option<String>,
+    score: Option<f32>,
+    iou: Option<f32>,
+    max: Option<usize>,
+    /// The `path` to report (multipart: the file's name).
+    name: Option<String>,
+}
+
+/// One image (the body, or a multipart form's file) → `detect --format json`'s object: boxes
+/// in the image's pixels. The first detector served unless `model=` names one.
+async fn detect(
+    State(state): State<AppState>,
+    query: Result<Query<DetectQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
+    let entry = match &q.model {
+        Some(name) => model(&state, name)?,
+        None => state
+            .models
+            .iter()
+            .find(|e| e.served.model.detector.is_some())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no detection model is served".into()))?,
+    };
+    let m = &entry.served.model;
+    if m.detector.is_none() {
+        return Err(ApiError::bad(format!(
+            "model `{}` is a classifier: POST /classify?model={0}",
+            entry.served.name
+        )));
+    }
+    for (k, v) in [("score", q.score), ("iou", q.iou)] {
+        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            return Err(ApiError::bad(format!(
+                "{k}={}: expected a number from 0 to 1",
+                v.unwrap_or(0.0)
+            )));
+        }
+    }
+    let opts = crate::detect::DetectOptions {
+        score_threshold: Some(q.score.unwrap_or(0.5)),
+        iou_threshold: q.iou,
+        max_detections: Some(q.max.unwrap_or(100).max(1)),
+    };
+    let (name, bytes) = upload(&state, req).await?;
+    let name = q.name.or(name).unwrap_or_default();
+    let answer = run(&state, entry, vec![Input::Encoded(bytes.to_vec())]).await?;
+    let outcome = answer.outcomes.into_iter().next().expect("one outcome per input");
+    let result = outcome
+        .and_then(|s| {
+            let (w, h) = s.size.expect("an encoded image has its size");
+            m.decode_raw(&s.logits, m.meta.options.num_classes + 4, &opts)
+                .map(|found| m.to_pixels(w, h, &found))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| match name.as_str() {
+            "" => format!("request body: {e}"),
+            name => format!("{name}: {e}"),
+        });
+    let mut body = crate::detect::Detections::to_json(&name, &result);
     let status = match result {
         Ok(_) => StatusCode::OK,
         Err(_) => {

@@ -356,12 +356,15 @@ impl Model {
         nms.score_threshold = opts.score_threshold.unwrap_or(nms.score_threshold);
         nms.iou_threshold = opts.iou_threshold.unwrap_or(nms.iou_threshold);
         nms.max_detections = opts.max_detections.unwrap_or(nms.max_detections);
-        let enc: Vec<[f32; 4]> = raw.chunks_exact(width).map(|r| [r[0], r[1], r[2], r[3]]).collect();
-        let scores: Vec<f32> = raw
-            .chunks_exact(width)
-            .flat_map(|r| r[4..].iter().map(|&x| sigmoid(x)))
-            .collect();
-        Ok(postprocess(&enc, &scores, width - 4, &det.anchors, &det.config, &nms))
+        let out = RawOutput::from_row(raw, width);
+        Ok(postprocess(
+            &out.box_encodings,
+            &out.scores,
+            width - 4,
+            &det.anchors,
+            &det.config,
+            &nms,
+        ))
     }
 
     /// Boxes in pixels of a `w`×`h` image (the input is the whole image, resized), clipped.
@@ -401,20 +404,38 @@ impl Model {
     }
 }
 
-/// A detector's raw output N×A×(4+C) → per image (box encodings, sigmoid scores A×C).
-pub fn split_raw(out: &Tensor) -> Result<Vec<(Vec<[f32; 4]>, Vec<f32>)>> {
-    let (n, a, width) = out.dims3()?;
+/// One image's raw detector output, split: box encodings and per-class sigmoid scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawOutput {
+    /// A × (ty, tx, th, tw).
+    pub box_encodings: Vec<[f32; 4]>,
+    /// A × classes (background column included), row-major.
+    pub scores: Vec<f32>,
+}
+
+impl RawOutput {
+    /// From one image's A rows of `width` = 4 + classes values (box encoding, class logits).
+    pub fn from_row(raw: &[f32], width: usize) -> Self {
+        Self {
+            box_encodings: raw.chunks_exact(width).map(|r| [r[0], r[1], r[2], r[3]]).collect(),
+            scores: raw
+                .chunks_exact(width)
+                .flat_map(|r| r[4..].iter().map(|&x| sigmoid(x)))
+                .collect(),
+        }
+    }
+}
+
+/// A detector's raw output N×A×(4+C) (its `forward`) → one [`RawOutput`] per image.
+pub fn split_raw(out: &Tensor) -> Result<Vec<RawOutput>> {
+    let (n, _, width) = out.dims3()?;
     let rows = out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok((0..n)
-        .map(|i| {
-            let per = &rows[i * a * width..(i + 1) * a * width];
-            (
-                per.chunks_exact(width).map(|r| [r[0], r[1], r[2], r[3]]).collect(),
-                per.chunks_exact(width)
-                    .flat_map(|r| r[4..].iter().map(|&x| sigmoid(x)))
-                    .collect(),
-            )
-        })
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(rows
+        .chunks_exact(rows.len() / n)
+        .map(|r| RawOutput::from_row(r, width))
         .collect())
 }
 

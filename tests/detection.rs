@@ -226,7 +226,8 @@ fn split_raw_and_decoder_reproduce_detect() {
         .net
         .forward(&model.batch(std::slice::from_ref(&img)).unwrap())
         .unwrap();
-    let (enc, scores) = split_raw(&out).unwrap().remove(0);
+    let raw = split_raw(&out).unwrap().remove(0);
+    let (enc, scores) = (raw.box_encodings, raw.scores);
     // the best dog anchor by hand: sigmoid score, centre-size decode
     let dog = 17 + 1;
     let (best, score) = (0..enc.len())

@@ -354,3 +354,119 @@ fn detect_refuses_a_classifier() {
         "{err}"
     );
 }
+
+/// A JPEG (cat_720p.jpg, no EXIF of its own) given an EXIF block saying "rotate 90° clockwise to
+/// display" (orientation 6) is detected as it
+/// is displayed: width and height swapped, boxes equal to those of the turned pixels.
+#[test]
+fn boxes_are_in_the_exif_oriented_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let jpeg = std::fs::read(photo(&shared, "cat_720p.jpg")).unwrap();
+    let tiff: Vec<u8> = [
+        &b"II*\0"[..],
+        &8u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0], // 0x0112 Orientation, SHORT, 1 value: 6
+        &0u32.to_le_bytes(),
+    ]
+    .concat();
+    let app1: Vec<u8> = [&b"Exif\0\0"[..], &tiff].concat();
+    let mut rotated = jpeg[..2].to_vec();
+    rotated.extend([0xFF, 0xE1]);
+    rotated.extend(((app1.len() + 2) as u16).to_be_bytes());
+    rotated.extend(&app1);
+    rotated.extend(&jpeg[2..]);
+    let path = dir.path().join("turned.jpg");
+    std::fs::write(&path, rotated).unwrap();
+    let model = Model::load(&weights, &Device::Cpu).unwrap();
+    let opts = DetectOptions::default();
+    let got = model.detect_file(&path, &opts).unwrap();
+    let plain = image::open(photo(&shared, "cat_720p.jpg")).unwrap();
+    assert_eq!((got.width, got.height), (plain.height(), plain.width()));
+    let want = model.detect(&[plain.rotate90()], &opts).unwrap().remove(0);
+    assert_eq!(got, want);
+    assert!(!got.detections.is_empty());
+}
+
+/// `summary` and `inspect` read the detector's layers; `classify` refuses it (exit 2, naming
+/// the file and what to run instead).
+#[test]
+fn summary_inspect_and_classify_on_a_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(weights) = common::converted_tflite(
+        dir.path(),
+        "ssd_mobilenet_v2_coco_quant_postprocess",
+        Some("coco_labels.txt"),
+    ) else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let out = ferrovision()
+        .args(["summary", "--format", "json", "--weights"])
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // every tensor of the file but the anchors is a parameter of the network
+    let st = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let in_file: usize = st
+        .iter()
+        .filter(|(n, _)| *n != "anchors")
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    assert_eq!(
+        s["total_params"].as_u64().unwrap() as usize,
+        in_file,
+        "{}",
+        s["total_params"]
+    );
+    let layers = s["layers"].as_array().unwrap();
+    let find = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(find("extra.3")["output_shape"], serde_json::json!([1, 128, 1, 1]));
+    assert_eq!(
+        find("head.class_prediction")["output_shape"],
+        serde_json::json!([1, 1917, 91])
+    );
+
+    let inspected = dir.path().join("inspect");
+    let out = ferrovision()
+        .args(["inspect", "--layer", "extra.0", "--layer", "head.box_encoding", "--out"])
+        .arg(&inspected)
+        .arg("--weights")
+        .arg(&weights)
+        .arg(photo(&shared, "pets.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(image::open(inspected.join("extra.0.png")).is_ok());
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(inspected.join("head.box_encoding.json")).unwrap()).unwrap();
+    assert_eq!(stats["shape"], serde_json::json!([1, 1917, 4]));
+
+    let out = ferrovision()
+        .args(["classify", "--weights"])
+        .arg(&weights)
+        .arg(photo(&shared, "pets.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds a detector") && err.contains("ferrovision detect"),
+        "{err}"
+    );
+}

@@ -119,6 +119,13 @@ pub fn default_weights() -> PathBuf {
 /// Loads the model named by `--weights` / the default, with its `--head` if any.
 pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
     let mut model = load_model_as(args.weights.as_ref(), args.device.device()?, args.weights_dtype.dtype())?;
+    if model.detector.is_some() {
+        anyhow::bail!(
+            "{} holds a detector ({}): use `ferrovision detect`",
+            model.path().display(),
+            model.meta.architecture
+        );
+    }
     super::features::attach_head(&mut model, args.head.as_deref())?;
     Ok(model)
 }

@@ -107,14 +107,29 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<bool> {
         .collect::<anyhow::Result<_>>()?;
     candle_core::safetensors::save(&map, args.out.join("activations.safetensors"))?;
     for (name, t) in &acts {
-        feature_grid(t)?.save(args.out.join(format!("{name}.png")))?;
-        let stats = channel_stats(t)?;
+        // a feature map gets a PNG grid; a detector's per-anchor output (N×A×k) statistics only,
+        // its k values per anchor taken as the channels
+        let spatial = t.rank() == 4;
+        let maps = if spatial {
+            t.clone()
+        } else {
+            t.transpose(1, 2)?.unsqueeze(3)?
+        };
+        if spatial {
+            feature_grid(t)?.save(args.out.join(format!("{name}.png")))?;
+        }
+        let stats = channel_stats(&maps)?;
         let json = serde_json::json!({"layer": name, "shape": t.dims(), "channels": stats});
         std::fs::write(
             args.out.join(format!("{name}.json")),
             serde_json::to_string_pretty(&json)?,
         )?;
-        eprintln!("{name}: {:?} → {}/{name}.png", t.dims(), args.out.display());
+        let written = if spatial {
+            format!("{name}.png")
+        } else {
+            format!("{name}.json")
+        };
+        eprintln!("{name}: {:?} → {}/{written}", t.dims(), args.out.display());
     }
     Ok(true)
 }

@@ -49,6 +49,50 @@ class TfliteConversion(unittest.TestCase):
             with safe_open(str(out), "np") as f:
                 return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
+    def test_ssd_detection_files(self):
+        labels = SHARED / "data" / "labels"
+        meta, tensors = self.convert(TFLITE / "ssd_mobilenet_v2_coco_quant_postprocess.tflite",
+                                     "--labels", labels / "coco_labels.txt")
+        self.assertEqual((meta["architecture"], meta["task"], meta["num_classes"]), ("ssd_mobilenet_v2", "detection", "91"))
+        det = json.loads(meta["detection"])
+        self.assertEqual(det["anchors"], "stored")
+        self.assertEqual(det["box_coder"], {"y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0})
+        self.assertEqual((det["nms"]["max_detections"], det["nms"]["use_regular_nms"]), (20, False))
+        self.assertAlmostEqual(det["nms"]["iou_threshold"], 0.6, places=6)
+        self.assertEqual(tensors["anchors"].shape, (1917, 4))
+        names = json.loads(meta["labels"])
+        # id-keyed: column = id + 1; id 11 is a gap in COCO's ids
+        self.assertEqual((names[0], names[1], names[12], names[13]), ("background", "person", "n/a", "stop sign"))
+        pre = json.loads(meta["preprocessing"])
+        self.assertEqual((pre["resize"], pre["scale"], pre["mean"], pre["round_to_uint8"]), ("exact", 1 / 128, [1.0] * 3, True))
+        self.assertEqual(tensors["head.class_prediction.0.weight"].shape, (273, 576, 1, 1))
+        self.assertEqual(tensors["extra.0.1.weight"].shape, (512, 256, 3, 3))
+
+        meta, tensors = self.convert(TFLITE / "ssd_mobilenet_v2_oidv4_fp16.tflite", "--labels", labels / "oidv4_labelmap.txt")
+        det = json.loads(meta["detection"])
+        self.assertEqual(det["anchors"]["generator"], "ssd_anchor_generator")
+        self.assertNotIn("anchors", tensors)
+        self.assertEqual(json.loads(meta["labels"])[1:3], ["Bicycle", "Boot"])
+        self.assertEqual(meta["num_classes"], "24")
+
+    def test_ssd_label_file_must_fit(self):
+        with tempfile.TemporaryDirectory() as d:
+            bad = Path(d) / "labels.txt"
+            bad.write_text("0  person\n95  beyond\n")
+            with self.assertRaisesRegex(cw.ConversionError, "id 95 is beyond the model's 90 classes"):
+                cw.convert_tflite(TFLITE / "ssd_mobilenet_v2_coco_quant_postprocess.tflite", bad)
+            bad.write_text("a\nb\n")
+            with self.assertRaisesRegex(cw.ConversionError, "2 labels for a model with 24 class-score columns"):
+                cw.convert_tflite(TFLITE / "ssd_mobilenet_v2_oidv4_fp16.tflite", bad)
+
+    def test_ssd_unsupported_op_is_named(self):
+        buf = patch_opcode((TFLITE / "ssd_mobilenet_v2_coco_quant_postprocess.tflite").read_bytes(), "LOGISTIC", "TANH")
+        with tempfile.TemporaryDirectory() as d:
+            bad = Path(d) / "bad.tflite"
+            bad.write_bytes(buf)
+            with self.assertRaisesRegex(cw.ConversionError, "unsupported op TANH"):
+                cw.convert_tflite(bad, None)
+
     def test_metadata_describes_the_model(self):
         src = TFLITE / "mobilenet_v2_1.0_224_quant.tflite"
         meta, tensors = self.convert(src, "--labels", LABELS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One line to a working classifier: makes weights/default.safetensors if it is missing, then
+# One line to a working classifier: makes weights/default.safetensors (and the detector,
+# weights/detector.safetensors) if missing, then
 # classifies the sample photos of ../shared (or the paths given as arguments).
 #   - online with torch + torchvision installed: torchvision's MobileNet v2 (IMAGENET1K_V2)
 #   - otherwise: the real MobileNet v2 TFLite file of ../shared, dequantised (no download)
@@ -24,6 +25,12 @@ if [ ! -f "$weights" ]; then
     "$py" "$root/scripts/convert_weights.py" tflite "$shared/models/tflite/mobilenet_v2_1.0_224_quant.tflite" \
       --labels "$shared/data/labels/imagenet_1001_tfslim.txt" --out "$weights"
   fi
+fi
+# the object detector of `ferrovision detect` (SSD MobileNetV2, COCO), from ../shared's TFLite file
+detector="${FERROVISION_DETECTOR:-$root/weights/detector.safetensors}"
+if [ ! -f "$detector" ] && [ -f "$shared/models/tflite/ssd_mobilenet_v2_coco_quant_postprocess.tflite" ]; then
+  "$py" "$root/scripts/convert_weights.py" tflite "$shared/models/tflite/ssd_mobilenet_v2_coco_quant_postprocess.tflite" \
+    --labels "$shared/data/labels/coco_labels.txt" --out "$detector"
 fi
 cd "$root"
 if [ "$#" -eq 0 ]; then set -- "$shared/data/images"; fi

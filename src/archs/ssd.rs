@@ -120,8 +120,9 @@ impl AnchorGenerator {
 pub struct SsdMobileNetV2 {
     backbone: MobileNetV2,
     extra: Vec<[Conv2d; 2]>,
-    box_encoding: Vec<Conv2d>,
-    class_prediction: Vec<Conv2d>,
+    /// Per feature map, the box encoding and class predictors as one 1×1 convolution (their
+    /// weights stacked at load: one pass over the map), k·4 then k·classes output channels.
+    predictor: Vec<Conv2d>,
     /// Class-score columns, background included.
     num_classes: usize,
 }
@@ -154,25 +155,25 @@ impl SsdMobileNetV2 {
             channels.push(d);
         }
         let num_classes = opts.num_classes;
-        let (mut box_encoding, mut class_prediction) = (Vec::new(), Vec::new());
+        let mut predictor = Vec::new();
         for (i, (&c, &k)) in channels.iter().zip(&ANCHORS_PER_CELL).enumerate() {
             let head = vb.pp("head");
-            box_encoding.push(Conv2d::load(
-                &head.pp("box_encoding").pp(i),
-                ConvSpec::new(c, k * 4, 1),
-                true,
-            )?);
-            class_prediction.push(Conv2d::load(
+            let boxes = Conv2d::load(&head.pp("box_encoding").pp(i), ConvSpec::new(c, k * 4, 1), true)?;
+            let classes = Conv2d::load(
                 &head.pp("class_prediction").pp(i),
                 ConvSpec::new(c, k * num_classes, 1),
                 true,
-            )?);
+            )?;
+            let bias = |conv: &Conv2d| conv.bias().expect("loaded with a bias").flatten_all();
+            let weight = Tensor::cat(&[boxes.weight(), classes.weight()], 0)?;
+            let bias = Tensor::cat(&[bias(&boxes)?, bias(&classes)?], 0)?;
+            let spec = ConvSpec::new(c, k * (4 + num_classes), 1);
+            predictor.push(Conv2d::from_tensors(weight, Some(bias), spec, &format!("head.{i}"))?);
         }
         Ok(Self {
             backbone,
             extra,
-            box_encoding,
-            class_prediction,
+            predictor,
             num_classes,
         })
     }
@@ -208,19 +209,16 @@ impl SsdMobileNetV2 {
         let maps = self.feature_maps(x)?;
         let n = x.dim(0)?;
         let (mut boxes, mut logits) = (Vec::new(), Vec::new());
-        for (i, f) in maps.iter().enumerate() {
-            let per_cell = |conv: &Conv2d, k: usize| -> Result<Tensor> {
-                let mut y = conv.forward(f)?;
-                if y.rank() == 5 {
-                    y = crate::layers::unblock(&y, conv.spec().out_channels)?;
-                }
-                // N×(A·k)×h×w → N×h×w×(A·k) → N×(h·w·A)×k: TF's NHWC reshape order
-                let y = y.permute((0, 2, 3, 1))?.contiguous()?;
-                let cells = y.elem_count() / (n * k);
-                y.reshape((n, cells, k))
-            };
-            boxes.push(per_cell(&self.box_encoding[i], 4)?);
-            logits.push(per_cell(&self.class_prediction[i], self.num_classes)?);
+        for (f, (conv, &k)) in maps.iter().zip(self.predictor.iter().zip(&ANCHORS_PER_CELL)) {
+            let mut y = conv.forward(f)?; // N×k·(4+C)×h×w
+            if y.rank() == 5 {
+                y = crate::layers::unblock(&y, conv.spec().out_channels)?;
+            }
+            // N×(k·4 | k·C)×h×w → N×h×w×(k·4 | k·C) → N×(h·w·k)×4 and N×(h·w·k)×C: TF's NHWC order
+            let y = y.permute((0, 2, 3, 1))?;
+            let (h, w, c) = (y.dim(1)?, y.dim(2)?, self.num_classes);
+            boxes.push(y.narrow(3, 0, k * 4)?.contiguous()?.reshape((n, h * w * k, 4))?);
+            logits.push(y.narrow(3, k * 4, k * c)?.contiguous()?.reshape((n, h * w * k, c))?);
         }
         let boxes = Tensor::cat(&boxes, 1)?; // N×A×4
         let logits = Tensor::cat(&logits, 1)?; // N×A×classes

@@ -4,6 +4,7 @@
     python scripts/convert_weights.py tflite FILE.tflite [--labels FILE] [--out FILE]
     python scripts/convert_weights.py keras FILE.h5 --arch NAME [--width A] [--input-size S] [--out FILE]
     python scripts/convert_weights.py torchvision NAME [--weights ENUM] [--input FILE.pth] [--out FILE]
+    python scripts/convert_weights.py tfjs DIR/model.json [--labels FILE] [--out FILE]
 
 Every output file carries, in its safetensors ``__metadata__`` (all values are strings, JSON
 where structured): ``format``, ``architecture``, ``variant``, ``width_multiplier``, ``input_size``,
@@ -805,6 +806,149 @@ def convert_keras(path: Path, arch: str, width: float | None, input_size: int | 
     return tensors, meta
 
 
+# ---------------------------------------------------------------------------------------------
+# TensorFlow.js (Keras layers models; nsfwjs' NSFW classifiers)
+# ---------------------------------------------------------------------------------------------
+
+# nsfwjs 4.4.0 (src/index.ts): classes in output order, and what `classify` does to an image:
+# pixels / 255 (no mean, no std), tf.image.resizeBilinear(…, alignCorners = true) to the model's
+# size, nothing cropped.
+NSFWJS_CLASSES = ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"]
+NSFWJS_PREPROCESSING = {"resize": "exact", "interpolation": "bilinear_align_corners", "antialias": False,
+                        "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"}
+
+TFJS_DTYPES = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "float16": np.float16}
+
+# Keras layer classes a layers model may use, and what we do with them: those with weights are mapped
+# by keras_layer_map (backbone) or as the Dense head; the rest must fit the architecture as built.
+TFJS_LAYERS = {"InputLayer", "ZeroPadding2D", "Conv2D", "BatchNormalization", "ReLU", "DepthwiseConv2D", "Add",
+               "Activation", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Concatenate",
+               "Flatten", "Dense", "Dropout"}
+
+
+def read_tfjs(path: Path) -> tuple[dict, dict]:
+    """model.json and its weights, dequantised (uint8: real = min + scale · q). Refuses a damaged
+    model.json, a missing shard, and shards whose sizes disagree with the manifest."""
+    try:
+        model = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{path}: not a TF.js model.json ({e})")
+    if not isinstance(model, dict) or "modelTopology" not in model or "weightsManifest" not in model:
+        raise ConversionError(f"{path}: not a TF.js model.json (no modelTopology / weightsManifest)")
+    arrays = {}
+    for g, group in enumerate(model["weightsManifest"]):
+        try:
+            blobs = []
+            for shard in group["paths"]:
+                f = path.parent / shard
+                if not f.is_file():
+                    raise ConversionError(f"{path}: weight shard {shard} is missing")
+                blobs.append(f.read_bytes())
+            data = b"".join(blobs)
+            offset = 0
+            for w in group["weights"]:
+                quant = w.get("quantization")
+                dtype = TFJS_DTYPES.get(quant["dtype"] if quant else w["dtype"])
+                if dtype is None:
+                    raise ConversionError(f"{path}: weight {w['name']}: unsupported dtype {quant or w['dtype']}")
+                count = int(np.prod(w["shape"], dtype=np.int64))
+                size = count * np.dtype(dtype).itemsize
+                if offset + size > len(data):
+                    raise ConversionError(f"{path}: manifest group {g} needs more than the {len(data)} bytes its "
+                                          f"shards ({', '.join(group['paths'])}) hold, at weight {w['name']}")
+                q = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(w["shape"])
+                offset += size
+                if quant and quant["dtype"] == "uint8":
+                    arrays[w["name"]] = (quant["min"] + quant["scale"] * q.astype(np.float64)).astype(np.float32)
+                else:
+                    arrays[w["name"]] = q.astype(np.float32)
+            if offset != len(data):
+                raise ConversionError(f"{path}: manifest group {g} describes {offset} bytes, its shards hold {len(data)}")
+        except (KeyError, TypeError) as e:
+            raise ConversionError(f"{path}: malformed weightsManifest ({e!r})")
+    return model, arrays
+
+
+def convert_tfjs(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
+    model, arrays = read_tfjs(path)
+    if model.get("format") == "graph-model":
+        raise ConversionError(f"{path}: TF.js graph models are not supported yet (only Keras layers models)")
+    try:
+        layers = model["modelTopology"]["model_config"]["config"]["layers"]
+    except (KeyError, TypeError):
+        raise ConversionError(f"{path}: modelTopology has no Keras model_config.config.layers")
+    names = {l["config"]["name"]: l for l in layers}
+    for l in layers:
+        if l["class_name"] not in TFJS_LAYERS:
+            raise ConversionError(f"{path}: unsupported Keras layer {l['class_name']} ({l['config']['name']})")
+    if "block_16_project" in names:
+        arch = "mobilenet_v2"
+    elif "mixed10" in names:
+        arch = "inception_v3"
+    else:
+        raise ConversionError(f"{path}: neither Keras MobileNetV2 (block_16_project) nor InceptionV3 (mixed10)")
+    ours_arch, eps, _, padding = KERAS_ARCHS[arch]
+    # the head: the Dense layers after the backbone's pooling, in model order
+    dense = [l for l in layers if l["class_name"] == "Dense"]
+    for i, l in enumerate(dense):
+        act = l["config"].get("activation")
+        want = "softmax" if i == len(dense) - 1 else "relu"
+        if act != want:
+            raise ConversionError(f"{path}: Dense layer {l['config']['name']} has activation {act}, expected {want}")
+    pools = [l for l in layers if l["class_name"] in ("AveragePooling2D", "GlobalAveragePooling2D")]
+    size = int(layers[0]["config"]["batch_input_shape"][1])
+    final = {"mobilenet_v2": -(-size // 32), "inception_v3": (size - 299) // 32 + 8}[arch]
+    for l in pools[-1:]:  # the head's 7×7 average pool on a 7×7 map is the global pool our networks take
+        if l["class_name"] == "AveragePooling2D" and l["config"]["pool_size"] != [final, final]:
+            raise ConversionError(f"{path}: {l['config']['name']} pools {l['config']['pool_size']}, not the whole "
+                                  f"{final}×{final} map")
+    head_names = {l["config"]["name"] for l in dense}
+    weights = []
+    for name, arr in arrays.items():
+        layer, _, wname = name.partition("/")
+        if layer not in head_names:
+            weights.append((layer, wname, arr.shape))
+    tensors = {}
+    for layer, wname, ours, kind in keras_plan(arch, weights):
+        tensors[ours] = np.ascontiguousarray(keras_to_ours(kind, arrays[f"{layer}/{wname}"]))
+    if arch == "inception_v3":  # BatchNormalization(scale=False): γ = 1
+        for name in [n[: -len("running_mean")] + "weight" for n in tensors if n.endswith(".bn.running_mean")]:
+            tensors.setdefault(name, np.ones_like(tensors[name.replace(".weight", ".running_mean")]))
+    for i, l in enumerate(dense):  # Keras Dense → our head.{i} (Linear: O×I)
+        n = l["config"]["name"]
+        tensors[f"head.{i}.weight"] = np.ascontiguousarray(arrays[f"{n}/kernel"].T)
+        tensors[f"head.{i}.bias"] = arrays[f"{n}/bias"]
+    widths = [int(l["config"]["units"]) for l in dense]
+    num_classes = widths[-1]
+    labels = NSFWJS_CLASSES if num_classes == len(NSFWJS_CLASSES) else [str(i) for i in range(num_classes)]
+    if labels_path is not None:
+        labels = [l.strip() for l in labels_path.read_text().splitlines() if l.strip()]
+        if len(labels) != num_classes:
+            raise ConversionError(f"{labels_path}: {len(labels)} labels for a model with {num_classes} classes")
+    width = tensors["features.17.conv.2.weight"].shape[0] / 320 if arch == "mobilenet_v2" else 1.0
+    meta = {
+        "format": FORMAT,
+        "architecture": ours_arch,
+        "variant": f"tfjs_{path.parent.name}",
+        "flavor": "keras",
+        "width_multiplier": str(width),
+        "input_size": str(size),
+        "num_classes": str(num_classes),
+        "classifier_hidden": widths[:-1],
+        "padding": padding,
+        "bn_folded": "false",
+        "bn_eps": repr(eps),
+        "preprocessing": dict(NSFWJS_PREPROCESSING, crop_size=[size, size]),
+        "labels": labels,
+        "background_class": "none",
+        "source": {"framework": "tfjs", "file": str(path.parent.name + "/" + path.name), "sha256": sha256(path),
+                   "keras_version": model["modelTopology"].get("keras_version"),
+                   "quantization": "uint8 per tensor, dequantised (real = min + scale · q)"},
+        "licence": "MIT (nsfwjs, github.com/infinitered/nsfwjs)",
+    }
+    return tensors, meta
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="source", required=True)
@@ -817,11 +961,14 @@ def main(argv=None) -> int:
     k.add_argument("--width", type=float, help="width multiplier α (MobileNets)")
     k.add_argument("--input-size", type=int, help="input size the model was built for")
     k.add_argument("--labels", type=Path)
+    j = sub.add_parser("tfjs", help="TensorFlow.js Keras layers model (model.json + shards; nsfwjs)")
+    j.add_argument("file", type=Path)
+    j.add_argument("--labels", type=Path)
     tv = sub.add_parser("torchvision", help="torchvision checkpoint (downloaded, or --input offline)")
     tv.add_argument("name")
     tv.add_argument("--weights", help="torchvision weight enum member, e.g. IMAGENET1K_V2")
     tv.add_argument("--input", type=Path, help="a .pth state_dict saved with torch.save")
-    for s in (t, k, tv):
+    for s in (t, k, j, tv):
         s.add_argument("--out", type=Path)
         s.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32")
     args = p.parse_args(argv)
@@ -836,6 +983,11 @@ def main(argv=None) -> int:
                 raise ConversionError(f"{args.file}: no such file")
             tensors, meta = convert_keras(args.file, args.arch, args.width, args.input_size, args.labels)
             default_out = Path("weights") / (args.file.name.split(".")[0] + ".safetensors")
+        elif args.source == "tfjs":
+            if not args.file.is_file():
+                raise ConversionError(f"{args.file}: no such file")
+            tensors, meta = convert_tfjs(args.file, args.labels)
+            default_out = Path("weights") / f"nsfw_{args.file.parent.name}.safetensors"
         else:
             tensors, meta = convert_torchvision(args.name, args.weights, args.input)
             default_out = Path("weights") / f"{args.name}.safetensors"

@@ -98,6 +98,10 @@ pub struct ModelOptions {
     /// BatchNorm ε when the checkpoint's differs from the architecture's default
     /// (Keras ResNet50: 1.001e-5; Keras MobileNetV2: 1e-3).
     pub bn_eps: Option<f64>,
+    /// Hidden widths of a multi-layer classifier on the pooled features (ReLU between, the
+    /// last layer to `num_classes`), as Keras models fine-tuned with Dense layers have (nsfwjs:
+    /// 256, 128). Empty: one Linear, the architecture's own. MobileNets and Inception v3 only.
+    pub hidden: Vec<usize>,
 }
 
 impl Default for ModelOptions {
@@ -111,6 +115,7 @@ impl Default for ModelOptions {
             transform_input: false,
             flavor: Flavor::Torchvision,
             bn_eps: None,
+            hidden: Vec::new(),
         }
     }
 }
@@ -274,6 +279,12 @@ impl ArchName {
         }
         if matches!(opts.bn_eps, Some(e) if !(e.is_finite() && e > 0.0)) {
             return bad(format!("BatchNorm epsilon must be > 0, got {:?}", opts.bn_eps));
+        }
+        if !opts.hidden.is_empty() && !matches!(self, Self::MobileNetV1 | Self::MobileNetV2 | Self::InceptionV3) {
+            return bad("a multi-layer classifier (hidden widths) is built for mobilenet_v1, mobilenet_v2 and inception_v3 only".into());
+        }
+        if opts.hidden.contains(&0) {
+            return bad("hidden classifier widths must be at least 1".into());
         }
         if opts.transform_input && !matches!(self, Self::GoogLeNet | Self::InceptionV3) {
             return bad("transform_input applies to googlenet and inception_v3 only".into());

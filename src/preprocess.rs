@@ -38,7 +38,8 @@ pub struct Preprocessing {
     pub resize: Resize,
     /// Output height and width.
     pub crop_size: [usize; 2],
-    /// "bilinear" (triangle filter) or "nearest" (Keras' `load_img` default).
+    /// "bilinear" (triangle filter), "bilinear_align_corners" (TF.js `resizeBilinear` with
+    /// `alignCorners`, as nsfwjs resizes) or "nearest" (Keras' `load_img` default).
     pub interpolation: String,
     /// Widen the filter when shrinking (PIL / torchvision `antialias=True`).
     pub antialias: bool,
@@ -76,9 +77,10 @@ impl Preprocessing {
                 round: self.round_to_uint8,
             }),
             "nearest" => Ok(Filter::Nearest),
+            "bilinear_align_corners" => Ok(Filter::AlignCorners),
             other => Err(Error::InvalidOption {
                 arch: "preprocessing".into(),
-                msg: format!("interpolation `{other}` is not supported (bilinear, nearest)"),
+                msg: format!("interpolation `{other}` is not supported (bilinear, bilinear_align_corners, nearest)"),
             }),
         }
     }
@@ -302,6 +304,9 @@ enum Filter {
     Triangle { antialias: bool, round: bool },
     /// PIL's NEAREST: the input pixel under the output pixel's centre.
     Nearest,
+    /// TF 1's and TF.js' `resizeBilinear(alignCorners = true)`: corner pixels map onto corner
+    /// pixels (output o samples input o · (in − 1) / (out − 1)), two taps, no antialias.
+    AlignCorners,
 }
 
 /// PIL's filter taps for one axis of a resize of `in_len` input samples (from `in_start`) to
@@ -325,6 +330,26 @@ fn taps(
                     ((src.floor() as usize).min(full_len - 1), vec![1.0])
                 })
                 .collect()
+        }
+        Filter::AlignCorners => {
+            // tfjs `resizeBilinear`: ratio (in − 1) / (out − 1), top = floor, bottom = min(ceil, in − 1)
+            let ratio = if out_total > 1 {
+                (in_len as f64 - 1.0) / (out_total as f64 - 1.0)
+            } else {
+                0.0
+            };
+            return outputs
+                .map(|o| {
+                    let src = in_start as f64 + o as f64 * ratio;
+                    let lo = (src.floor() as usize).min(full_len - 1);
+                    let frac = (src - lo as f64) as f32;
+                    if frac > 0.0 && lo + 1 < full_len {
+                        (lo, vec![1.0 - frac, frac])
+                    } else {
+                        (lo, vec![1.0])
+                    }
+                })
+                .collect();
         }
         Filter::Triangle { antialias, .. } => antialias,
     };

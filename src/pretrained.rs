@@ -101,6 +101,11 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
             None => None,
             Some(_) => Some(num("bn_eps")?),
         },
+        hidden: match meta.get("classifier_hidden") {
+            None => Vec::new(),
+            Some(h) => serde_json::from_str(h)
+                .map_err(|e| err(format!("metadata `classifier_hidden` must be a list of widths: {e}")))?,
+        },
     };
     let preprocessing: Preprocessing = serde_json::from_str(get("preprocessing")?)
         .map_err(|e| err(format!("metadata `preprocessing` is invalid: {e}")))?;

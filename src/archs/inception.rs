@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use crate::layers::inception::{
     basic_conv, branch_pool, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV1, InceptionV1Row,
 };
-use crate::layers::{global_avg_pool, linear, Conv2d, ConvSpec, Linear, MaxPool2d, PoolSpec};
+use crate::layers::{global_avg_pool, linear, Conv2d, ConvSpec, MaxPool2d, PoolSpec};
 use crate::model::{Flavor, ModelOptions, Network};
 
 /// BatchNorm ε of both Inception networks (TensorFlow's default, kept by torchvision).
@@ -57,7 +57,7 @@ pub struct GoogLeNet {
     conv2: Conv2d,
     conv3: Conv2d,
     inception: Vec<InceptionV1>,
-    fc: Option<Linear>,
+    fc: Option<super::Classifier>,
     transform_input: bool,
     num_classes: usize,
 }
@@ -75,7 +75,10 @@ impl GoogLeNet {
             cin = InceptionV1::out_channels(row);
         }
         let fc = if opts.include_top {
-            Some(linear(1024, opts.num_classes, vb.pp("fc"))?)
+            Some(super::Classifier::Linear {
+                layer: linear(1024, opts.num_classes, vb.pp("fc"))?,
+                name: "fc",
+            })
         } else {
             None
         };
@@ -140,7 +143,7 @@ impl Network for GoogLeNet {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.fc {
-            Some(fc) if !pre_logits => crate::trace::linear("fc", fc, &pooled),
+            Some(fc) if !pre_logits => fc.forward(&pooled),
             _ => Ok(pooled),
         }
     }
@@ -151,7 +154,7 @@ impl Network for GoogLeNet {
         self.fc.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.fc.as_ref(), features)
+        super::linear_cams(self.fc.as_ref().and_then(|c| c.linear()), features)
     }
     fn min_input_size(&self) -> usize {
         32
@@ -167,7 +170,7 @@ pub struct InceptionV3 {
     mixed_6: [InceptionC; 4],
     mixed_7a: InceptionD,
     mixed_7: [InceptionE; 2],
-    fc: Option<Linear>,
+    fc: Option<super::Classifier>,
     transform_input: bool,
     num_classes: usize,
 }
@@ -184,11 +187,7 @@ impl InceptionV3 {
             bc("Conv2d_3b_1x1", ConvSpec::new(64, 80, 1))?,
             bc("Conv2d_4a_3x3", ConvSpec::new(80, 192, 3))?,
         ];
-        let fc = if opts.include_top {
-            Some(linear(2048, opts.num_classes, vb.pp("fc"))?)
-        } else {
-            None
-        };
+        let fc = super::Classifier::load(opts, 2048, &vb, "fc")?;
         Ok(Self {
             stem,
             mixed_5: [
@@ -269,7 +268,7 @@ impl Network for InceptionV3 {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.fc {
-            Some(fc) if !pre_logits => crate::trace::linear("fc", fc, &pooled),
+            Some(fc) if !pre_logits => fc.forward(&pooled),
             _ => Ok(pooled),
         }
     }
@@ -280,7 +279,7 @@ impl Network for InceptionV3 {
         self.fc.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.fc.as_ref(), features)
+        super::linear_cams(self.fc.as_ref().and_then(|c| c.linear()), features)
     }
     fn min_input_size(&self) -> usize {
         75

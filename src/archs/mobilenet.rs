@@ -19,9 +19,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{forward_stages, Stage};
-use crate::layers::{
-    global_avg_pool, linear, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual, Linear, PaddingMode,
-};
+use crate::layers::{global_avg_pool, Activation, Conv2d, ConvSpec, DepthwiseSeparable, InvertedResidual, PaddingMode};
 use crate::model::{ModelOptions, Network};
 
 /// Table 1 of the MobileNet paper after the stem: (output channels, stride) per
@@ -43,7 +41,7 @@ pub fn v1_depth(d: usize, alpha: f64) -> usize {
 pub struct MobileNetV1 {
     stem: Conv2d,
     blocks: Vec<DepthwiseSeparable>,
-    classifier: Option<Linear>,
+    classifier: Option<super::Classifier>,
     num_features: usize,
     num_classes: usize,
 }
@@ -65,11 +63,7 @@ impl MobileNetV1 {
             blocks.push(DepthwiseSeparable::load(&f.pp(i + 1), cin, cout, s, padding, norm)?);
             cin = cout;
         }
-        let classifier = if opts.include_top {
-            Some(linear(cin, opts.num_classes, vb.pp("classifier").pp(1))?)
-        } else {
-            None
-        };
+        let classifier = super::Classifier::load(opts, cin, &vb, "classifier.1")?;
         Ok(Self {
             stem,
             blocks,
@@ -107,7 +101,7 @@ impl Network for MobileNetV1 {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.classifier {
-            Some(c) if !pre_logits => crate::trace::linear("classifier.1", c, &pooled),
+            Some(c) if !pre_logits => c.forward(&pooled),
             _ => Ok(pooled),
         }
     }
@@ -118,7 +112,7 @@ impl Network for MobileNetV1 {
         self.classifier.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.classifier.as_ref(), features)
+        super::linear_cams(self.classifier.as_ref().and_then(|c| c.linear()), features)
     }
     fn min_input_size(&self) -> usize {
         32
@@ -179,7 +173,7 @@ pub struct MobileNetV2 {
     stem: Conv2d,
     blocks: Vec<InvertedResidual>,
     last: Conv2d,
-    classifier: Option<Linear>,
+    classifier: Option<super::Classifier>,
     num_features: usize,
     num_classes: usize,
 }
@@ -216,11 +210,7 @@ impl MobileNetV2 {
         let idx = blocks.len() + 1;
         let last_spec = ConvSpec::new(cin, last_channel, 1).act(Activation::Relu6);
         let last = Conv2d::load_with_norm(&f.pp(idx).pp(0), &f.pp(idx).pp(1), last_spec, norm)?;
-        let classifier = if opts.include_top {
-            Some(linear(last_channel, opts.num_classes, vb.pp("classifier").pp(1))?)
-        } else {
-            None
-        };
+        let classifier = super::Classifier::load(opts, last_channel, &vb, "classifier.1")?;
         Ok(Self {
             stem,
             blocks,
@@ -302,7 +292,7 @@ impl Network for MobileNetV2 {
     fn forward_head(&self, f: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(f)?;
         match &self.classifier {
-            Some(c) if !pre_logits => crate::trace::linear("classifier.1", c, &pooled),
+            Some(c) if !pre_logits => c.forward(&pooled),
             _ => Ok(pooled),
         }
     }
@@ -313,7 +303,7 @@ impl Network for MobileNetV2 {
         self.classifier.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.classifier.as_ref(), features)
+        super::linear_cams(self.classifier.as_ref().and_then(|c| c.linear()), features)
     }
     fn min_input_size(&self) -> usize {
         32

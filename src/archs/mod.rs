@@ -51,6 +51,72 @@ pub(crate) fn forward_stages(x: &Tensor, stages: &[Stage<'_>]) -> Result<Tensor>
     run(Tensor::cat(&images, 0)?, &stages[split..])
 }
 
+/// The classifier on a network's pooled features: one Linear (torchvision's `classifier.1`,
+/// `fc`, …), or a Keras-style stack of Dense layers with ReLU between them, at `head.{0..k}`
+/// (nsfwjs' models: 256, 128, then the classes; [`ModelOptions::hidden`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Classifier {
+    Linear { layer: Linear, name: &'static str },
+    Mlp(Vec<Linear>),
+}
+
+impl Classifier {
+    /// The classifier `opts` asks for on `in_features`: `None` without a top; the MLP when
+    /// `opts.hidden` lists hidden widths, else one Linear at `linear_path`.
+    pub(crate) fn load(
+        opts: &crate::model::ModelOptions,
+        in_features: usize,
+        vb: &candle_nn::VarBuilder,
+        linear_path: &'static str,
+    ) -> Result<Option<Self>> {
+        if !opts.include_top {
+            return Ok(None);
+        }
+        if opts.hidden.is_empty() {
+            let mut p = vb.clone();
+            for seg in linear_path.split('.') {
+                p = p.pp(seg);
+            }
+            let layer = crate::layers::linear(in_features, opts.num_classes, p)?;
+            return Ok(Some(Self::Linear {
+                layer,
+                name: linear_path,
+            }));
+        }
+        let widths: Vec<usize> = std::iter::once(in_features)
+            .chain(opts.hidden.iter().copied())
+            .chain(std::iter::once(opts.num_classes))
+            .collect();
+        let layers = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| crate::layers::linear(w[0], w[1], vb.pp("head").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Self::Mlp(layers)))
+    }
+
+    /// Logits from pooled features N×C.
+    pub(crate) fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Linear { layer, name } => crate::trace::linear(name, layer, pooled),
+            Self::Mlp(layers) => {
+                let names: Vec<String> = (0..layers.len()).map(|i| format!("head.{i}")).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                mlp(layers, &names, pooled)
+            }
+        }
+    }
+
+    /// The single linear layer, for class activation maps (an MLP has none: its maps would not
+    /// sum to the logits).
+    pub(crate) fn linear(&self) -> Option<&Linear> {
+        match self {
+            Self::Linear { layer, .. } => Some(layer),
+            Self::Mlp(_) => None,
+        }
+    }
+}
+
 /// Applies a classifier MLP: ReLU after every layer but the last (dropout is the identity).
 /// `names` are the layers' module paths.
 pub(crate) fn mlp(layers: &[Linear], names: &[&str], x: &Tensor) -> Result<Tensor> {

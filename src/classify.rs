@@ -45,6 +45,8 @@ pub struct Classification {
     pub labels: Vec<Label>,
     /// The model's output before softmax, with [`ClassifyOptions::raw`].
     pub logits: Option<Vec<f32>>,
+    /// The judgement of the rules' moderation rule, when they have one (`rules/nsfw.yaml`).
+    pub moderation: Option<crate::rules::Verdict>,
 }
 
 /// Per-image rows of a batch's output: softmax probabilities and the logits before it.
@@ -72,6 +74,10 @@ impl Classification {
                 });
                 if let Some(l) = &c.logits {
                     obj["logits"] = json!(l);
+                }
+                if let Some(v) = &c.moderation {
+                    obj["nsfw"] = json!(v.nsfw);
+                    obj["nsfw_score"] = json!(v.score);
                 }
                 obj
             }
@@ -138,7 +144,11 @@ impl Model {
         opts: &ClassifyOptions,
         rules: Option<&Rules>,
     ) -> Classification {
-        // rules speak of ImageNet classes: not of a head's own
+        // a moderation rule names classes (the head's, when one is attached); label rules speak
+        // of ImageNet classes: not of a head's own
+        let moderation = rules
+            .and_then(|r| r.moderation.as_ref())
+            .and_then(|m| m.judge(self.class_names(), probs).ok());
         let rules = if self.head.is_some() { None } else { rules };
         let predictions = match opts.threshold {
             Some(t) => self
@@ -154,6 +164,7 @@ impl Model {
                 .map(|r| r.apply(probs, self.background_offset()))
                 .unwrap_or_default(),
             logits: opts.raw.then(|| logits.to_vec()),
+            moderation,
         }
     }
 

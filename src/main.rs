@@ -99,8 +99,14 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Classify(args) => {
-            let setup = commands::classify::load_model(&args)
-                .and_then(|m| Ok((m, commands::classify::load_rules(args.rules.as_deref())?)));
+            let setup = commands::classify::load_model(&args).and_then(|m| {
+                let rules = commands::classify::load_rules(args.rules.as_deref())?;
+                if let Some(r) = &rules {
+                    r.check_labels(m.class_names())
+                        .map_err(|e| anyhow::anyhow!("--rules: {e}"))?;
+                }
+                Ok((m, rules))
+            });
             match setup {
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -46,7 +46,68 @@ struct RawRule {
 struct RawRules {
     #[serde(default = "default_threshold")]
     default_threshold: f32,
+    #[serde(default)]
     rules: BTreeMap<usize, RawRule>,
+    #[serde(default)]
+    moderation: Option<Moderation>,
+}
+
+/// A moderation rule (`moderation:` in a rules file, `rules/nsfw.yaml`), PhotoPrism's
+/// `nsfw.Labels.NSFW(threshold)` (`internal/nsfw/nsfw.go`): an image is NSFW when one of
+/// `classes` scores above `threshold`, unless `safe_class` scores above `safe_above`.
+/// Classes are named by the model's labels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moderation {
+    pub threshold: f32,
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub safe_class: Option<String>,
+    #[serde(default = "one")]
+    pub safe_above: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// A moderation rule's judgement of one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub nsfw: bool,
+    /// The highest probability among the rule's classes.
+    pub score: f32,
+}
+
+impl Moderation {
+    /// Judges one probability vector whose classes are named `labels`; an error names a class
+    /// of the rule that the model does not have.
+    pub fn judge(&self, labels: &[String], probs: &[f32]) -> std::result::Result<Verdict, String> {
+        let prob = |name: &str| -> std::result::Result<f32, String> {
+            labels
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(name))
+                .and_then(|i| probs.get(i).copied())
+                .ok_or_else(|| {
+                    format!(
+                        "moderation class `{name}` is not among the model's classes ({})",
+                        labels.join(", ")
+                    )
+                })
+        };
+        let mut score = 0f32;
+        for c in &self.classes {
+            score = score.max(prob(c)?);
+        }
+        let safe = match &self.safe_class {
+            Some(c) => prob(c)? > self.safe_above,
+            None => false,
+        };
+        Ok(Verdict {
+            nsfw: !safe && score > self.threshold,
+            score,
+        })
+    }
 }
 
 fn default_threshold() -> f32 {
@@ -76,6 +137,8 @@ pub struct Label {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     by_class: HashMap<usize, Rule>,
+    /// A moderation rule, when the file has one.
+    pub moderation: Option<Moderation>,
 }
 
 impl Rules {
@@ -136,7 +199,31 @@ impl Rules {
                 },
             );
         }
-        Ok(Self { by_class })
+        if let Some(m) = &raw.moderation {
+            if m.classes.is_empty() {
+                return Err(err("moderation: `classes` lists no class".into()));
+            }
+            for (what, v) in [("threshold", m.threshold), ("safe_above", m.safe_above)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(err(format!("moderation: {what} {v} is not in [0, 1]")));
+                }
+            }
+        }
+        if raw.rules.is_empty() && raw.moderation.is_none() {
+            return Err(err("no `rules` and no `moderation`".into()));
+        }
+        Ok(Self {
+            by_class,
+            moderation: raw.moderation,
+        })
+    }
+
+    /// Checks that a moderation rule names only classes among `labels` (a model's).
+    pub fn check_labels(&self, labels: &[String]) -> std::result::Result<(), String> {
+        match &self.moderation {
+            Some(m) => m.judge(labels, &vec![0.0; labels.len()]).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     pub fn rule(&self, class: usize) -> Option<&Rule> {
@@ -235,6 +322,38 @@ rules:
         assert!(e.contains("not in [0, 1]"), "{e}");
         let e = rules("rules:\n  1: {label: x, colour: red}\n").unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn moderation_follows_photoprism() {
+        let r = rules(include_str!("../rules/nsfw.yaml")).unwrap();
+        let m = r.moderation.as_ref().unwrap();
+        let labels: Vec<String> = ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"]
+            .map(String::from)
+            .to_vec();
+        // PhotoPrism's NSFW(0.98): Porn, Sexy or Hentai above the threshold, unless Neutral > 0.25
+        let v = |p: [f32; 5]| m.judge(&labels, &p).unwrap();
+        assert_eq!(
+            v([0.0, 0.0, 0.01, 0.99, 0.0]),
+            Verdict {
+                nsfw: true,
+                score: 0.99
+            }
+        );
+        assert!(!v([0.0, 0.0, 0.01, 0.97, 0.02]).nsfw, "under the threshold");
+        assert!(!v([0.0, 0.0, 0.3, 0.99, 0.0]).nsfw, "Neutral above 0.25 vetoes");
+        assert!(v([0.0, 0.985, 0.0, 0.0, 0.015]).nsfw, "hentai counts");
+        assert!(!v([0.99, 0.0, 0.01, 0.0, 0.0]).nsfw, "a drawing is not NSFW");
+        let e = m.judge(&labels[..3], &[0.0; 3]).unwrap_err();
+        assert!(e.contains("`Porn` is not among the model's classes"), "{e}");
+        let e = rules("moderation: {threshold: 2, classes: [x]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("threshold 2 is not in [0, 1]"), "{e}");
+        let e = rules("moderation: {threshold: 0.5, classes: []}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lists no class"), "{e}");
     }
 
     #[test]

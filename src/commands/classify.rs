@@ -254,6 +254,9 @@ fn write_result(
                 for x in &c.predictions {
                     writeln!(out, "  {:>6.2}%  {:>5}  {}", x.score * 100.0, x.class_id, x.label)?;
                 }
+                if let Some(v) = &c.moderation {
+                    writeln!(out, "  nsfw: {} (score {:.2}%)", v.nsfw, v.score * 100.0)?;
+                }
                 if !c.labels.is_empty() {
                     let labels: Vec<String> = c
                         .labels

@@ -154,3 +154,64 @@ class Dequantization(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+TFJS = SHARED / "models" / "tfjs" / "nsfwjs"
+
+
+@unittest.skipUnless(TFJS.is_dir() or os.environ.get("CI") == "true", "../shared is absent")
+class TfjsConversion(unittest.TestCase):
+    def copy(self, d: Path, model: str) -> Path:
+        """The model's files in d (to damage them there)."""
+        for f in (TFJS / model).iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+        return d / "model.json"
+
+    def test_layers_model_metadata(self):
+        tensors, meta = cw.convert_tfjs(TFJS / "mobilenet_v2" / "model.json", None)
+        self.assertEqual((meta["architecture"], meta["flavor"], meta["input_size"]), ("mobilenet_v2", "keras", "224"))
+        self.assertEqual(json.loads(meta["classifier_hidden"]) if isinstance(meta["classifier_hidden"], str)
+                         else meta["classifier_hidden"], [256, 128])
+        self.assertEqual(meta["labels"], ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"])
+        self.assertEqual(meta["preprocessing"]["interpolation"], "bilinear_align_corners")
+        self.assertEqual(tensors["head.0.weight"].shape, (256, 1280))
+        self.assertEqual(tensors["head.2.weight"].shape, (5, 128))
+        # dequantised per tensor: real = min + scale · q, so every value sits on that grid
+        spec = next(w for w in json.loads((TFJS / "mobilenet_v2" / "model.json").read_text())["weightsManifest"][0]["weights"]
+                    if w["name"] == "dense_3/bias")
+        q = (tensors["head.2.bias"] - spec["quantization"]["min"]) / spec["quantization"]["scale"]
+        np.testing.assert_allclose(q, np.round(q), atol=1e-3)
+
+    def test_damaged_model_json_is_refused(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = self.copy(Path(d), "mobilenet_v2")
+            path.write_text(path.read_text()[:5000])
+            with self.assertRaisesRegex(cw.ConversionError, "not a TF.js model.json"):
+                cw.convert_tfjs(path, None)
+            path.write_text(json.dumps({"modelTopology": {}}))
+            with self.assertRaisesRegex(cw.ConversionError, "no modelTopology / weightsManifest"):
+                cw.convert_tfjs(path, None)
+
+    def test_shard_sizes_must_agree_with_the_manifest(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = self.copy(Path(d), "mobilenet_v2")
+            shard = Path(d) / "group1-shard1of1"
+            data = shard.read_bytes()
+            shard.write_bytes(data[:-100])
+            with self.assertRaisesRegex(cw.ConversionError, "needs more than the .* bytes its shards"):
+                cw.convert_tfjs(path, None)
+            shard.write_bytes(data + b"\0" * 8)
+            with self.assertRaisesRegex(cw.ConversionError, "describes .* bytes, its shards hold"):
+                cw.convert_tfjs(path, None)
+            shard.unlink()
+            with self.assertRaisesRegex(cw.ConversionError, "weight shard group1-shard1of1 is missing"):
+                cw.convert_tfjs(path, None)
+
+    def test_unsupported_layer_is_named(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = self.copy(Path(d), "mobilenet_v2")
+            m = json.loads(path.read_text())
+            m["modelTopology"]["model_config"]["config"]["layers"][4]["class_name"] = "LeakyReLU"
+            path.write_text(json.dumps(m))
+            with self.assertRaisesRegex(cw.ConversionError, r"unsupported Keras layer LeakyReLU \(Conv1_relu\)"):
+                cw.convert_tfjs(path, None)

@@ -331,21 +331,29 @@ SSD_DEFAULT_POSTPROCESS = {"y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_
                            "max_classes_per_detection": 1, "detections_per_class": 100, "use_regular_nms": False}
 
 
+def tf_mobilenet_v2_layer(scope: str) -> tuple[str, str] | None:
+    """A TF-slim / TF-Hub MobileNetV2 scope after `MobilenetV2/` (`Conv`, `expanded_conv_3/expand`,
+    …) → (our torchvision-style module path, its activation)."""
+    if scope == "Conv":
+        return "features.0.0", "relu6"
+    if scope == "Conv_1":
+        return "features.18.0", "relu6"
+    if m := re.fullmatch(r"expanded_conv(?:_(\d+))?/(expand|depthwise|project)", scope):
+        k, part = int(m.group(1) or 0), m.group(2)
+        if k == 0:  # t = 1: no expansion
+            return {"depthwise": ("features.1.conv.0.0", "relu6"),
+                    "project": ("features.1.conv.1", "none")}.get(part)
+        return {"expand": (f"features.{k + 1}.conv.0.0", "relu6"),
+                "depthwise": (f"features.{k + 1}.conv.1.0", "relu6"),
+                "project": (f"features.{k + 1}.conv.2", "none")}[part]
+    return None
+
+
 def ssd_layer_name(scope: str) -> tuple[str, str] | None:
     """TF scope of an SSD MobileNetV2 convolution → (our module path, its activation)."""
     fe = "FeatureExtractor/MobilenetV2/"
-    if scope == fe + "Conv":
-        return "backbone.features.0.0", "relu6"
-    if scope == fe + "Conv_1":
-        return "backbone.features.18.0", "relu6"
-    if m := re.fullmatch(re.escape(fe) + r"expanded_conv(?:_(\d+))?/(expand|depthwise|project)", scope):
-        k, part = int(m.group(1) or 0), m.group(2)
-        if k == 0:  # t = 1: no expansion
-            return {"depthwise": ("backbone.features.1.conv.0.0", "relu6"),
-                    "project": ("backbone.features.1.conv.1", "none")}.get(part)
-        return {"expand": (f"backbone.features.{k + 1}.conv.0.0", "relu6"),
-                "depthwise": (f"backbone.features.{k + 1}.conv.1.0", "relu6"),
-                "project": (f"backbone.features.{k + 1}.conv.2", "none")}[part]
+    if scope.startswith(fe) and (mapped := tf_mobilenet_v2_layer(scope[len(fe):])):
+        return "backbone." + mapped[0], mapped[1]
     # the extra feature layers: layer_19_1_Conv2d_{j}_1x1_{d/2}, then layer_19_2_Conv2d_{j}_3x3_s2_{d}
     if m := re.fullmatch(re.escape(fe) + r"layer_19_([12])_Conv2d_(\d)_(?:1x1|3x3_s2)_\d+", scope):
         return f"extra.{int(m.group(2)) - 2}.{int(m.group(1)) - 1}", "relu6"
@@ -869,10 +877,95 @@ def read_tfjs(path: Path) -> tuple[dict, dict]:
     return model, arrays
 
 
+TFJS_GRAPH_OPS = {"Placeholder", "Const", "Identity", "Mul", "Sub", "_FusedConv2D", "FusedDepthwiseConv2dNative",
+                  "AddV2", "AvgPool", "Squeeze", "_FusedMatMul", "Softmax"}
+
+
+def convert_tfjs_graph(path: Path, model: dict, arrays: dict, labels_path: Path | None) -> tuple[dict, dict]:
+    """A TF.js graph model of a TF-Hub MobileNetV2 feature vector with a Dense classifier
+    (nsfwjs' mobilenet_v2_mid): BN folded into the convolutions (`_bn_offset`), the input scaled
+    inside the graph (`hub_input/Mul`, `hub_input/Sub`), which becomes our preprocessing."""
+    import base64
+
+    try:
+        nodes = model["modelTopology"]["node"]
+    except (KeyError, TypeError):
+        raise ConversionError(f"{path}: graph model without modelTopology.node")
+    attr_s = lambda n, k: base64.b64decode(n["attr"][k]["s"]).decode()  # noqa: E731
+    fused = lambda n: [base64.b64decode(x).decode() for x in n["attr"]["fused_ops"]["list"]["s"]]  # noqa: E731
+    tensors, mul, sub, size, dense = {}, 1.0, 0.0, None, None
+    for n in nodes:
+        op, name = n["op"], n["name"]
+        if op not in TFJS_GRAPH_OPS:
+            raise ConversionError(f"{path}: unsupported graph op {op} ({name})")
+        inputs = [i.split(":")[0] for i in n.get("input", [])]
+        if op == "Placeholder":
+            size = int(n["attr"]["shape"]["shape"]["dim"][1]["size"])
+        elif op in ("Mul", "Sub"):
+            const = [i for i in inputs if i in arrays]
+            if not name.endswith(f"hub_input/{op}") or len(const) != 1 or arrays[const[0]].size != 1:
+                raise ConversionError(f"{path}: {op} {name} is not the input scaling this converter knows")
+            value = float(arrays[const[0]].reshape(()))
+            mul, sub = (value, sub) if op == "Mul" else (mul, value)
+        elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
+            scope = name.split("/MobilenetV2/", 1)[-1].rsplit("/", 1)[0].removesuffix("/BatchNorm")
+            mapped = tf_mobilenet_v2_layer(scope)
+            if "/MobilenetV2/" not in name or mapped is None:
+                raise ConversionError(f"{path}: convolution {name} is not part of MobileNetV2's layout")
+            ours, act = mapped
+            want = ["BiasAdd", "Relu6"] if act == "relu6" else ["BiasAdd"]
+            if fused(n) != want or attr_s(n, "padding") != "SAME" or attr_s(n, "data_format") != "NHWC":
+                raise ConversionError(f"{path}: {name}: fused ops {fused(n)}, padding {attr_s(n, 'padding')}; "
+                                      f"expected {want}, SAME, NHWC")
+            w, b = arrays[inputs[1]], arrays[inputs[2]]
+            tensors[f"{ours}.weight"] = w.transpose(3, 2, 0, 1) if op == "_FusedConv2D" else w.transpose(2, 3, 0, 1)
+            tensors[f"{ours}.bias"] = b
+        elif op == "AvgPool":
+            ksize = [int(x) for x in n["attr"]["ksize"]["list"]["i"]]
+            if size is None or ksize[1:3] != [-(-size // 32)] * 2:
+                raise ConversionError(f"{path}: {name} pools {ksize[1:3]}, not the whole final map")
+        elif op == "_FusedMatMul":
+            if dense is not None or fused(n) != ["BiasAdd"]:
+                raise ConversionError(f"{path}: {name}: only one Dense layer (MatMul + BiasAdd) is supported")
+            dense = n
+            tensors["classifier.1.weight"] = np.ascontiguousarray(arrays[inputs[1]].T)
+            tensors["classifier.1.bias"] = arrays[inputs[2]]
+    if dense is None or size is None:
+        raise ConversionError(f"{path}: no Dense classifier or no input placeholder")
+    num_classes = tensors["classifier.1.bias"].shape[0]
+    width = tensors["features.18.0.weight"].shape[0] / 1280  # 1280·α for α > 1
+    labels = NSFWJS_CLASSES if num_classes == len(NSFWJS_CLASSES) else [str(i) for i in range(num_classes)]
+    if labels_path is not None:
+        labels = [l.strip() for l in labels_path.read_text().splitlines() if l.strip()]
+        if len(labels) != num_classes:
+            raise ConversionError(f"{labels_path}: {len(labels)} labels for a model with {num_classes} classes")
+    # nsfwjs feeds pixels / 255; the graph then computes x · mul − sub: one affine map of the pixel
+    preprocessing = dict(NSFWJS_PREPROCESSING, crop_size=[size, size], scale=mul / 255.0, mean=[sub] * 3)
+    meta = {
+        "format": FORMAT,
+        "architecture": "mobilenet_v2",
+        "variant": f"tfjs_{path.parent.name}",
+        "width_multiplier": str(round(width, 4)),
+        "input_size": str(size),
+        "num_classes": str(num_classes),
+        "padding": "tf_same",
+        "bn_folded": "true",
+        "bn_eps": "0.001",
+        "preprocessing": preprocessing,
+        "labels": labels,
+        "background_class": "none",
+        "source": {"framework": "tfjs", "format": "graph-model", "file": path.parent.name + "/" + path.name,
+                   "sha256": sha256(path), "input_scaling": f"x * {mul} - {sub} inside the graph",
+                   "quantization": "uint8 per tensor, dequantised (real = min + scale · q)"},
+        "licence": "MIT (nsfwjs, github.com/infinitered/nsfwjs)",
+    }
+    return tensors, meta
+
+
 def convert_tfjs(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
     model, arrays = read_tfjs(path)
     if model.get("format") == "graph-model":
-        raise ConversionError(f"{path}: TF.js graph models are not supported yet (only Keras layers models)")
+        return convert_tfjs_graph(path, model, arrays, labels_path)
     try:
         layers = model["modelTopology"]["model_config"]["config"]["layers"]
     except (KeyError, TypeError):

@@ -1,4 +1,5 @@
-//! The NSFW classifiers of nsfwjs 4.4.0, converted from their TF.js files, against nsfwjs
+//! The three NSFW classifiers of nsfwjs 4.4.0 (two Keras layers models, one graph model),
+//! converted from their TF.js files, against nsfwjs
 //! itself on @tensorflow/tfjs (fixtures from scripts/gen_nsfw_fixtures.py) on the shared photos,
 //! and the moderation rule of rules/nsfw.yaml end to end. No NSFW image is used anywhere.
 
@@ -29,8 +30,12 @@ fn converted(dir: &Path, model: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Every class within `tol` of nsfwjs' probability, and the same top class, on every photo.
-fn agrees_with_nsfwjs(model: &str, tol: f32) {
+/// On every photo the same top class as nsfwjs, and every class's probability within `bmp` of
+/// nsfwjs' on BMPs, within `jpeg` on JPEGs. BMP pixels decode alike everywhere; JPEG decoders
+/// (libjpeg-turbo under PIL, which fed nsfwjs, and the image crate's) differ by a level here and
+/// there, and an align-corners resize samples single pixels. Given PIL's decoded pixels (saved as
+/// PNG), every JPEG matched nsfwjs within 2.4e-6 for mobilenet_v2_mid (measured 2026-12-07).
+fn agrees_with_nsfwjs(model: &str, bmp: f32, jpeg: f32) {
     let dir = tempfile::tempdir().unwrap();
     let Some(weights) = converted(dir.path(), model) else {
         return;
@@ -51,12 +56,13 @@ fn agrees_with_nsfwjs(model: &str, tol: f32) {
         top_k: 5,
         ..ClassifyOptions::default()
     };
-    let mut worst = 0f32;
+    let (mut worst_bmp, mut worst_jpeg) = (0f32, 0f32);
     for (path, result) in m.classify_paths(&paths, &opts, None) {
         let name = path.file_name().unwrap().to_str().unwrap();
         let got = result.unwrap();
         let want = &photos[name];
         let prob = |label: &str| got.predictions.iter().find(|p| p.label == label).unwrap().score;
+        let is_bmp = name.ends_with(".bmp");
         let mut best = ("", -1.0f64);
         for c in &classes {
             let w = want[c].as_f64().unwrap();
@@ -64,27 +70,30 @@ fn agrees_with_nsfwjs(model: &str, tol: f32) {
                 best = (c, w);
             }
             let d = (prob(c) - w as f32).abs();
-            worst = worst.max(d);
-            // BMP pixels decode alike everywhere; JPEG decoders (libjpeg-turbo under PIL, which
-            // fed nsfwjs, and the image crate's) differ by a level here and there, and an
-            // align-corners resize samples single pixels: cat_720p.jpg moved by 1.4e-3 so, and
-            // matched nsfwjs to 1e-6 when given PIL's decoded pixels as a PNG
-            let tol = if name.ends_with(".bmp") { tol } else { 2.0 * tol };
+            let (worst, tol) = if is_bmp {
+                (&mut worst_bmp, bmp)
+            } else {
+                (&mut worst_jpeg, jpeg)
+            };
+            *worst = worst.max(d);
             assert!(d <= tol, "{model} {name} {c}: ours {}, nsfwjs {w}", prob(c));
         }
         assert_eq!(got.predictions[0].label, best.0, "{model} {name}: top class");
     }
-    println!("{model}: {} photos, max |Δp| {worst:.2e}", paths.len());
+    println!(
+        "{model}: {} photos, max |Δp| {worst_bmp:.1e} on BMPs, {worst_jpeg:.1e} on JPEGs",
+        paths.len()
+    );
 }
 
 #[test]
 fn mobilenet_v2_agrees_with_nsfwjs() {
-    agrees_with_nsfwjs("mobilenet_v2", 1e-3);
+    agrees_with_nsfwjs("mobilenet_v2", 1e-5, 5e-3);
 }
 
 #[test]
 fn inception_v3_agrees_with_nsfwjs() {
-    agrees_with_nsfwjs("inception_v3", 1e-3);
+    agrees_with_nsfwjs("inception_v3", 1e-5, 5e-3);
 }
 
 /// `classify --rules rules/nsfw.yaml --format json`: every line carries `nsfw` and `nsfw_score`,
@@ -155,4 +164,9 @@ fn moderation_rules_judge_as_photoprism_does() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`Gore` is not among the model's classes"));
+}
+
+#[test]
+fn mobilenet_v2_mid_graph_model_agrees_with_nsfwjs() {
+    agrees_with_nsfwjs("mobilenet_v2_mid", 1e-5, 5e-3);
 }

@@ -52,10 +52,12 @@ struct RawRules {
     moderation: Option<Moderation>,
 }
 
-/// A moderation rule (`moderation:` in a rules file, `rules/nsfw.yaml`), PhotoPrism's
-/// `nsfw.Labels.NSFW(threshold)` (`internal/nsfw/nsfw.go`): an image is NSFW when one of
-/// `classes` scores above `threshold`, unless `safe_class` scores above `safe_above`.
-/// Classes are named by the model's labels.
+/// A moderation rule (`moderation:` in a rules file, `rules/nsfw.yaml`), as PhotoPrism decides
+/// (`internal/ai/nsfw/nsfw.go`, `Result.Decide`): the score is the highest probability among
+/// `classes` (its `UnsafeScore`: Porn, Sexy, Hentai), unsafe when it reaches `threshold`
+/// (`DefaultThreshold` 0.98). Optionally PhotoPrism's older veto (`Labels.NSFW` until 2024):
+/// never unsafe while `safe_class` scores above `safe_above` (Neutral, 0.25). Classes are named
+/// by the model's labels.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Moderation {
@@ -104,7 +106,7 @@ impl Moderation {
             None => false,
         };
         Ok(Verdict {
-            nsfw: !safe && score > self.threshold,
+            nsfw: !safe && score >= self.threshold,
             score,
         })
     }
@@ -331,7 +333,7 @@ rules:
         let labels: Vec<String> = ["Drawing", "Hentai", "Neutral", "Porn", "Sexy"]
             .map(String::from)
             .to_vec();
-        // PhotoPrism's NSFW(0.98): Porn, Sexy or Hentai above the threshold, unless Neutral > 0.25
+        // PhotoPrism's Decide(0.98): unsafe when max(Porn, Sexy, Hentai) ≥ 0.98
         let v = |p: [f32; 5]| m.judge(&labels, &p).unwrap();
         assert_eq!(
             v([0.0, 0.0, 0.01, 0.99, 0.0]),
@@ -340,10 +342,20 @@ rules:
                 score: 0.99
             }
         );
+        assert!(v([0.0, 0.0, 0.02, 0.98, 0.0]).nsfw, "the threshold itself is unsafe");
         assert!(!v([0.0, 0.0, 0.01, 0.97, 0.02]).nsfw, "under the threshold");
-        assert!(!v([0.0, 0.0, 0.3, 0.99, 0.0]).nsfw, "Neutral above 0.25 vetoes");
         assert!(v([0.0, 0.985, 0.0, 0.0, 0.015]).nsfw, "hentai counts");
         assert!(!v([0.99, 0.0, 0.01, 0.0, 0.0]).nsfw, "a drawing is not NSFW");
+        // the older rule's veto, where a file asks for it
+        let veto = rules("moderation: {threshold: 0.5, classes: [Porn], safe_class: Neutral, safe_above: 0.25}\n")
+            .unwrap()
+            .moderation
+            .unwrap();
+        assert!(
+            !veto.judge(&labels, &[0.0, 0.0, 0.3, 0.7, 0.0]).unwrap().nsfw,
+            "Neutral above 0.25 vetoes"
+        );
+        assert!(veto.judge(&labels, &[0.0, 0.0, 0.2, 0.7, 0.1]).unwrap().nsfw);
         let e = m.judge(&labels[..3], &[0.0; 3]).unwrap_err();
         assert!(e.contains("`Porn` is not among the model's classes"), "{e}");
         let e = rules("moderation: {threshold: 2, classes: [x]}\n")

@@ -97,7 +97,7 @@ fn inception_v3_agrees_with_nsfwjs() {
 }
 
 /// `classify --rules rules/nsfw.yaml --format json`: every line carries `nsfw` and `nsfw_score`,
-/// equal to PhotoPrism's rule (`internal/nsfw/nsfw.go`) applied to nsfwjs' own probabilities;
+/// equal to PhotoPrism's rule (`internal/ai/nsfw/nsfw.go`) applied to nsfwjs' own probabilities;
 /// with the threshold lowered to 0.5 the squat photo (a person in sportswear, which nsfwjs'
 /// Inception v3 calls "Porn" at 0.79) is flagged, as PhotoPrism would flag it.
 #[test]
@@ -135,8 +135,8 @@ fn moderation_rules_judge_as_photoprism_does() {
                 .to_string();
             let p = &fx["models"]["inception_v3"][&name];
             let p = |c: &str| p[c].as_f64().unwrap();
-            // PhotoPrism: Neutral > 0.25 → safe; else Porn, Sexy or Hentai > threshold
-            let photoprism = p("Neutral") <= 0.25 && [p("Porn"), p("Sexy"), p("Hentai")].iter().any(|&x| x > threshold);
+            // PhotoPrism's Result.Decide: unsafe when max(Porn, Sexy, Hentai) ≥ threshold
+            let photoprism = [p("Porn"), p("Sexy"), p("Hentai")].iter().any(|&x| x >= threshold);
             assert_eq!(v["nsfw"].as_bool(), Some(photoprism), "{name} at {threshold}: {v}");
             let score = [p("Porn"), p("Sexy"), p("Hentai")].into_iter().fold(0.0, f64::max);
             assert!((v["nsfw_score"].as_f64().unwrap() - score).abs() < 1e-3, "{name}: {v}");

@@ -1048,3 +1048,97 @@ fn a_detector_is_served_beside_a_classifier() {
     let v: Value = res.json().unwrap();
     assert!(v["error"].as_str().unwrap().contains("request body"), "{v}");
 }
+
+/// PhotoPrism's NSFW check, `POST /api/v1/vision/nsfw`, from nsfwjs' MobileNetV2 served with a
+/// moderation rule: one `nsfw.Result` per image (`status`, `score`, `threshold`, the five class
+/// probabilities), equal to `classify --rules` on the same photos; a model without moderation
+/// rules is refused.
+#[test]
+fn photoprism_nsfw_results_equal_classify() {
+    let Some(fx) = fixture() else { return };
+    let (Some(shared), Some(py)) = (common::shared_dir(), common::converter_python()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nsfw = dir.path().join("nsfw.safetensors");
+    let src = shared.join("models/tfjs/nsfwjs/mobilenet_v2/model.json");
+    let res = common::convert(&py, &["tfjs", src.to_str().unwrap(), "--out", nsfw.to_str().unwrap()]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    // the squat photo, which nsfwjs' MobileNetV2 calls "Porn" at 0.57, is unsafe at 0.5
+    let rules = dir.path().join("nsfw.yaml");
+    let yaml = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/nsfw.yaml")).unwrap();
+    std::fs::write(&rules, yaml.replace("threshold: 0.98", "threshold: 0.5")).unwrap();
+    std::fs::copy(&fx.weights, dir.path().join("m.safetensors")).unwrap();
+    let config = dir.path().join("models.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  labels:\n    weights: m.safetensors\n  nsfw:\n    weights: nsfw.safetensors\n    rules: nsfw.yaml\n",
+    )
+    .unwrap();
+    let photos: Vec<&PathBuf> = fx
+        .photos
+        .iter()
+        .filter(|p| ["pets.jpg", "squat.bmp", "cat.jpg"].contains(&file_name(p).as_str()))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+        .args(["classify", "--format", "json", "--weights"])
+        .arg(&nsfw)
+        .arg("--rules")
+        .arg(&rules)
+        .args(&photos)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let server = Server::launch(&["--config", config.to_str().unwrap()]);
+    let images: Vec<String> = photos
+        .iter()
+        .map(|p| format!("data:image/jpeg;base64,{}", B64.encode(read(p))))
+        .collect();
+    let res: Value = client()
+        .post(server.url("/api/v1/vision/nsfw"))
+        .json(&json!({"id": "n1", "images": images}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (&res["id"], &res["code"], &res["model"]["type"], &res["model"]["name"]),
+        (&json!("n1"), &json!(200), &json!("nsfw"), &json!("nsfw"))
+    );
+    assert!(res["result"].get("labels").is_none(), "{res}");
+    let results = res["result"]["nsfw"].as_array().unwrap();
+    assert_eq!(results.len(), cli.len());
+    let mut unsafe_seen = 0;
+    for (r, c) in results.iter().zip(&cli) {
+        let unsafe_ = c["nsfw"].as_bool().unwrap();
+        assert_eq!(r["status"], if unsafe_ { "unsafe" } else { "safe" }, "{r} vs {c}");
+        assert!((r["score"].as_f64().unwrap() - c["nsfw_score"].as_f64().unwrap()).abs() < 1e-5);
+        assert_eq!(r["threshold"].as_f64().unwrap(), 0.5);
+        for p in c["predictions"].as_array().unwrap() {
+            let class = p["label"].as_str().unwrap();
+            assert!(
+                (r[class].as_f64().unwrap() - p["score"].as_f64().unwrap()).abs() < 1e-5,
+                "{class}: {r} vs {c}"
+            );
+        }
+        unsafe_seen += usize::from(unsafe_);
+    }
+    assert_eq!(unsafe_seen, 1, "only the squat photo: {res}");
+    // the ImageNet model has no moderation rules
+    let res = client()
+        .post(server.url("/api/v1/vision/nsfw"))
+        .json(&json!({"id": "n2", "model": "labels", "images": [images[0]]}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("no moderation rules") && v["id"] == "n2",
+        "{v}"
+    );
+}

@@ -155,6 +155,10 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
             Some(r) if r != "default" => load_rules(Some(&dir.join(r).to_string_lossy()))?,
             r => load_rules(r)?,
         };
+        if let Some(r) = &rules {
+            r.check_labels(model.class_names())
+                .map_err(|e| anyhow::anyhow!(ctx(&format!("rules: {e}"))))?;
+        }
         out.push(ServedModel {
             name,
             model: Arc::new(model),
@@ -171,10 +175,15 @@ fn load_single(args: &ServeArgs) -> anyhow::Result<Vec<ServedModel>> {
     let path = args.weights.clone().unwrap_or_else(default_weights);
     let model = load_model_as(Some(&path), args.device.device()?, args.weights_dtype.dtype())?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let rules = load_rules(args.rules.as_deref())?;
+    if let Some(r) = &rules {
+        r.check_labels(model.class_names())
+            .map_err(|e| anyhow::anyhow!("--rules: {e}"))?;
+    }
     Ok(vec![ServedModel {
         name,
         model: Arc::new(model),
-        rules: load_rules(args.rules.as_deref())?.map(Arc::new),
+        rules: rules.map(Arc::new),
         crops: ferrovision::preprocess::Crops::Center,
     }])
 }

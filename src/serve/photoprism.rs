@@ -50,9 +50,57 @@ pub struct LabelResult {
     pub categories: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// `result`: labels for `/labels`, NSFW results for `/nsfw` (Go's `omitempty`).
+#[derive(Debug, Default, Serialize)]
 pub struct ApiResult {
-    pub labels: Vec<LabelResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<LabelResult>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nsfw: Option<Vec<NsfwResult>>,
+}
+
+/// PhotoPrism's `nsfw.Result` (`internal/ai/nsfw/nsfw.go`): `status` "safe" or "unsafe" (the
+/// only field PhotoPrism acts on), the unsafe `score` and the `threshold` it was compared with,
+/// and the five class probabilities under their capitalised names.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NsfwResult {
+    pub status: &'static str,
+    pub score: f32,
+    pub threshold: f32,
+    #[serde(rename = "Drawing")]
+    pub drawing: f32,
+    #[serde(rename = "Hentai")]
+    pub hentai: f32,
+    #[serde(rename = "Neutral")]
+    pub neutral: f32,
+    #[serde(rename = "Porn")]
+    pub porn: f32,
+    #[serde(rename = "Sexy")]
+    pub sexy: f32,
+}
+
+impl NsfwResult {
+    /// From a moderation verdict and the probabilities of classes named `labels` (a class the
+    /// model lacks counts 0).
+    pub fn new(verdict: &crate::rules::Verdict, threshold: f32, labels: &[String], probs: &[f32]) -> Self {
+        let p = |name: &str| {
+            labels
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(name))
+                .and_then(|i| probs.get(i).copied())
+                .unwrap_or(0.0)
+        };
+        Self {
+            status: if verdict.nsfw { "unsafe" } else { "safe" },
+            score: verdict.score,
+            threshold,
+            drawing: p("Drawing"),
+            hentai: p("Hentai"),
+            neutral: p("Neutral"),
+            porn: p("Porn"),
+            sexy: p("Sexy"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

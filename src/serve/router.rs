@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/api/v1/vision/labels", post(vision_labels))
+        .route("/api/v1/vision/nsfw", post(vision_nsfw))
         .route("/classify", post(classify))
         .route("/detect", post(detect))
         .route("/metrics", get(|| async { super::metrics::render() }))
@@ -346,6 +347,27 @@ fn labelling_rules<'a>(state: &'a AppState, entry: &'a Entry) -> Option<&'a Rule
         .or_else(|| imagenet.then_some(&*state.default_rules))
 }
 
+/// A Vision API request's images (base64 data URLs, or URLs from allowed hosts), fetched.
+async fn vision_inputs(state: &AppState, req: &photoprism::ApiRequest) -> Result<Vec<Input>, ApiError> {
+    let sources = if req.images.is_empty() && !req.url.is_empty() {
+        std::slice::from_ref(&req.url)
+    } else {
+        &req.images[..]
+    };
+    let mut inputs = Vec::with_capacity(sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let bytes = if s.starts_with("http://") || s.starts_with("https://") {
+            state.fetcher.fetch(s).await
+        } else {
+            kserve::base64_image(s)
+        };
+        inputs.push(Input::Encoded(
+            bytes.map_err(|e| ApiError::bad(format!("image {i}: {e}")))?,
+        ));
+    }
+    Ok(inputs)
+}
+
 async fn vision_labels(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -360,22 +382,7 @@ async fn vision_labels(
         model(&state, &req.model).map_err(fail)?
     };
     classifier(entry).map_err(fail)?;
-    let sources = if req.images.is_empty() && !req.url.is_empty() {
-        std::slice::from_ref(&req.url)
-    } else {
-        &req.images[..]
-    };
-    let mut inputs = Vec::with_capacity(sources.len());
-    for (i, s) in sources.iter().enumerate() {
-        let bytes = if s.starts_with("http://") || s.starts_with("https://") {
-            state.fetcher.fetch(s).await
-        } else {
-            kserve::base64_image(s)
-        };
-        inputs.push(Input::Encoded(
-            bytes.map_err(|e| fail(ApiError::bad(format!("image {i}: {e}"))))?,
-        ));
-    }
+    let inputs = vision_inputs(&state, &req).await.map_err(fail)?;
     let answer = run(&state, entry, inputs).await.map_err(fail)?;
     let rows = all_scored(answer, |i| format!("image {i}")).map_err(fail)?;
     let model = &entry.served.model;
@@ -411,7 +418,75 @@ async fn vision_labels(
             resolution: model.meta.preprocessing.crop_size[0],
         },
         result: photoprism::ApiResult {
-            labels: photoprism::labels(&per_image),
+            labels: Some(photoprism::labels(&per_image)),
+            ..Default::default()
+        },
+    };
+    Ok(axum::Json(response).into_response())
+}
+
+/// PhotoPrism's NSFW check: `result.nsfw`, one `nsfw.Result` per image, from a classifier
+/// served with a moderation rule (`rules: nsfw.yaml` in models.yaml): the first such model
+/// unless the request names one.
+async fn vision_nsfw(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::body)?;
+    let req: photoprism::ApiRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid Vision API request JSON: {e}")))?;
+    let fail = |e: ApiError| e.with_id(&req.id);
+    let moderates = |e: &Entry| e.served.rules.as_ref().is_some_and(|r| r.moderation.is_some());
+    let entry = if req.model.is_empty() {
+        state.models.iter().find(|e| moderates(e)).ok_or_else(|| {
+            fail(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no NSFW model is served (a classifier with moderation rules, such as rules/nsfw.yaml)".into(),
+            ))
+        })?
+    } else {
+        model(&state, &req.model).map_err(fail)?
+    };
+    if !moderates(entry) {
+        return Err(fail(ApiError::bad(format!(
+            "model `{}` has no moderation rules (serve it with `rules: nsfw.yaml`)",
+            entry.served.name
+        ))));
+    }
+    classifier(entry).map_err(fail)?;
+    let moderation = entry
+        .served
+        .rules
+        .as_ref()
+        .and_then(|r| r.moderation.as_ref())
+        .expect("checked");
+    let inputs = vision_inputs(&state, &req).await.map_err(fail)?;
+    let answer = run(&state, entry, inputs).await.map_err(fail)?;
+    let rows = all_scored(answer, |i| format!("image {i}")).map_err(fail)?;
+    let model = &entry.served.model;
+    let labels = model.class_names();
+    let results = rows
+        .iter()
+        .map(|s| {
+            let verdict = moderation.judge(labels, &s.probs).map_err(ApiError::bad)?;
+            Ok(photoprism::NsfwResult::new(
+                &verdict,
+                moderation.threshold,
+                labels,
+                &s.probs,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()
+        .map_err(fail)?;
+    let response = photoprism::ApiResponse {
+        id: req.id.clone(),
+        code: 200,
+        model: photoprism::ModelInfo {
+            kind: "nsfw",
+            name: entry.served.name.clone(),
+            version: "1".into(),
+            resolution: model.meta.preprocessing.crop_size[0],
+        },
+        result: photoprism::ApiResult {
+            nsfw: Some(results),
+            ..Default::default()
         },
     };
     Ok(axum::Json(response).into_response())

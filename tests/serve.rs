@@ -1129,6 +1129,27 @@ fn photoprism_nsfw_results_equal_classify() {
         unsafe_seen += usize::from(unsafe_);
     }
     assert_eq!(unsafe_seen, 1, "only the squat photo: {res}");
+    // with both models served, PhotoPrism's labels carry the NSFW model's verdict
+    for (photo, c) in photos.iter().zip(&cli) {
+        let url = format!("data:image/jpeg;base64,{}", B64.encode(read(photo)));
+        let res: Value = client()
+            .post(server.url("/api/v1/vision/labels"))
+            .json(&json!({"images": [url]}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let labels = res["result"]["labels"].as_array().unwrap();
+        assert!(!labels.is_empty(), "{res}");
+        for l in labels {
+            if c["nsfw"].as_bool().unwrap() {
+                assert_eq!(l["nsfw"], true, "{}: {l}", file_name(photo));
+                assert!((l["nsfw_confidence"].as_f64().unwrap() - c["nsfw_score"].as_f64().unwrap()).abs() < 1e-5);
+            } else {
+                assert!(l.get("nsfw").is_none(), "{}: {l}", file_name(photo));
+            }
+        }
+    }
     // the ImageNet model has no moderation rules
     let res = client()
         .post(server.url("/api/v1/vision/nsfw"))

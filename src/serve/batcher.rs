@@ -23,7 +23,7 @@ use crate::preprocess::{decode_image, Crops, DEFAULT_MAX_PIXELS};
 use crate::Model;
 
 /// One image of a job.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Input {
     /// An encoded image file (JPEG, PNG, ...), decoded with `classify`'s pixel budget.
     Encoded(Vec<u8>),

@@ -48,6 +48,27 @@ pub struct LabelResult {
     pub confidence: f32,
     pub topicality: f32,
     pub categories: Vec<String>,
+    /// `nsfw` / `nsfw_confidence` (`omitempty`): set when an NSFW model is served beside the
+    /// labelling one and judged the request's images unsafe.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nsfw: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub nsfw_confidence: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+/// Marks every label with the request's NSFW verdict (PhotoPrism sends one image per request;
+/// with several, any unsafe image marks them all, with the highest score).
+pub fn mark_nsfw(labels: &mut [LabelResult], verdicts: &[crate::rules::Verdict]) {
+    let score = verdicts.iter().map(|v| v.score).fold(0.0, f32::max);
+    let nsfw = verdicts.iter().any(|v| v.nsfw);
+    for l in labels {
+        l.nsfw = nsfw;
+        l.nsfw_confidence = score;
+    }
 }
 
 /// `result`: labels for `/labels`, NSFW results for `/nsfw` (Go's `omitempty`).
@@ -127,6 +148,8 @@ pub fn labels(per_image: &[Vec<Label>]) -> Vec<LabelResult> {
                 confidence: l.score,
                 topicality: l.score,
                 categories: l.categories.clone(),
+                nsfw: false,
+                nsfw_confidence: 0.0,
             }),
         }
     }

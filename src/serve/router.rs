@@ -383,8 +383,30 @@ async fn vision_labels(
     };
     classifier(entry).map_err(fail)?;
     let inputs = vision_inputs(&state, &req).await.map_err(fail)?;
-    let answer = run(&state, entry, inputs).await.map_err(fail)?;
-    let rows = all_scored(answer, |i| format!("image {i}")).map_err(fail)?;
+    // an NSFW model served beside this one marks the labels (PhotoPrism's LabelResult.nsfw)
+    let moderator = state
+        .models
+        .iter()
+        .find(|e| !std::ptr::eq(*e, entry) && e.served.rules.as_ref().is_some_and(|r| r.moderation.is_some()));
+    let (answer, judged) = match moderator {
+        None => (run(&state, entry, inputs).await, None),
+        Some(m) => {
+            let (a, j) = tokio::join!(run(&state, entry, inputs.clone()), run(&state, m, inputs));
+            (a, Some((m, j)))
+        }
+    };
+    let rows = all_scored(answer.map_err(fail)?, |i| format!("image {i}")).map_err(fail)?;
+    // the labels stand without the NSFW marks when the NSFW model could not judge (busy, say)
+    let verdicts = judged.and_then(|(m, j)| {
+        let moderation = m.served.rules.as_ref().and_then(|r| r.moderation.as_ref())?;
+        let labels = m.served.model.class_names();
+        let judged = all_scored(j.ok()?, |i| format!("image {i}")).ok()?;
+        let verdicts: Option<Vec<_>> = judged.iter().map(|s| moderation.judge(labels, &s.probs).ok()).collect();
+        if verdicts.is_none() {
+            tracing::warn!(model = %m.served.name, "NSFW model could not judge; labels without NSFW marks");
+        }
+        verdicts
+    });
     let model = &entry.served.model;
     let rules = labelling_rules(&state, entry);
     let opts = ClassifyOptions::default();
@@ -408,6 +430,10 @@ async fn vision_labels(
             }
         })
         .collect();
+    let mut labels = photoprism::labels(&per_image);
+    if let Some(v) = &verdicts {
+        photoprism::mark_nsfw(&mut labels, v);
+    }
     let response = photoprism::ApiResponse {
         id: req.id.clone(),
         code: 200,
@@ -418,7 +444,7 @@ async fn vision_labels(
             resolution: model.meta.preprocessing.crop_size[0],
         },
         result: photoprism::ApiResult {
-            labels: Some(photoprism::labels(&per_image)),
+            labels: Some(labels),
             ..Default::default()
         },
     };

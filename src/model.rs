@@ -25,7 +25,8 @@ pub trait Network: Send + Sync {
     fn min_input_size(&self) -> usize;
 
     /// Class activation maps (Zhou et al. 2016) from a feature map: N×classes×h×w maps whose
-    /// spatial mean is the logits less the bias. `None` for architectures whose classifier does
+    /// spatial mean is the logits less the bias (for a Keras-style MLP head, the bias of the
+    /// linear piece the image's features fall in: Grad-CAM's weights for that head). `None` for architectures whose classifier does
     /// not follow a global average pool (VGG, AlexNet) or without a classifier.
     fn class_activation_maps(&self, _features: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)

@@ -154,7 +154,7 @@ impl Network for GoogLeNet {
         self.fc.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.fc.as_ref().and_then(|c| c.linear()), features)
+        self.fc.as_ref().map(|c| c.activation_maps(features)).transpose()
     }
     fn min_input_size(&self) -> usize {
         32
@@ -279,7 +279,7 @@ impl Network for InceptionV3 {
         self.fc.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.fc.as_ref().and_then(|c| c.linear()), features)
+        self.fc.as_ref().map(|c| c.activation_maps(features)).transpose()
     }
     fn min_input_size(&self) -> usize {
         75

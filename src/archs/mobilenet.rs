@@ -112,7 +112,10 @@ impl Network for MobileNetV1 {
         self.classifier.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.classifier.as_ref().and_then(|c| c.linear()), features)
+        self.classifier
+            .as_ref()
+            .map(|c| c.activation_maps(features))
+            .transpose()
     }
     fn min_input_size(&self) -> usize {
         32
@@ -303,7 +306,10 @@ impl Network for MobileNetV2 {
         self.classifier.as_ref().map(|_| self.num_classes)
     }
     fn class_activation_maps(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        super::linear_cams(self.classifier.as_ref().and_then(|c| c.linear()), features)
+        self.classifier
+            .as_ref()
+            .map(|c| c.activation_maps(features))
+            .transpose()
     }
     fn min_input_size(&self) -> usize {
         32

@@ -107,13 +107,40 @@ impl Classifier {
         }
     }
 
-    /// The single linear layer, for class activation maps (an MLP has none: its maps would not
-    /// sum to the logits).
-    pub(crate) fn linear(&self) -> Option<&Linear> {
-        match self {
-            Self::Linear { layer, .. } => Some(layer),
-            Self::Mlp(_) => None,
+    /// Class activation maps on a feature map N×C×h×w, N×classes×h×w. One Linear: CAM
+    /// (Zhou et al. 2016, Eq. 2), `M_k = Σ_c W[k, c] · f_c`. An MLP of ReLU layers is linear
+    /// wherever its ReLUs keep their state, `y = J·p + b'` with `J = W_L·D_{L−1}·…·D_1·W_1` (D the
+    /// 0/1 masks of the hidden units at this image's pooled features p): its maps use J in place
+    /// of W, which is Grad-CAM (Selvaraju et al. 2017, Eq. 1–2, without its final ReLU) for this
+    /// head. Either way a map's spatial mean is the logit less the (effective) bias.
+    pub(crate) fn activation_maps(&self, features: &Tensor) -> Result<Tensor> {
+        let layers = match self {
+            Self::Linear { layer, .. } => return Ok(linear_cams(Some(layer), features)?.expect("a classifier")),
+            Self::Mlp(layers) => layers,
+        };
+        let (n, c, h, w) = features.dims4()?;
+        let f = features.to_dtype(candle_core::DType::F32)?;
+        let pooled = f.mean_keepdim(3)?.mean_keepdim(2)?.reshape((n, c))?; // N×C
+        let weight = |l: &Linear| l.weight().to_dtype(candle_core::DType::F32);
+        let mut maps = Vec::with_capacity(n);
+        for i in 0..n {
+            // the Jacobian of the head at this image's pooled features, layer by layer
+            let mut x = pooled.narrow(0, i, 1)?; // 1×C
+            let mut jac = Tensor::eye(c, candle_core::DType::F32, features.device())?; // C×C
+            for (k, l) in layers.iter().enumerate() {
+                let wk = weight(l)?; // O×I
+                jac = wk.matmul(&jac)?;
+                x = candle_core::Module::forward(l, &x)?;
+                if k + 1 < layers.len() {
+                    let mask = x.gt(0f32)?.to_dtype(candle_core::DType::F32)?.t()?; // O×1
+                    jac = jac.broadcast_mul(&mask)?;
+                    x = x.relu()?;
+                }
+            }
+            let fi = f.narrow(0, i, 1)?.reshape((c, h * w))?;
+            maps.push(jac.matmul(&fi)?.reshape((1, (), h, w))?); // 1×K×h×w
         }
+        Tensor::cat(&maps, 0)
     }
 }
 
@@ -145,4 +172,62 @@ pub(crate) fn linear_cams(classifier: Option<&Linear>, features: &Tensor) -> Res
         .contiguous()?
         .matmul(&f)?; // N×K×hw
     Ok(Some(maps.reshape((n, k, h, w))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+
+    use crate::model::{ModelOptions, Network};
+    use crate::synthetic::Synthetic;
+
+    /// The maps of an MLP head against finite differences through `forward_head` itself: the
+    /// Jacobian column of channel k is the change of the logits when channel k of the whole
+    /// feature map moves by ε (so its pooled value does), and map = Σ_k J[:, k] · f_k.
+    #[test]
+    fn mlp_head_maps_match_finite_differences() {
+        let opts = ModelOptions {
+            num_classes: 5,
+            hidden: vec![16, 8],
+            ..ModelOptions::default()
+        };
+        let vb = VarBuilder::from_backend(Box::new(Synthetic::new("mlp-cam")), DType::F32, Device::Cpu);
+        let net = super::mobilenet::MobileNetV2::new(&opts, vb).unwrap();
+        let (n, c, h, w) = (2, 1280, 3, 3);
+        let vals: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 7919) % 601) as f32 / 100.0).collect(); // 0..6, as ReLU6 gives
+        let f = Tensor::from_vec(vals, (n, c, h, w), &Device::Cpu).unwrap();
+        let maps = net.class_activation_maps(&f).unwrap().unwrap(); // N×5×h×w
+        assert_eq!(maps.dims(), [n, 5, h, w]);
+        let y0: Vec<Vec<f32>> = net.forward_head(&f, false).unwrap().to_vec2().unwrap();
+        let eps = 0.1f32; // the head is piecewise linear: a large step is exact unless a ReLU flips
+        let fv: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = maps.flatten_all().unwrap().to_vec1().unwrap();
+        let mut want = vec![0f32; n * 5 * h * w];
+        for k in 0..c {
+            let mut bumped = fv.clone();
+            for i in 0..n {
+                for p in 0..h * w {
+                    bumped[(i * c + k) * h * w + p] += eps;
+                }
+            }
+            let y1: Vec<Vec<f32>> = net
+                .forward_head(&Tensor::from_vec(bumped, (n, c, h, w), &Device::Cpu).unwrap(), false)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            for i in 0..n {
+                for cls in 0..5 {
+                    let jac = (y1[i][cls] - y0[i][cls]) / eps;
+                    for p in 0..h * w {
+                        want[(i * 5 + cls) * h * w + p] += jac * fv[(i * c + k) * h * w + p];
+                    }
+                }
+            }
+        }
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "the synthetic head must pass something");
+        let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-2 * scale, "max |Δ| {worst} against a scale of {scale}");
+    }
 }

@@ -38,7 +38,7 @@ pub const TAP_BLOCK: usize = 14;
 pub const EXTRA_DEPTHS: [usize; 4] = [512, 256, 256, 128];
 
 /// Anchors per cell on each feature map: 3 on the lowest (`reduce_boxes_in_lowest_layer`),
-/// else one per aspect ratio plus the interpolated scale ([`AnchorGenerator::SSD_MOBILENET_V2`]).
+/// else one per aspect ratio plus the interpolated scale ([`AnchorGenerator::ssd_mobilenet_v2`]).
 pub const ANCHORS_PER_CELL: [usize; 6] = [3, 6, 6, 6, 6, 6];
 
 /// TF's `ssd_anchor_generator` (`anchor_generators/multiple_grid_anchor_generator.py`,

@@ -339,49 +339,47 @@ pub fn wanted(req: &InferRequest, all: &[&'static str]) -> Result<Vec<Wanted>, S
         .collect()
 }
 
-/// The response: its JSON part, and the binary part (empty when every output is JSON).
-pub fn response(
+/// One output tensor of a response, before it is placed in the JSON part or the binary one.
+struct OutputTensor {
+    datatype: &'static str,
+    shape: Vec<usize>,
+    /// The values as JSON `data`.
+    data: Value,
+    /// The same values as the binary extension lays them out.
+    bytes: Vec<u8>,
+}
+
+impl OutputTensor {
+    fn fp32(shape: Vec<usize>, values: Vec<f32>) -> Self {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self {
+            datatype: "FP32",
+            shape,
+            data: json!(values),
+            bytes,
+        }
+    }
+}
+
+/// The response's JSON part and binary part (empty when every output is JSON), from each wanted
+/// output's tensor: binary ones get `binary_data_size` and their bytes appended in order.
+fn assemble(
     model: &str,
     id: Option<&str>,
     wanted: &[Wanted],
-    rows: &[ImageScores],
-    labels: &[String],
+    tensor: impl Fn(&Wanted) -> OutputTensor,
 ) -> (Vec<u8>, Vec<u8>) {
     let mut binary = Vec::new();
     let outputs: Vec<Value> = wanted
         .iter()
         .map(|w| {
-            let row = |s: &ImageScores| -> Vec<f32> {
-                if w.name == "logits" {
-                    s.logits.clone()
-                } else {
-                    s.probs.clone()
-                }
-            };
-            let classes = rows.first().map_or(labels.len(), |s| s.probs.len());
-            let (datatype, shape, data, bytes) = match w.classification {
-                Some(k) => {
-                    let k = k.min(classes);
-                    let strings: Vec<String> = rows.iter().flat_map(|s| classify_strings(&row(s), k, labels)).collect();
-                    let mut bytes = Vec::new();
-                    for s in &strings {
-                        bytes.extend((s.len() as u32).to_le_bytes());
-                        bytes.extend(s.as_bytes());
-                    }
-                    ("BYTES", vec![rows.len(), k], json!(strings), bytes)
-                }
-                None => {
-                    let values: Vec<f32> = rows.iter().flat_map(row).collect();
-                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    ("FP32", vec![rows.len(), classes], json!(values), bytes)
-                }
-            };
-            let mut out = json!({"name": w.name, "datatype": datatype, "shape": shape});
+            let t = tensor(w);
+            let mut out = json!({"name": w.name, "datatype": t.datatype, "shape": t.shape});
             if w.binary {
-                out["parameters"] = json!({"binary_data_size": bytes.len()});
-                binary.extend(bytes);
+                out["parameters"] = json!({"binary_data_size": t.bytes.len()});
+                binary.extend(t.bytes);
             } else {
-                out["data"] = data;
+                out["data"] = t.data;
             }
             out
         })
@@ -391,6 +389,44 @@ pub fn response(
         head["id"] = json!(id);
     }
     (serde_json::to_vec(&head).expect("JSON of plain values"), binary)
+}
+
+/// The response of a classifier: its JSON part, and the binary part.
+pub fn response(
+    model: &str,
+    id: Option<&str>,
+    wanted: &[Wanted],
+    rows: &[ImageScores],
+    labels: &[String],
+) -> (Vec<u8>, Vec<u8>) {
+    let classes = rows.first().map_or(labels.len(), |s| s.probs.len());
+    assemble(model, id, wanted, |w| {
+        let row = |s: &ImageScores| -> Vec<f32> {
+            if w.name == "logits" {
+                s.logits.clone()
+            } else {
+                s.probs.clone()
+            }
+        };
+        match w.classification {
+            Some(k) => {
+                let k = k.min(classes);
+                let strings: Vec<String> = rows.iter().flat_map(|s| classify_strings(&row(s), k, labels)).collect();
+                let mut bytes = Vec::new();
+                for s in &strings {
+                    bytes.extend((s.len() as u32).to_le_bytes());
+                    bytes.extend(s.as_bytes());
+                }
+                OutputTensor {
+                    datatype: "BYTES",
+                    shape: vec![rows.len(), k],
+                    data: json!(strings),
+                    bytes,
+                }
+            }
+            None => OutputTensor::fp32(vec![rows.len(), classes], rows.iter().flat_map(row).collect()),
+        }
+    })
 }
 
 /// The response of a detector: its JSON part and binary part. `dets` holds each image's
@@ -412,34 +448,15 @@ pub fn detection_response(
             })
             .collect()
     };
-    let mut binary = Vec::new();
-    let outputs: Vec<Value> = wanted
-        .iter()
-        .map(|w| {
-            let (shape, values) = match w.name {
-                "detection_boxes" => (
-                    vec![n, k, 4],
-                    padded(&|d| vec![d.bbox.ymin, d.bbox.xmin, d.bbox.ymax, d.bbox.xmax], 4),
-                ),
-                "detection_classes" => (vec![n, k], padded(&|d| vec![d.class as f32], 1)),
-                "detection_scores" => (vec![n, k], padded(&|d| vec![d.score], 1)),
-                _ => (vec![n], dets.iter().map(|d| d.len().min(k) as f32).collect()),
-            };
-            let mut out = json!({"name": w.name, "datatype": "FP32", "shape": shape});
-            if w.binary {
-                out["parameters"] = json!({"binary_data_size": values.len() * 4});
-                binary.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            } else {
-                out["data"] = json!(values);
-            }
-            out
-        })
-        .collect();
-    let mut head = json!({"model_name": model, "model_version": "1", "outputs": outputs});
-    if let Some(id) = id {
-        head["id"] = json!(id);
-    }
-    (serde_json::to_vec(&head).expect("JSON of plain values"), binary)
+    assemble(model, id, wanted, |w| match w.name {
+        "detection_boxes" => OutputTensor::fp32(
+            vec![n, k, 4],
+            padded(&|d| vec![d.bbox.ymin, d.bbox.xmin, d.bbox.ymax, d.bbox.xmax], 4),
+        ),
+        "detection_classes" => OutputTensor::fp32(vec![n, k], padded(&|d| vec![d.class as f32], 1)),
+        "detection_scores" => OutputTensor::fp32(vec![n, k], padded(&|d| vec![d.score], 1)),
+        _ => OutputTensor::fp32(vec![n], dets.iter().map(|d| d.len().min(k) as f32).collect()),
+    })
 }
 
 /// The detection settings a request's `parameters` override: `score_threshold`,

@@ -560,25 +560,37 @@ async fn classify(
         raw: q.raw.unwrap_or(false),
         ..ClassifyOptions::default()
     };
-    let (name, bytes) = upload(&state, req).await?;
-    let name = q.name.or(name).unwrap_or_default();
-    let answer = run(&state, entry, vec![Input::Encoded(bytes.to_vec())]).await?;
+    let (name, outcome) = run_upload(&state, entry, req, q.name).await?;
+    let result = outcome.map(|s| entry.served.model.classification(&s.probs, &s.logits, &opts, rules));
+    Ok(single_answer(Classification::to_json(&name, &result), result.is_ok()))
+}
+
+/// The one image of a `/classify` or `/detect` request run on `entry`: the name to report
+/// (`name=`, else a multipart file's name) and its outcome, an error naming the image.
+async fn run_upload(
+    state: &AppState,
+    entry: &Entry,
+    req: Request,
+    name: Option<String>,
+) -> Result<(String, Result<ImageScores, String>), ApiError> {
+    let (file_name, bytes) = upload(state, req).await?;
+    let name = name.or(file_name).unwrap_or_default();
+    let answer = run(state, entry, vec![Input::Encoded(bytes.to_vec())]).await?;
     let outcome = answer.outcomes.into_iter().next().expect("one outcome per input");
-    let result = outcome
-        .map(|s| entry.served.model.classification(&s.probs, &s.logits, &opts, rules))
-        .map_err(|e| match name.as_str() {
-            "" => format!("request body: {e}"),
-            name => format!("{name}: {e}"),
-        });
-    let mut body = Classification::to_json(&name, &result);
-    let status = match result {
-        Ok(_) => StatusCode::OK,
-        Err(_) => {
-            body["code"] = json!(400);
-            StatusCode::BAD_REQUEST
-        }
-    };
-    Ok((status, axum::Json(body)).into_response())
+    let outcome = outcome.map_err(|e| match name.as_str() {
+        "" => format!("request body: {e}"),
+        name => format!("{name}: {e}"),
+    });
+    Ok((name, outcome))
+}
+
+/// A single-image endpoint's JSON answer: 200, or 400 with `"code": 400` added when it failed.
+fn single_answer(mut body: serde_json::Value, ok: bool) -> Response {
+    if ok {
+        return (StatusCode::OK, axum::Json(body)).into_response();
+    }
+    body["code"] = json!(400);
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// A 400 for a detector where a classifier's answer is asked for.
@@ -641,30 +653,17 @@ async fn detect(
         iou_threshold: q.iou,
         max_detections: Some(q.max.unwrap_or(100).max(1)),
     };
-    let (name, bytes) = upload(&state, req).await?;
-    let name = q.name.or(name).unwrap_or_default();
-    let answer = run(&state, entry, vec![Input::Encoded(bytes.to_vec())]).await?;
-    let outcome = answer.outcomes.into_iter().next().expect("one outcome per input");
-    let result = outcome
-        .and_then(|s| {
-            let (w, h) = s.size.expect("an encoded image has its size");
-            m.decode_raw(&s.logits, m.meta.options.num_classes + 4, &opts)
-                .map(|found| m.to_pixels(w, h, &found))
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| match name.as_str() {
-            "" => format!("request body: {e}"),
-            name => format!("{name}: {e}"),
-        });
-    let mut body = crate::detect::Detections::to_json(&name, &result);
-    let status = match result {
-        Ok(_) => StatusCode::OK,
-        Err(_) => {
-            body["code"] = json!(400);
-            StatusCode::BAD_REQUEST
-        }
-    };
-    Ok((status, axum::Json(body)).into_response())
+    let (name, outcome) = run_upload(&state, entry, req, q.name).await?;
+    let result = outcome.and_then(|s| {
+        let (w, h) = s.size.expect("an encoded image has its size");
+        m.decode_raw(&s.logits, m.meta.options.num_classes + 4, &opts)
+            .map(|found| m.to_pixels(w, h, &found))
+            .map_err(|e| format!("{}: {e}", if name.is_empty() { "request body" } else { &name }))
+    });
+    Ok(single_answer(
+        crate::detect::Detections::to_json(&name, &result),
+        result.is_ok(),
+    ))
 }
 
 /// The image of a `/classify` request: the body itself, or the first file of a multipart form

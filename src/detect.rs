@@ -275,12 +275,18 @@ impl Detector {
         };
         let anchors = match &config.anchors {
             AnchorSpec::Stored(s) if s == "stored" => {
-                let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-                    .map_err(|e| err(format!("cannot read its tensors: {e}")))?
-                    .remove("anchors")
-                    .ok_or_else(|| {
-                        err("metadata says the anchors are stored, but there is no `anchors` tensor".into())
-                    })?;
+                // only the anchors are read (the network's weights are loaded apart)
+                // SAFETY: mapped read-only, as the weights are; the file must not change meanwhile.
+                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+                    .map_err(|e| err(format!("cannot read its tensors: {e}")))?;
+                if !st.tensors().iter().any(|(n, _)| n == "anchors") {
+                    return Err(err(
+                        "metadata says the anchors are stored, but there is no `anchors` tensor".into(),
+                    ));
+                }
+                let t = st
+                    .load("anchors", &candle_core::Device::Cpu)
+                    .map_err(|e| err(format!("cannot read `anchors`: {e}")))?;
                 let rows: Vec<Vec<f32>> = t
                     .to_dtype(DType::F32)
                     .and_then(|t| t.to_vec2())

@@ -121,6 +121,28 @@ SUPPORTED_TFLITE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"
 TFL_FLOAT32, TFL_FLOAT16, TFL_INT32, TFL_UINT8, TFL_INT8 = 0, 1, 2, 3, 9
 
 
+SUPPORTED_SSD_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RESHAPE", "CONCATENATION", "LOGISTIC", "DEQUANTIZE",
+                     "CUSTOM:TFLite_Detection_PostProcess"}
+
+
+def tflite_ops(path: Path, model, sg, op_names: dict, supported: set, where: str = "") -> list[tuple[str, object]]:
+    """(op name, operator) in execution order, custom ops as `CUSTOM:<code>`; an op outside
+    `supported` is named with its index."""
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        oc = model.OperatorCodes(op.OpcodeIndex())
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = op_names.get(code, f"builtin code {code}")
+        if name == "CUSTOM":
+            name = "CUSTOM:" + oc.CustomCode().decode()
+        if name not in supported:
+            raise ConversionError(f"{path}: unsupported TFLite op {name} (operator {i}){where}; "
+                                  f"supported: {', '.join(sorted(supported))}")
+        ops.append((name, op))
+    return ops
+
+
 def mobilenet_v1_names() -> list[tuple[str, str]]:
     # (our name, TFLite op) in execution order. TF-slim MobilenetV1/Conv2d_0 → features.0.0,
     # Conv2d_i_depthwise → features.i.depthwise.0, Conv2d_i_pointwise → features.i.pointwise.0,
@@ -239,16 +261,7 @@ def convert_tflite(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
     if any(sg.Tensors(i).Name().decode().startswith("BoxPredictor_") for i in range(sg.TensorsLength())):
         return convert_tflite_ssd(path, labels_path, model, sg, op_names)
 
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        oc = model.OperatorCodes(op.OpcodeIndex())
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, f"builtin code {code}")
-        if name not in SUPPORTED_TFLITE_OPS:
-            raise ConversionError(f"{path}: unsupported TFLite op {name} (operator {i}); "
-                                  f"supported: {', '.join(sorted(SUPPORTED_TFLITE_OPS))}")
-        ops.append((name, op))
+    ops = tflite_ops(path, model, sg, op_names, SUPPORTED_TFLITE_OPS)
 
     convs = [(n, op) for n, op in ops if n in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     n_dw = sum(n == "DEPTHWISE_CONV_2D" for n, _ in convs)
@@ -404,23 +417,8 @@ def convert_tflite_ssd(path: Path, labels_path: Path | None, model, sg, op_names
     from tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
     from tflite.Padding import Padding
 
-    producer = {}
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        oc = model.OperatorCodes(op.OpcodeIndex())
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, f"builtin code {code}")
-        if name == "CUSTOM":
-            name = "CUSTOM:" + oc.CustomCode().decode()
-        allowed = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RESHAPE", "CONCATENATION", "LOGISTIC", "DEQUANTIZE",
-                   "CUSTOM:TFLite_Detection_PostProcess"}
-        if name not in allowed:
-            raise ConversionError(f"{path}: unsupported op {name} (operator {i}) in an SSD file; "
-                                  f"supported: {', '.join(sorted(allowed))}")
-        for o in op.OutputsAsNumpy():
-            producer[int(o)] = (name, op)
-        ops.append((name, op))
+    ops = tflite_ops(path, model, sg, op_names, SUPPORTED_SSD_OPS, " in an SSD file")
+    producer = {int(o): (name, op) for name, op in ops for o in op.OutputsAsNumpy()}
 
     def const(idx: int) -> np.ndarray:
         """A constant tensor, through a DEQUANTIZE op (float16 files) where there is one."""

@@ -90,7 +90,7 @@ class TfliteConversion(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             bad = Path(d) / "bad.tflite"
             bad.write_bytes(buf)
-            with self.assertRaisesRegex(cw.ConversionError, "unsupported op TANH"):
+            with self.assertRaisesRegex(cw.ConversionError, "unsupported TFLite op TANH \\(operator \\d+\\) in an SSD file"):
                 cw.convert_tflite(bad, None)
 
     def test_metadata_describes_the_model(self):

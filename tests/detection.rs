@@ -18,6 +18,18 @@ fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
+/// The COCO detector of ../shared converted once for every test here (into a kept temporary
+/// folder), or `None` where ../shared or the converter's Python is absent outside CI.
+fn coco_weights() -> Option<PathBuf> {
+    static WEIGHTS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    WEIGHTS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            common::converted_tflite(&dir, "ssd_mobilenet_v2_coco_quant_postprocess", Some("coco_labels.txt"))
+        })
+        .clone()
+}
+
 fn photo(shared: &Path, name: &str) -> PathBuf {
     shared.join("data/images").join(name)
 }
@@ -43,14 +55,7 @@ fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
 /// |Δscore| ≤ 0.05); none of ours above 0.6 that TFLite lacks.
 #[test]
 fn coco_detections_match_the_tflite_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let shared = common::shared_dir().unwrap();
     let model = Model::load(&weights, &Device::Cpu).unwrap();
     let fx = fixture("coco.json");
@@ -179,14 +184,7 @@ fn oidv4_raw_outputs_match_the_tflite_runtime() {
 /// COCO file: equal within half a quantisation step.
 #[test]
 fn generated_anchors_equal_the_stored_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let model = Model::load(&weights, &Device::Cpu).unwrap();
     let stored = &model.detector().unwrap().anchors;
     let generated = AnchorGenerator::ssd_mobilenet_v2()
@@ -210,14 +208,7 @@ fn generated_anchors_equal_the_stored_ones() {
 /// path a caller holding raw outputs takes).
 #[test]
 fn split_raw_and_decoder_reproduce_detect() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let shared = common::shared_dir().unwrap();
     let model = Model::load(&weights, &Device::Cpu).unwrap();
     let img = ferrovision::preprocess::load_image(&photo(&shared, "pets.jpg")).unwrap();
@@ -253,13 +244,7 @@ fn ferrovision() -> std::process::Command {
 #[test]
 fn detect_cli_json_lines_bad_files_and_drawings() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let shared = common::shared_dir().unwrap();
     let photos = dir.path().join("photos");
     std::fs::create_dir(&photos).unwrap();
@@ -361,13 +346,7 @@ fn detect_refuses_a_classifier() {
 #[test]
 fn boxes_are_in_the_exif_oriented_image() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let shared = common::shared_dir().unwrap();
     let jpeg = std::fs::read(photo(&shared, "cat_720p.jpg")).unwrap();
     let tiff: Vec<u8> = [
@@ -401,13 +380,7 @@ fn boxes_are_in_the_exif_oriented_image() {
 #[test]
 fn summary_inspect_and_classify_on_a_detector() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(weights) = common::converted_tflite(
-        dir.path(),
-        "ssd_mobilenet_v2_coco_quant_postprocess",
-        Some("coco_labels.txt"),
-    ) else {
-        return;
-    };
+    let Some(weights) = coco_weights() else { return };
     let shared = common::shared_dir().unwrap();
     let out = ferrovision()
         .args(["summary", "--format", "json", "--weights"])

@@ -1,10 +1,8 @@
 //! `ferrovision classify`: image files and folders → top classes and rule-mapped labels,
 //! streamed as they finish. Decoding runs in parallel, one batch ahead of the network.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -12,7 +10,6 @@ use ferrovision::classify::{Classification, ClassifyOptions};
 use ferrovision::preprocess::Crops;
 use ferrovision::rules::Rules;
 use ferrovision::Model;
-use rayon::prelude::*;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -179,42 +176,25 @@ pub fn run(args: &ClassifyArgs, model: &Model, rules: Option<&Rules>) -> anyhow:
         },
         raw: args.raw,
     };
-    let progress = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(files.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let start = Instant::now();
     let mut out = std::io::stdout().lock();
     if let Format::Csv = args.format {
         writeln!(out, "path,rank,class_id,label,score,error")?;
     }
     let mut failures = 0;
-    let chunks: Vec<Vec<PathBuf>> = files.chunks(args.batch_size.max(1)).map(|c| c.to_vec()).collect();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        // decode + preprocess one batch ahead of the network
-        let (tx, rx) = sync_channel(1);
-        let crops = opts.crops;
-        s.spawn(move || {
-            for chunk in chunks {
-                let views: Vec<_> = chunk.par_iter().map(|p| model.load_views(p, crops)).collect();
-                if tx.send((chunk, views)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (chunk, views) in rx {
-            for (path, result) in model.finish(&chunk, views, &opts, rules) {
+    let crops = opts.crops;
+    let secs = super::stream_batches(
+        &files,
+        args.batch_size,
+        |p| model.load_views(p, crops),
+        |chunk, views| {
+            for (path, result) in model.finish(chunk, views, &opts, rules) {
                 failures += usize::from(result.is_err());
                 write_result(&mut out, args.format, &path, &result.map_err(|e| e.to_string()))?;
             }
             out.flush()?;
-            progress.inc(chunk.len() as u64);
-        }
-        Ok(())
-    })?;
-    progress.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
+            Ok(())
+        },
+    )?;
     eprintln!(
         "classified {} images in {secs:.2} s ({:.1} images/s), {failures} failed",
         files.len(),

@@ -2,16 +2,13 @@
 //! they finish, optionally drawn. Decoding runs in parallel, one batch ahead of the network;
 //! a bad file is reported on its line and the run goes on.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use ferrovision::detect::{DetectOptions, Detections};
 use ferrovision::Model;
-use rayon::prelude::*;
 
 use super::classify::{collect, Format};
 
@@ -80,34 +77,18 @@ pub fn run(args: &DetectArgs, model: &Model) -> anyhow::Result<usize> {
         iou_threshold: Some(args.iou),
         max_detections: Some(args.max),
     };
-    let progress = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(files.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let start = Instant::now();
     let mut out = std::io::stdout().lock();
     if let Format::Csv = args.format {
         writeln!(out, "path,class_id,label,score,x0,y0,x1,y1,error")?;
     }
     let (mut failures, mut boxes) = (0, 0);
     let mut drawn = std::collections::HashSet::new();
-    let chunks: Vec<Vec<PathBuf>> = files.chunks(args.batch_size.max(1)).map(|c| c.to_vec()).collect();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let (tx, rx) = sync_channel(1);
-        s.spawn(move || {
-            for chunk in chunks {
-                let images: Vec<_> = chunk
-                    .par_iter()
-                    .map(|p| ferrovision::preprocess::load_image(p))
-                    .collect();
-                if tx.send((chunk, images)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (chunk, images) in rx {
-            for (path, result) in detect_batch(model, &chunk, images, &opts) {
+    let secs = super::stream_batches(
+        &files,
+        args.batch_size,
+        ferrovision::preprocess::load_image,
+        |chunk, images| {
+            for (path, result) in detect_batch(model, chunk, images, &opts) {
                 let result = result.and_then(|(img, d)| {
                     if let Some(dir) = &args.draw {
                         draw(&dir.join(drawn_name(&path, &mut drawn)), &img, &d)?;
@@ -119,12 +100,9 @@ pub fn run(args: &DetectArgs, model: &Model) -> anyhow::Result<usize> {
                 write_result(&mut out, args.format, &path, &result.map_err(|e| format!("{e:#}")))?;
             }
             out.flush()?;
-            progress.inc(chunk.len() as u64);
-        }
-        Ok(())
-    })?;
-    progress.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
+            Ok(())
+        },
+    )?;
     eprintln!(
         "detected {boxes} objects in {} images in {secs:.2} s ({:.1} images/s), {failures} failed",
         files.len(),
@@ -136,30 +114,39 @@ pub fn run(args: &DetectArgs, model: &Model) -> anyhow::Result<usize> {
 type Decoded = ferrovision::Result<image::DynamicImage>;
 
 /// One forward pass over the decodable images of a batch; a failing batch is retried image by
-/// image so that one bad input cannot take the others' results with it.
+/// image so that one bad input cannot take the others' results with it. Each decoded image is
+/// handed back with its detections (for `--draw`).
 fn detect_batch(
     model: &Model,
     paths: &[PathBuf],
     images: Vec<Decoded>,
     opts: &DetectOptions,
 ) -> Vec<(PathBuf, anyhow::Result<(image::DynamicImage, Detections)>)> {
-    let ok: Vec<image::DynamicImage> = images.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let mut batch = match model.detect(&ok, opts) {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new()); // decoded images; per path, its error if any
+    for decoded in images {
+        match decoded {
+            Ok(img) => {
+                ok.push(img);
+                failed.push(None);
+            }
+            Err(e) => failed.push(Some(e)),
+        }
+    }
+    let found = match model.detect(&ok, opts) {
         Ok(d) => d.into_iter().map(Ok).collect::<Vec<_>>(),
         Err(_) => ok
             .iter()
             .map(|img| model.detect(std::slice::from_ref(img), opts).map(|mut d| d.remove(0)))
             .collect(),
-    }
-    .into_iter()
-    .zip(ok);
+    };
+    let mut batch = found.into_iter().zip(ok);
     paths
         .iter()
-        .zip(images)
-        .map(|(p, decoded)| {
-            let r = match decoded {
-                Err(e) => Err(anyhow::Error::new(e)),
-                Ok(_) => {
+        .zip(failed)
+        .map(|(p, error)| {
+            let r = match error {
+                Some(e) => Err(anyhow::Error::new(e)),
+                None => {
                     let (d, img) = batch.next().expect("one result per decoded image");
                     d.map(|d| (img, d)).map_err(anyhow::Error::new)
                 }

@@ -5,6 +5,46 @@ pub mod features;
 pub mod serve;
 pub mod study;
 
+/// The folder pipeline of `classify` and `detect`: `files` in batches of `batch_size`, each
+/// batch's files loaded in parallel by `load` one batch ahead of `handle`, which gets the batch
+/// (its paths and what `load` made of each) on this thread; a progress bar when stderr is a
+/// terminal. Returns the seconds it all took.
+pub fn stream_batches<T: Send>(
+    files: &[std::path::PathBuf],
+    batch_size: usize,
+    load: impl Fn(&std::path::Path) -> T + Sync,
+    mut handle: impl FnMut(&[std::path::PathBuf], Vec<T>) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    use std::io::IsTerminal;
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = std::time::Instant::now();
+    let chunks: Vec<&[std::path::PathBuf]> = files.chunks(batch_size.max(1)).collect();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let load = &load;
+        s.spawn(move || {
+            for chunk in chunks {
+                let loaded: Vec<T> = chunk.par_iter().map(|p| load(p)).collect();
+                if tx.send((chunk, loaded)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (chunk, loaded) in rx {
+            handle(chunk, loaded)?;
+            progress.inc(chunk.len() as u64);
+        }
+        Ok(())
+    })?;
+    progress.finish_and_clear();
+    Ok(start.elapsed().as_secs_f64())
+}
+
 /// `--weights-dtype`: how the weights are stored (the CPU computes in f32 either way; half
 /// storage halves the model's memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

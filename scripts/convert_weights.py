@@ -258,8 +258,13 @@ def convert_tflite(path: Path, labels_path: Path | None) -> tuple[dict, dict]:
     if sg is None:
         raise ConversionError(f"{path}: the model has no subgraph")
     op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
-    if any(sg.Tensors(i).Name().decode().startswith("BoxPredictor_") for i in range(sg.TensorsLength())):
+    names = [sg.Tensors(i).Name().decode() for i in range(sg.TensorsLength())]
+    if any(n.startswith("BoxPredictor_") for n in names):
         return convert_tflite_ssd(path, labels_path, model, sg, op_names)
+    if any("MobilenetV1/heatmap_2" in n for n in names):
+        return convert_tflite_posenet(path, model, sg, op_names)
+    if any(n.startswith("kpt_heatmap_0/") for n in names):
+        return convert_tflite_movenet(path, model, sg, op_names)
 
     ops = tflite_ops(path, model, sg, op_names, SUPPORTED_TFLITE_OPS)
 
@@ -530,6 +535,268 @@ def convert_tflite_ssd(path: Path, labels_path: Path | None, model, sg, op_names
         "source": {"framework": "tflite", "file": path.name, "sha256": sha256(path),
                    "quantization": "dequantized (real = scale × (q − zero_point)) or float16 widened"},
         "licence": "Apache-2.0 (TensorFlow Object Detection API models; Coral / MediaPipe)",
+    }
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow Lite pose estimators: PoseNet (Coral's MobileNet v1 files) and MoveNet
+# ---------------------------------------------------------------------------------------------
+
+# COCO's 17 keypoints, in the order of the heatmap channels of both models.
+COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle"]
+
+SUPPORTED_POSENET_OPS = {"QUANTIZE", "DEQUANTIZE", "PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION",
+                         "CUSTOM:PosenetDecoderOp"}
+SUPPORTED_MOVENET_OPS = {"CAST", "QUANTIZE", "DEQUANTIZE", "SUB", "MUL", "ADD", "DIV", "SQRT", "CONV_2D",
+                         "DEPTHWISE_CONV_2D", "RESIZE_BILINEAR", "LOGISTIC", "RESHAPE", "ARG_MAX", "FLOOR_DIV",
+                         "PACK", "UNPACK", "GATHER_ND", "CONCATENATION"}
+
+
+def conv_options(op, kind: str):
+    from tflite.Conv2DOptions import Conv2DOptions
+    from tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
+
+    o = (Conv2DOptions if kind == "CONV_2D" else DepthwiseConv2DOptions)()
+    table = op.BuiltinOptions()
+    o.Init(table.Bytes, table.Pos)
+    return o
+
+
+def convert_pose_convs(path: Path, model, sg, ops, layer_name) -> tuple[dict, dict]:
+    """Every CONV_2D / DEPTHWISE_CONV_2D through `layer_name(output and bias names, weight name)` →
+    (our path, activation); weights dequantized and transposed to ours, SAME padding and the
+    fused activation checked. Returns the tensors and {our path: (stride, dilation)}."""
+    from tflite.ActivationFunctionType import ActivationFunctionType as Act
+    from tflite.Padding import Padding
+
+    tensors, geometry = {}, {}
+    for name, op in ops:
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        inp, w_idx, b_idx = (int(i) for i in op.InputsAsNumpy()[:3])
+        out_idx = int(op.OutputsAsNumpy()[0])
+        out_names = sg.Tensors(out_idx).Name().decode().split(";")
+        w_name = sg.Tensors(w_idx).Name().decode().split(";")[0]
+        mapped = layer_name(out_names + sg.Tensors(b_idx).Name().decode().split(";"), w_name)
+        if mapped is None:
+            raise ConversionError(f"{path}: convolution `{out_names[0]}` (weights `{w_name}`) is not part of the "
+                                  f"model's layout")
+        our, act = mapped
+        w = dequantize(model, sg, w_idx)
+        b = bias_dequantize(model, sg, b_idx, inp, w_idx)
+        o = conv_options(op, name)
+        if w.shape[1] > 1 and o.Padding() != Padding.SAME:
+            raise ConversionError(f"{path}: {our} uses VALID padding; only SAME is supported")
+        if name == "DEPTHWISE_CONV_2D" and o.DepthMultiplier() not in (0, 1):
+            raise ConversionError(f"{path}: {our}: depth multiplier {o.DepthMultiplier()} is not supported")
+        want = {"relu6": Act.RELU6, "relu": Act.RELU, "none": Act.NONE}[act]
+        fused = o.FusedActivationFunction()
+        if fused == Act.NONE and want == Act.RELU6 and quantized_range(sg, out_idx)[0] == 0.0:
+            fused = Act.RELU6  # TF1 quantized files: the uint8 output range [0, ≤ 6] is the ReLU6
+        if fused != want:
+            raise ConversionError(f"{path}: {our}: fused activation {o.FusedActivationFunction()}, expected {want}")
+        w = w.transpose(0, 3, 1, 2) if name == "CONV_2D" else w.transpose(3, 0, 1, 2)
+        if f"{our}.weight" in tensors:
+            raise ConversionError(f"{path}: two convolutions map to {our}")
+        tensors[f"{our}.weight"], tensors[f"{our}.bias"] = w, b
+        geometry[our] = (o.StrideH(), o.DilationHFactor())
+    return tensors, geometry
+
+
+def uint8_input_normalisation(sg) -> dict:
+    """The preprocessing entries of a uint8 input: real = scale × (pixel − zero_point)."""
+    inp = sg.Tensors(int(sg.InputsAsNumpy()[0]))
+    q = inp.Quantization()
+    scale = q.ScaleAsNumpy() if q is not None else None
+    if inp.Type() != TFL_UINT8 or scale is None or isinstance(scale, int) or len(scale) != 1:
+        raise ConversionError("the input is not uint8 with one scale")
+    s, zp = float(scale[0]), float(q.ZeroPointAsNumpy()[0])
+    return {"scale": s, "mean": [s * zp] * 3, "std": [1.0, 1.0, 1.0]}
+
+
+def convert_tflite_posenet(path: Path, model, sg, op_names: dict) -> tuple[dict, dict]:
+    """PoseNet (MobileNet v1 at output stride 16) as Google Coral ships it: uint8 weights,
+    an explicit PAD op in front of the stem, the four heads, then Coral's PosenetDecoderOp,
+    whose options become the metadata's `pose` decoder."""
+    import flatbuffers.flexbuffers as flex
+
+    ops = tflite_ops(path, model, sg, op_names, SUPPORTED_POSENET_OPS, " in a PoseNet file")
+    heads = {"heatmap_2": "heatmap", "offset_2": "offset", "displacement_fwd_2": "displacement_fwd",
+             "displacement_bwd_2": "displacement_bwd"}
+
+    def layer(out_names: list[str], w_name: str):
+        first = out_names[0]
+        if m := re.fullmatch(r"MobilenetV1/Conv2d_0/Relu6", first):
+            return "backbone.features.0.0", "relu6"
+        if m := re.fullmatch(r"MobilenetV1/Conv2d_(\d+)_(depthwise|pointwise)/Relu6", first):
+            return f"backbone.features.{m.group(1)}.{m.group(2)}.0", "relu6"
+        for n in out_names + [w_name]:
+            if m := re.search(r"MobilenetV1/(heatmap_2|offset_2|displacement_fwd_2|displacement_bwd_2)/", n):
+                return heads[m.group(1)], "none"
+        return None
+
+    tensors, geometry = convert_pose_convs(path, model, sg, ops, layer)
+    want = {f"backbone.features.{i}.{p}.0.weight" for i in range(1, 14) for p in ("depthwise", "pointwise")}
+    want |= {"backbone.features.0.0.weight"} | {f"{h}.weight" for h in heads.values()}
+    if missing := sorted(want - tensors.keys()):
+        raise ConversionError(f"{path}: PoseNet layers missing: {', '.join(missing)}")
+
+    decoder = None
+    input_pad = [0, 0, 0, 0]
+    for name, op in ops:
+        if name == "CUSTOM:PosenetDecoderOp":
+            decoder = flex.Loads(op.CustomOptionsAsNumpy().tobytes())
+        elif name == "PAD":
+            t = sg.Tensors(int(op.InputsAsNumpy()[1]))
+            pads = np.frombuffer(model.Buffers(t.Buffer()).DataAsNumpy().tobytes(), dtype=np.int32).reshape(4, 2)
+            if pads[0].any() or pads[3].any():
+                raise ConversionError(f"{path}: the PAD op pads the batch or channels: {pads.tolist()}")
+            input_pad = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
+    if decoder is None:
+        raise ConversionError(f"{path}: no PosenetDecoderOp: its stride, NMS radius and thresholds are unknown")
+    # the network's own output stride: the stem's and the blocks' strides
+    strides = [geometry["backbone.features.0.0"][0]] + [geometry[f"backbone.features.{i}.depthwise.0"][0]
+                                                        for i in range(1, 14)]
+    output_stride = int(np.prod(strides))
+    if output_stride != int(decoder["stride"]):
+        raise ConversionError(f"{path}: the network strides by {output_stride}, the decoder op says {decoder['stride']}")
+    dilations = {geometry[f"backbone.features.{i}.depthwise.0"][1] for i in range(1, 14)}
+    atrous = dilations != {1}
+
+    inp = sg.Tensors(int(sg.InputsAsNumpy()[0]))
+    _, h, w, _ = (int(v) for v in inp.ShapeAsNumpy())
+    width = tensors["backbone.features.1.pointwise.0.weight"].shape[0] / 64  # PoseNet's blocks 12-13 are 512α wide
+    k = tensors["heatmap.weight"].shape[0]
+    if k != len(COCO_KEYPOINTS):
+        raise ConversionError(f"{path}: {k} keypoint heatmaps; the COCO layout has {len(COCO_KEYPOINTS)}")
+    # Coral's pipeline: the photo resized (bilinear) to the input size, uint8 pixels
+    preprocessing = {"resize": "exact", "crop_size": [h, w], "interpolation": "bilinear", "antialias": False,
+                     "round_to_uint8": True, **uint8_input_normalisation(sg), "channel_order": "RGB"}
+    pose = {"decoder": "posenet", "output_stride": output_stride, "max_poses": int(decoder["max_detections"]),
+            "score_threshold": float(decoder["score_threshold"]), "nms_radius": float(decoder["nms_radius"])}
+    meta = {
+        "format": FORMAT,
+        "architecture": "posenet_mobilenet_v1",
+        "variant": path.stem,
+        "task": "pose",
+        "width_multiplier": str(width),
+        "input_size": str(h),
+        "num_classes": str(k),
+        "padding": "tf_same",
+        "bn_folded": "true",
+        "bn_eps": "0.001",
+        "output_stride": str(output_stride),
+        "atrous": "true" if atrous else "false",
+        "input_pad": input_pad,
+        "preprocessing": preprocessing,
+        "labels": COCO_KEYPOINTS,
+        "pose": pose,
+        "source": {"framework": "tflite", "file": path.name, "sha256": sha256(path),
+                   "quantization": "dequantized from uint8 (real = scale × (q − zero_point))"},
+        "licence": "Apache-2.0 (Google Coral test data)",
+    }
+    return tensors, meta
+
+
+def convert_tflite_movenet(path: Path, model, sg, op_names: dict) -> tuple[dict, dict]:
+    """MoveNet single-pose (TF Hub's TFLite export, int8 post-training quantized): Keras
+    MobileNetV2, the FPN and the CenterNet heads; the in-graph decoding's constants (input
+    normalisation, the centre-weighting offset) become metadata."""
+    ops = tflite_ops(path, model, sg, op_names, SUPPORTED_MOVENET_OPS, " in a MoveNet file")
+    heads = {"center": "center", "kpt_heatmap": "keypoint_heatmap", "kpt_offset": "keypoint_offset",
+             "kpt_regress": "keypoint_regress"}
+    fe = "center_net_mobile_net_v2fpn_feature_extractor/model_1/"
+
+    def layer(out_names: list[str], w: str):
+        if w.startswith(fe + "model/"):
+            scope = w[len(fe + "model/"):].split("/")[0].removesuffix("_BN")
+            if scope == "Conv1":
+                return "backbone.features.0.0", "relu6"
+            if scope == "Conv_1":
+                return "backbone.features.18.0", "relu6"
+            if scope == "expanded_conv_depthwise":
+                return "backbone.features.1.conv.0.0", "relu6"
+            if scope == "expanded_conv_project":
+                return "backbone.features.1.conv.1", "none"
+            if m := re.fullmatch(r"block_(\d+)_(expand|depthwise|project)", scope):
+                b, part = int(m.group(1)) + 1, m.group(2)
+                return {"expand": (f"backbone.features.{b}.conv.0.0", "relu6"),
+                        "depthwise": (f"backbone.features.{b}.conv.1.0", "relu6"),
+                        "project": (f"backbone.features.{b}.conv.2", "none")}[part]
+            return None
+        if m := re.fullmatch(re.escape(fe) + r"conv2d(?:_(\d))?/Conv2D", w):
+            return f"fpn.lateral.{int(m.group(1) or 0)}", "none"
+        if m := re.fullmatch(re.escape(fe) + r"separable_conv2d(?:_(\d))?/separable_conv2d(/depthwise\d*)?", w):
+            part = ("depthwise", "none") if m.group(2) else ("pointwise", "relu")
+            return f"fpn.output.{int(m.group(1) or 0)}.{part[0]}", part[1]
+        if m := re.fullmatch(r"(center|kpt_heatmap|kpt_offset|kpt_regress)_0/separable_conv2d_\d/separable_conv2d"
+                             r"(/depthwise\d*)?", w):
+            part = ("depthwise", "none") if m.group(2) else ("pointwise", "relu")
+            return f"head.{heads[m.group(1)]}.0.{part[0]}", part[1]
+        if m := re.fullmatch(r"(center|kpt_heatmap|kpt_offset|kpt_regress)_0/conv2d_\d/Conv2D", w):
+            return f"head.{heads[m.group(1)]}.1", "none"
+        return None
+
+    tensors, _ = convert_pose_convs(path, model, sg, ops, layer)
+    want = {f"backbone.features.{i}.conv.2.weight" for i in range(2, 18)} | {"backbone.features.18.0.weight"}
+    want |= {f"fpn.lateral.{i}.weight" for i in range(4)}
+    want |= {f"fpn.output.{i}.{p}.weight" for i in range(3) for p in ("depthwise", "pointwise")}
+    want |= {f"head.{h}.{j}.weight" for h in heads.values() for j in ("0.depthwise", "0.pointwise", "1")}
+    if missing := sorted(want - tensors.keys()):
+        raise ConversionError(f"{path}: MoveNet layers missing: {', '.join(missing)}")
+
+    def named_const(name: str) -> np.ndarray:
+        for i in range(sg.TensorsLength()):
+            if sg.Tensors(i).Name().decode().split(";")[0] == name:
+                return dequantize(model, sg, i)
+        raise ConversionError(f"{path}: no constant `{name}` (MoveNet's in-graph decoding has changed)")
+
+    # in-graph input normalisation: ((pixel − Reshape) · truediv_1) − sub_1/y
+    mean, mul, sub = named_const("Reshape").ravel(), float(named_const("truediv_1").ravel()[0]), \
+        float(named_const("sub_1/y").ravel()[0])
+    norm = {"scale": round(mul, 8), "mean": [round(float(m) * mul + sub, 6) for m in mean],
+            "std": [1.0, 1.0, 1.0]}
+    offset = round(float(named_const("add_1/y").ravel()[0]), 4)  # keypoint weighting: heat / (distance + offset)
+    # the stored centre weighting must be 1 / (distance to the grid centre + offset), as we compute it
+    weight = named_const("truediv_2").reshape(-1)
+    side = int(round(np.sqrt(weight.size)))
+    yy, xx = np.mgrid[0:side, 0:side]
+    ours = 1.0 / (np.sqrt((yy - side // 2) ** 2 + (xx - side // 2) ** 2) + offset)
+    step = float(sg.Tensors(next(i for i in range(sg.TensorsLength())
+                                 if sg.Tensors(i).Name().decode().split(";")[0] == "truediv_2"))
+                 .Quantization().ScaleAsNumpy()[0])
+    if np.abs(ours.ravel() - weight).max() > step:
+        raise ConversionError(f"{path}: the centre weighting is not 1 / (distance + {offset})")
+
+    inp = sg.Tensors(int(sg.InputsAsNumpy()[0]))
+    _, h, w, _ = (int(v) for v in inp.ShapeAsNumpy())
+    k = tensors["head.keypoint_heatmap.1.weight"].shape[0]
+    if k != len(COCO_KEYPOINTS):
+        raise ConversionError(f"{path}: {k} keypoint heatmaps; the COCO layout has {len(COCO_KEYPOINTS)}")
+    width = tensors["backbone.features.0.0.weight"].shape[0] / 32
+    # the model card: tf.image.resize_with_pad to the input size, then cast to integers
+    preprocessing = {"resize": "pad", "crop_size": [h, w], "interpolation": "bilinear", "antialias": False,
+                     "round_to_uint8": True, **norm, "channel_order": "RGB"}
+    meta = {
+        "format": FORMAT,
+        "architecture": "movenet",
+        "variant": path.stem,
+        "task": "pose",
+        "width_multiplier": str(width),
+        "input_size": str(h),
+        "num_classes": str(k),
+        "padding": "tf_same",
+        "bn_folded": "true",
+        "bn_eps": "0.001",
+        "preprocessing": preprocessing,
+        "labels": COCO_KEYPOINTS,
+        "pose": {"decoder": "movenet", "center_weight_offset": offset},
+        "source": {"framework": "tflite", "file": path.name, "sha256": sha256(path),
+                   "quantization": "dequantized from int8, per channel (real = scale × (q − zero_point))"},
+        "licence": "Apache-2.0 (Google MoveNet, TF Hub)",
     }
     return tensors, meta
 

@@ -31,6 +31,8 @@ pub mod inspect;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod pose;
+pub mod pose_task;
 pub mod preprocess;
 pub mod pretrained;
 pub mod rules;

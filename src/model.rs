@@ -3,7 +3,7 @@
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::archs::{alexnet, inception, mobilenet, resnet, squeezenet, ssd, vgg};
+use crate::archs::{alexnet, inception, mobilenet, movenet, posenet, resnet, squeezenet, ssd, vgg};
 use crate::error::Error;
 use crate::layers::{Norm, PaddingMode};
 
@@ -103,6 +103,15 @@ pub struct ModelOptions {
     /// last layer to `num_classes`), as Keras models fine-tuned with Dense layers have (nsfwjs:
     /// 256, 128). Empty: one Linear, the architecture's own. MobileNets and Inception v3 only.
     pub hidden: Vec<usize>,
+    /// MobileNet v1: the network's stride stops growing at this value (PoseNet, DeepLab): the
+    /// blocks that would stride past it keep stride 1 (TF-slim's `output_stride`). `None`: 32.
+    pub output_stride: Option<usize>,
+    /// With `output_stride`: dilate the blocks that no longer stride by the stride they skip
+    /// (TF-slim's atrous convolution); without it they stay undilated (Coral's PoseNet files).
+    pub atrous: bool,
+    /// Zero rows and columns added to the input before the stem, `[top, bottom, left, right]`
+    /// (a file's explicit `PAD` op in front of its first convolution; PoseNet only).
+    pub input_pad: [usize; 4],
 }
 
 impl Default for ModelOptions {
@@ -117,6 +126,9 @@ impl Default for ModelOptions {
             flavor: Flavor::Torchvision,
             bn_eps: None,
             hidden: Vec::new(),
+            output_stride: None,
+            atrous: false,
+            input_pad: [0; 4],
         }
     }
 }
@@ -160,6 +172,10 @@ pub enum ArchName {
     AlexNet,
     /// SSD on MobileNetV2 (a detector: `forward` gives raw box encodings and class logits).
     SsdMobileNetV2,
+    /// PoseNet on MobileNet v1 (multi-person pose: heatmaps, offsets, displacements).
+    PoseNet,
+    /// MoveNet single-pose on MobileNetV2 with a feature pyramid and CenterNet heads.
+    MoveNet,
 }
 
 impl ArchName {
@@ -186,6 +202,8 @@ impl ArchName {
         "inception_v3",
         "alexnet",
         "ssd_mobilenet_v2",
+        "posenet_mobilenet_v1",
+        "movenet",
     ];
 
     pub fn parse(name: &str) -> std::result::Result<Self, Error> {
@@ -198,6 +216,8 @@ impl ArchName {
             "inception_v3" => Self::InceptionV3,
             "alexnet" => Self::AlexNet,
             "ssd_mobilenet_v2" => Self::SsdMobileNetV2,
+            "posenet_mobilenet_v1" => Self::PoseNet,
+            "movenet" => Self::MoveNet,
             "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152" => Self::ResNet {
                 depth: name[6..].parse().expect("digits"),
             },
@@ -227,11 +247,16 @@ impl ArchName {
             Self::InceptionV3 => "inception_v3".into(),
             Self::AlexNet => "alexnet".into(),
             Self::SsdMobileNetV2 => "ssd_mobilenet_v2".into(),
+            Self::PoseNet => "posenet_mobilenet_v1".into(),
+            Self::MoveNet => "movenet".into(),
         }
     }
 
     fn is_mobilenet(&self) -> bool {
-        matches!(self, Self::MobileNetV1 | Self::MobileNetV2 | Self::SsdMobileNetV2)
+        matches!(
+            self,
+            Self::MobileNetV1 | Self::MobileNetV2 | Self::SsdMobileNetV2 | Self::PoseNet | Self::MoveNet
+        )
     }
 
     /// The input size its usual weights expect: 299 for Inception v3, 300 for SSD, else 224.
@@ -239,6 +264,8 @@ impl ArchName {
         match self {
             Self::InceptionV3 => 299,
             Self::SsdMobileNetV2 => 300,
+            Self::PoseNet => 257,
+            Self::MoveNet => 192,
             _ => 224,
         }
     }
@@ -247,6 +274,12 @@ impl ArchName {
     pub fn default_options(&self) -> ModelOptions {
         match self {
             Self::SsdMobileNetV2 => ModelOptions::with_classes(91),
+            // 17 COCO keypoints; PoseNet at output stride 16 (its published files)
+            Self::PoseNet => ModelOptions {
+                output_stride: Some(16),
+                ..ModelOptions::with_classes(17)
+            },
+            Self::MoveNet => ModelOptions::with_classes(17),
             _ => ModelOptions::default(),
         }
     }
@@ -254,6 +287,11 @@ impl ArchName {
     /// Whether this is a detector (its output is not one row of class logits per image).
     pub fn is_detector(&self) -> bool {
         matches!(self, Self::SsdMobileNetV2)
+    }
+
+    /// Whether this is a pose estimator (its output is keypoint maps, `num_classes` keypoints).
+    pub fn is_pose(&self) -> bool {
+        matches!(self, Self::PoseNet | Self::MoveNet)
     }
 
     /// Rejects options that make no sense for this architecture.
@@ -286,6 +324,18 @@ impl ArchName {
         }
         if opts.hidden.contains(&0) {
             return bad("hidden classifier widths must be at least 1".into());
+        }
+        if (opts.output_stride.is_some() || opts.atrous) && !matches!(self, Self::MobileNetV1 | Self::PoseNet) {
+            return bad("output_stride applies to mobilenet_v1 and posenet_mobilenet_v1 only".into());
+        }
+        if matches!(opts.output_stride, Some(s) if !s.is_power_of_two() || !(2..=32).contains(&s)) {
+            return bad(format!(
+                "output_stride must be 2, 4, 8, 16 or 32, got {:?}",
+                opts.output_stride
+            ));
+        }
+        if opts.input_pad != [0; 4] && *self != Self::PoseNet {
+            return bad("input_pad applies to posenet_mobilenet_v1 only".into());
         }
         if opts.transform_input && !matches!(self, Self::GoogLeNet | Self::InceptionV3) {
             return bad("transform_input applies to googlenet and inception_v3 only".into());
@@ -328,6 +378,8 @@ pub fn build_arch(arch: ArchName, opts: &ModelOptions, vb: VarBuilder) -> crate:
         ArchName::InceptionV3 => Box::new(inception::InceptionV3::new(opts, vb)?),
         ArchName::AlexNet => Box::new(alexnet::AlexNet::new(opts, vb)?),
         ArchName::SsdMobileNetV2 => Box::new(ssd::SsdMobileNetV2::new(opts, vb)?),
+        ArchName::PoseNet => Box::new(posenet::PoseNet::new(opts, vb)?),
+        ArchName::MoveNet => Box::new(movenet::MoveNet::new(opts, vb)?),
     };
     Ok(net)
 }

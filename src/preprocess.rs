@@ -22,6 +22,25 @@ pub enum Resize {
     CropFraction { crop_fraction: f64 },
     /// Resize straight to `crop_size`, ignoring the aspect ratio.
     Exact,
+    /// TensorFlow's `tf.image.resize_with_pad` (MoveNet's model card): resize keeping the
+    /// aspect ratio until the image fits `crop_size`, centred on a black (0) canvas.
+    Pad,
+}
+
+/// `tf.image.resize_with_pad`'s geometry (`resize_image_with_pad_common`, in f32 as TF
+/// computes it) for an `h`×`w` image into `th`×`tw`: (resized height, width, top, left).
+pub fn resize_with_pad_geometry(h: usize, w: usize, th: usize, tw: usize) -> (usize, usize, usize, usize) {
+    let (fh, fw, fth, ftw) = (h as f32, w as f32, th as f32, tw as f32);
+    let ratio = (fw / ftw).max(fh / fth);
+    let (rh, rw) = (fh / ratio, fw / ratio);
+    let top = ((fth - rh) / 2.0).floor().max(0.0) as usize;
+    let left = ((ftw - rw) / 2.0).floor().max(0.0) as usize;
+    (
+        (rh.floor() as usize).clamp(1, th),
+        (rw.floor() as usize).clamp(1, tw),
+        top,
+        left,
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +148,11 @@ impl Preprocessing {
                 (top, left, hf - 2.0 * top, wf - 2.0 * left)
             }
             Resize::Exact => (0.0, 0.0, hf, wf),
+            Resize::Pad => {
+                let (rh, rw, top, left) = resize_with_pad_geometry(h, w, ch, cw);
+                let (sy, sx) = (hf / rh as f64, wf / rw as f64);
+                (-(top as f64) * sy, -(left as f64) * sx, ch as f64 * sy, cw as f64 * sx)
+            }
         }
     }
 
@@ -151,6 +175,10 @@ impl Preprocessing {
                 rgb.resize((top, left, h - 2 * top, w - 2 * left), (ch, cw), filter)
             }
             Resize::Exact => rgb.resize((0, 0, h, w), (ch, cw), filter),
+            Resize::Pad => {
+                let (rh, rw, top, left) = resize_with_pad_geometry(h, w, ch, cw);
+                rgb.resize((0, 0, h, w), (rh, rw), filter).pad_to(ch, cw, top, left)
+            }
         }
     }
 
@@ -161,7 +189,7 @@ impl Preprocessing {
         let shorter = match self.resize {
             Resize::ShorterSide { resize_size } => resize_size,
             Resize::CropFraction { crop_fraction } => (ch.min(cw) as f64 / crop_fraction).round() as usize,
-            Resize::Exact => (ch.min(cw) as f64 / 0.875).round() as usize,
+            Resize::Exact | Resize::Pad => (ch.min(cw) as f64 / 0.875).round() as usize,
         };
         let (rh, rw) = rgb.shorter_side_size(shorter.max(ch).max(cw));
         let (bottom, right) = (rh - ch, rw - cw);
@@ -235,6 +263,17 @@ impl Rgb {
         let mut px = Vec::with_capacity(h * w * 3);
         for y in top..top + h {
             px.extend_from_slice(&self.px[(y * self.w + left) * 3..(y * self.w + left + w) * 3]);
+        }
+        Rgb { h, w, px }
+    }
+
+    /// This image at (`top`, `left`) of an `h`×`w` black canvas (`tf.image.pad_to_bounding_box`).
+    fn pad_to(&self, h: usize, w: usize, top: usize, left: usize) -> Rgb {
+        let mut px = vec![0f32; h * w * 3];
+        for y in 0..self.h.min(h.saturating_sub(top)) {
+            let n = self.w.min(w.saturating_sub(left)) * 3;
+            let dst = ((top + y) * w + left) * 3;
+            px[dst..dst + n].copy_from_slice(&self.px[y * self.w * 3..y * self.w * 3 + n]);
         }
         Rgb { h, w, px }
     }

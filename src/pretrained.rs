@@ -39,6 +39,8 @@ pub struct ModelMeta {
 pub enum Task {
     Classification,
     Detection(crate::detect::DetectionConfig),
+    /// Keypoints of people, with the decoder the network's outputs need.
+    Pose(crate::pose_task::PoseDecoder),
 }
 
 /// One class of a prediction.
@@ -106,6 +108,16 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
             Some(h) => serde_json::from_str(h)
                 .map_err(|e| err(format!("metadata `classifier_hidden` must be a list of widths: {e}")))?,
         },
+        output_stride: match meta.get("output_stride") {
+            None => None,
+            Some(_) => Some(num("output_stride")? as usize),
+        },
+        atrous: flag("atrous"),
+        input_pad: match meta.get("input_pad") {
+            None => [0; 4],
+            Some(p) => serde_json::from_str(p)
+                .map_err(|e| err(format!("metadata `input_pad` must be [top, bottom, left, right]: {e}")))?,
+        },
     };
     let preprocessing: Preprocessing = serde_json::from_str(get("preprocessing")?)
         .map_err(|e| err(format!("metadata `preprocessing` is invalid: {e}")))?;
@@ -124,10 +136,17 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<ModelMeta> 
             serde_json::from_str(get("detection")?)
                 .map_err(|e| err(format!("metadata `detection` is invalid: {e}")))?,
         ),
-        Some(t) => return Err(err(format!("metadata `task` `{t}` is not classification or detection"))),
+        Some("pose") => {
+            Task::Pose(serde_json::from_str(get("pose")?).map_err(|e| err(format!("metadata `pose` is invalid: {e}")))?)
+        }
+        Some(t) => {
+            return Err(err(format!(
+                "metadata `task` `{t}` is not classification, detection or pose"
+            )))
+        }
     };
-    let is_detector = ArchName::parse(&architecture).map(|a| a.is_detector()).unwrap_or(false);
-    if is_detector != matches!(task, Task::Detection(_)) {
+    let arch = ArchName::parse(&architecture).map_err(|e| err(e.to_string()))?;
+    if arch.is_detector() != matches!(task, Task::Detection(_)) || arch.is_pose() != matches!(task, Task::Pose(_)) {
         return Err(err(format!(
             "metadata `task` does not fit the architecture {architecture}"
         )));
@@ -184,7 +203,7 @@ impl Model {
                 cfg.clone(),
                 meta.preprocessing.crop_size,
             )?),
-            Task::Classification => None,
+            Task::Classification | Task::Pose(_) => None,
         };
         Ok(Self {
             net,

@@ -36,6 +36,28 @@ pub fn v1_depth(d: usize, alpha: f64) -> usize {
     ((d as f64 * alpha) as usize).max(8)
 }
 
+/// (stride, dilation) of each block of [`V1_BLOCKS`] under `opts.output_stride` (TF-slim's
+/// `mobilenet_v1_base`): once the stem and blocks have reached the output stride, a block
+/// that would stride keeps stride 1, and with `opts.atrous` every later block is dilated by
+/// the product of the strides skipped so far.
+pub fn v1_strides(opts: &ModelOptions, blocks: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let target = opts.output_stride.unwrap_or(usize::MAX);
+    let (mut current, mut rate) = (2, 1); // the stem strides by 2
+    blocks
+        .iter()
+        .map(|&(_, s)| {
+            if current >= target && s > 1 {
+                let dilation = if opts.atrous { rate } else { 1 };
+                rate *= s;
+                (1, dilation)
+            } else {
+                current *= s;
+                (s, if opts.atrous { rate } else { 1 })
+            }
+        })
+        .collect()
+}
+
 /// MobileNet v1. BatchNorm ε = 1e-3 (TF-slim); TensorFlow "SAME" padding by default.
 #[derive(Debug, Clone)]
 pub struct MobileNetV1 {
@@ -48,6 +70,11 @@ pub struct MobileNetV1 {
 
 impl MobileNetV1 {
     pub fn new(opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
+        Self::with_blocks(opts, vb, &V1_BLOCKS)
+    }
+
+    /// MobileNet v1 with another (channels, stride) table than Table 1's (PoseNet's).
+    pub fn with_blocks(opts: &ModelOptions, vb: VarBuilder, table: &[(usize, usize)]) -> Result<Self> {
         let (alpha, norm) = (opts.width, opts.norm(1e-3));
         let padding = opts.padding.unwrap_or(PaddingMode::TfSame);
         let f = vb.pp("features");
@@ -57,10 +84,10 @@ impl MobileNetV1 {
             .padding(padding.for_kernel(3))
             .act(Activation::Relu6);
         let stem = Conv2d::load_with_norm(&f.pp(0).pp(0), &f.pp(0).pp(1), stem_spec, norm)?;
-        let mut blocks = Vec::with_capacity(V1_BLOCKS.len());
-        for (i, &(c, s)) in V1_BLOCKS.iter().enumerate() {
+        let mut blocks = Vec::with_capacity(table.len());
+        for (i, (&(c, _), (s, d))) in table.iter().zip(v1_strides(opts, table)).enumerate() {
             let cout = v1_depth(c, alpha);
-            blocks.push(DepthwiseSeparable::load(&f.pp(i + 1), cin, cout, s, padding, norm)?);
+            blocks.push(DepthwiseSeparable::load(&f.pp(i + 1), cin, cout, s, d, padding, norm)?);
             cin = cout;
         }
         let classifier = super::Classifier::load(opts, cin, &vb, "classifier.1")?;
@@ -257,6 +284,51 @@ impl MobileNetV2 {
     }
 }
 
+impl MobileNetV2 {
+    /// The outputs of `features.{i}` for each `i` of `taps` (0 the stem, 1..=17 the inverted
+    /// residuals, 18 the last 1×1), in NCHW: the inputs of a feature pyramid (MoveNet's FPN
+    /// reads 3, 6, 10 and 18). `taps` ascending.
+    pub fn forward_outputs(&self, x: &Tensor, taps: &[usize]) -> Result<Vec<Tensor>> {
+        let last = self.blocks.len() + 1;
+        if taps.windows(2).any(|w| w[0] >= w[1]) || taps.iter().any(|&t| t > last) {
+            candle_core::bail!("mobilenet_v2: taps {taps:?} must ascend within features.0..={last}")
+        }
+        let blocked = crate::layers::blocked_usable(x);
+        let take = |h: &Tensor, channels: usize| -> Result<Tensor> {
+            if h.rank() == 5 {
+                crate::layers::unblock(h, channels)
+            } else {
+                Ok(h.clone())
+            }
+        };
+        let mut out = Vec::with_capacity(taps.len());
+        let mut h = if blocked {
+            crate::layers::stem_into_blocks(&self.stem, x)?
+        } else {
+            self.stem.forward(x)?
+        }; // N×32α×H/2×W/2
+        if taps.first() == Some(&0) {
+            out.push(take(&h, self.stem.spec().out_channels)?);
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            if out.len() == taps.len() {
+                return Ok(out);
+            }
+            h = b.forward(&h)?;
+            crate::trace::record_lazy(|| format!("backbone.features.{}", i + 1), "InvertedResidual", &h, 0);
+            if taps.contains(&(i + 1)) {
+                out.push(take(&h, b.out_channels())?);
+            }
+        }
+        if taps.last() == Some(&last) {
+            let h = self.last.forward(&h)?; // N×1280·max(1,α)×H/32×W/32
+            crate::trace::record("backbone.features.18", "ConvBNReLU6", &h, 0);
+            out.push(take(&h, self.last.spec().out_channels)?);
+        }
+        Ok(out)
+    }
+}
+
 impl Network for MobileNetV2 {
     fn name(&self) -> &str {
         "mobilenet_v2"
@@ -332,5 +404,33 @@ mod tests {
         assert_eq!(v1_depth(32, 0.25), 8);
         assert_eq!(v1_depth(1024, 0.25), 256);
         assert_eq!(v1_depth(16, 0.25), 8);
+    }
+
+    #[test]
+    fn output_stride_keeps_later_blocks_unstrided() {
+        let strides = |os: Option<usize>, atrous: bool| {
+            v1_strides(
+                &ModelOptions {
+                    output_stride: os,
+                    atrous,
+                    ..ModelOptions::default()
+                },
+                &V1_BLOCKS,
+            )
+        };
+        // the stride-2 blocks are 2, 4, 6 and 12 (1-based); stem 2 → 4, 8, 16, 32
+        let plain = strides(None, false);
+        assert_eq!(plain.iter().map(|p| p.0).product::<usize>() * 2, 32);
+        let os16 = strides(Some(16), false);
+        assert_eq!(os16[11], (1, 1));
+        assert_eq!(os16.iter().map(|p| p.0).product::<usize>() * 2, 16);
+        // TF-slim atrous: the skipped stride 2 becomes dilation 2 from block 12 on
+        let atrous = strides(Some(16), true);
+        assert_eq!(&atrous[10..], &[(1, 1), (1, 1), (1, 2)]);
+        let os8 = strides(Some(8), true);
+        assert_eq!(
+            &os8[5..],
+            &[(1, 1), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 4)]
+        );
     }
 }

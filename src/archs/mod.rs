@@ -5,6 +5,8 @@ pub mod inception;
 pub mod mobilenet;
 pub mod resnet;
 pub mod squeezenet;
+pub mod movenet;
+pub mod posenet;
 pub mod ssd;
 pub mod vgg;
 

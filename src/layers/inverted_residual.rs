@@ -57,6 +57,11 @@ impl InvertedResidual {
 impl InvertedResidual {
     /// As `forward`, also returning the expansion's output (the input itself when t = 1): SSD
     /// reads a feature map there (TF-slim's `layer_15/expansion_output`).
+    /// Output channels (the projection's).
+    pub fn out_channels(&self) -> usize {
+        self.project.spec().out_channels
+    }
+
     pub fn forward_with_expansion(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let e = match &self.expand {
             Some(e) => e.forward(x)?,

@@ -19,11 +19,13 @@ impl DepthwiseSeparable {
         cin: usize,
         cout: usize,
         stride: usize,
+        dilation: usize,
         padding: PaddingMode,
         norm: Norm,
     ) -> Result<Self> {
         let dw = ConvSpec::new(cin, cin, 3)
             .stride(stride)
+            .dilation(dilation)
             .padding(padding.for_kernel(3))
             .groups(cin)
             .act(Activation::Relu6);

@@ -1,6 +1,6 @@
-//! Drawing detections onto an image: a rectangle per box in its class's colour and a
+//! Drawing results onto an image: for detections a rectangle per box in its class's colour and a
 //! "label score%" tag in an 8×8 bitmap font (`font8x8`, public-domain glyphs), scaled with the
-//! image.
+//! image; for poses each person's skeleton in its own colour.
 
 use image::{DynamicImage, Rgb, RgbImage};
 
@@ -80,6 +80,55 @@ pub fn draw_detections(img: &DynamicImage, dets: &Detections) -> RgbImage {
         let tag_h = 10 * t;
         let ty = if y0 >= tag_h { y0 - tag_h } else { y0 + t }; // above the box, inside at the top edge
         text(&mut out, x0, ty, &tag, t, Rgb([255, 255, 255]), c);
+    }
+    out
+}
+
+/// A line `t` pixels thick from (x0, y0) to (x1, y1): t×t squares stamped along it.
+fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), t: i64, c: Rgb<u8>) {
+    let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as i64;
+    for i in 0..=steps {
+        let f = i as f32 / steps as f32;
+        let (x, y) = ((x0 + (x1 - x0) * f).round() as i64, (y0 + (y1 - y0) * f).round() as i64);
+        fill(img, x - t / 2, y - t / 2, x - t / 2 + t, y - t / 2 + t, c);
+    }
+}
+
+/// The image with every pose's skeleton drawn (COCO limbs, [`crate::pose::SKELETON`]) between
+/// keypoints scoring at least `min_keypoint_score`, a dot on each such keypoint, one colour
+/// per person and its score as a tag by the nose or highest keypoint.
+pub fn draw_poses(img: &DynamicImage, poses: &crate::pose_task::Poses, min_keypoint_score: f32) -> RgbImage {
+    let mut out = img.to_rgb8();
+    let t = line_width(out.width(), out.height()) as i64;
+    for (i, pose) in poses.poses.iter().enumerate() {
+        let c = class_colour(i);
+        let kp = &pose.keypoints;
+        let seen = |k: usize| {
+            kp.get(k)
+                .filter(|p| p.score >= min_keypoint_score && p.x.is_finite() && p.y.is_finite())
+        };
+        for &(a, b) in crate::pose::SKELETON.iter() {
+            if let (Some(p), Some(q)) = (seen(a), seen(b)) {
+                line(&mut out, (p.x, p.y), (q.x, q.y), t, c);
+            }
+        }
+        for p in kp
+            .iter()
+            .filter(|p| p.score >= min_keypoint_score && p.x.is_finite() && p.y.is_finite())
+        {
+            let (x, y, r) = (p.x.round() as i64, p.y.round() as i64, 2 * t);
+            fill(&mut out, x - r, y - r, x + r, y + r, Rgb([255, 255, 255]));
+            fill(&mut out, x - r + t / 2, y - r + t / 2, x + r - t / 2, y + r - t / 2, c);
+        }
+        if let Some(top) = kp
+            .iter()
+            .filter(|p| p.score >= min_keypoint_score && p.x.is_finite() && p.y.is_finite())
+            .min_by(|a, b| a.y.total_cmp(&b.y))
+        {
+            let tag = format!("{:.0}%", pose.score * 100.0);
+            let ty = (top.y.round() as i64 - 12 * t).max(0);
+            text(&mut out, top.x.round() as i64, ty, &tag, t, Rgb([255, 255, 255]), c);
+        }
     }
     out
 }

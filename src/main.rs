@@ -20,6 +20,8 @@ enum Command {
     Classify(commands::classify::ClassifyArgs),
     /// Detect objects (boxes, classes, scores) in image files and directories.
     Detect(commands::detect::DetectArgs),
+    /// Estimate people's poses (17 keypoints each; PoseNet or MoveNet) in image files and directories.
+    Pose(commands::pose::PoseArgs),
     /// Pooled features before the classifier, for search or your own models.
     Embed(commands::features::EmbedArgs),
     /// Train a new linear head on a backbone's features (one sub-folder per class).
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         ferrovision::kernels::init_thread_pool(match &cli.command {
             Command::Classify(a) => a.threads,
             Command::Detect(a) => a.threads,
+            Command::Pose(a) => a.threads,
             Command::Bench(a) => a.threads,
             _ => None,
         });
@@ -121,6 +124,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             Ok(model) => commands::detect::run(&args, &model).map(|failed| failed == 0),
+        },
+        Command::Pose(args) => match commands::pose::load(&args) {
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            Ok(model) => commands::pose::run(&args, &model).map(|failed| failed == 0),
         },
         Command::Serve(args) => match commands::serve::load(&args) {
             Err(e) => {

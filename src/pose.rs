@@ -35,14 +35,22 @@
 //! - mid→short refinement steps **5**: `mid_short_offset_refinement_steps` (op l. 288);
 //! - max poses **20**, score threshold **0.2**, NMS radius **10 input pixels**, stride **16**:
 //!   the custom options (`max_detections`, `score_threshold`, `nms_radius`, `stride`, read in
-//!   op l. 57–60) stored in Coral's PoseNet TFLite files; the op divides the radius by the
-//!   stride (l. 282) and compares squared distances with `<=` (l. 356, 370);
+//!   op l. 67–70) stored in Coral's PoseNet TFLite files (not in libcoral's source); the op
+//!   divides the radius by the stride (l. 282) and compares squared distances with `<=`
+//!   (l. 356, 370);
 //! - `logodds(p) = -ln(1/(p + 1e-6) - 1)` computed in double precision (l. 120) and
 //!   `sigmoid(x) = 1/(1 + e^-x)` (l. 117);
 //! - pose score = mean of all 17 keypoint probabilities, `topk = 17` (l. 492, 534–539), then
 //!   recomputed after soft keypoint NMS without the occluded keypoints (l. 377–414, 553–555);
 //! - MoveNet's centre weighting offset **1.8** and grid centre `48/2` come from the real
 //!   model's TFLite graph; the caller passes the offset.
+//!
+//! # Where Coral leaves the order unspecified
+//!
+//! Equal root scores come out of Coral's `std::priority_queue` in an unspecified order, and
+//! equal pose scores out of its `std::sort`; here root candidates are taken in scan order
+//! (y, x, part) and equal poses keep their detection order. As with C++'s `>`, −0 and +0
+//! compare equal.
 
 use serde::{Deserialize, Serialize};
 
@@ -280,7 +288,7 @@ fn clamp_cells(v: f32, lo: f32, hi: f32) -> f32 {
 }
 
 /// Sort order for decreasing scores that, like C++'s `>`, treats −0 and +0 as equal (a
-/// stable sort then keeps their original order); NaNs, which Coral never sorts, by `total_cmp`.
+/// stable sort then keeps their original order); NaNs are placed by `total_cmp`, never panic.
 fn decreasing(a: f32, b: f32) -> std::cmp::Ordering {
     let canonical = |v: f32| if v == 0.0 { 0.0 } else { v };
     canonical(b).total_cmp(&canonical(a))
@@ -938,18 +946,19 @@ mod tests {
 
     #[test]
     fn multi_pose_soft_nms_discounts_shared_keypoints() {
-        // two people sharing their ankles: the second one's ankles are occluded by the
-        // first's, so its score is the mean with those two left out: 15/17 of a part's
+        // two people 4 cells apart whose ankles are only 2 cells = 32 px apart: with a 32 px
+        // radius (Coral compares squared distances with `<=`) the second one's ankles are
+        // occluded by the first's, so its score is the mean with those two left out
         let a = person_at((1, 1));
-        let mut b = person_at((1, 3));
-        b[15] = a[15];
-        b[16] = a[16];
-        let s = scene(14, 10, &[a, b], (0.0, 0.0));
+        let mut b = person_at((1, 5));
+        b[15] = (a[15].0, a[15].1 + 2);
+        b[16] = (a[16].0, a[16].1 + 2);
+        let s = scene(14, 12, &[a, b], (0.0, 0.0));
+        let part_score = 1.0 / (1.0 + (-4.0f32).exp());
         let poses = s.decode(&MultiPoseOptions {
-            nms_radius: 20.0,
+            nms_radius: 32.0,
             ..Default::default()
         });
-        let part_score = 1.0 / (1.0 + (-4.0f32).exp());
         assert_eq!(poses.len(), 2);
         assert!(close(poses[0].score, part_score, 1e-6));
         assert!(
@@ -957,6 +966,41 @@ mod tests {
             "{}",
             poses[1].score
         );
+        assert_person(&poses[0], &a, (0.0, 0.0), part_score);
+        assert_person(&poses[1], &b, (0.0, 0.0), part_score);
+        // just inside the radius nothing is occluded
+        let poses = s.decode(&MultiPoseOptions {
+            nms_radius: 31.9,
+            ..Default::default()
+        });
+        assert_eq!(poses.len(), 2);
+        assert!(close(poses[1].score, part_score, 1e-6));
+    }
+
+    #[test]
+    fn multi_pose_nms_radius_is_inclusive() {
+        // Root NMS only shows through `max_poses`: a root it wrongly let through would decode
+        // a duplicate that takes a slot (and that soft NMS then scores 0).
+        let (a, b, c) = (person_at((1, 1)), person_at((1, 3)), person_at((1, 9)));
+        let part_score = 1.0 / (1.0 + (-4.0f32).exp());
+        let opts = |nms_radius: f32| MultiPoseOptions {
+            nms_radius,
+            max_poses: 2,
+            ..Default::default()
+        };
+        // radius 0: A's other roots land exactly on A's parts, distance 0 ≤ 0, so C comes next
+        let s = scene(14, 14, &[a, c], (0.0, 0.0));
+        let poses = s.decode(&opts(0.0));
+        assert_eq!(poses.len(), 2);
+        assert_person(&poses[1], &c, (0.0, 0.0), part_score);
+        // B exactly 32 px from A: suppressed by a 32 px radius (C comes next), not by 31.9
+        let s = scene(14, 14, &[a, b, c], (0.0, 0.0));
+        let poses = s.decode(&opts(32.0));
+        assert_eq!(poses.len(), 2);
+        assert_person(&poses[0], &a, (0.0, 0.0), part_score);
+        assert_person(&poses[1], &c, (0.0, 0.0), part_score);
+        let poses = s.decode(&opts(31.9));
+        assert_eq!(poses.len(), 2);
         assert_person(&poses[1], &b, (0.0, 0.0), part_score);
     }
 
@@ -1771,7 +1815,13 @@ mod tests {
                     prop::collection::vec(-2.0f32..2.0, 64 * n),
                     prop::collection::vec((0..h, 0..w, 0.5f32..6.0), 0..5),
                     prop::sample::select(vec![8.0f32, 16.0, 32.0]),
-                    (1usize..8, 0.05f32..0.5, 0.0f32..40.0, 0usize..3, 0usize..6),
+                    (
+                        1usize..8,
+                        0.05f32..0.5,
+                        prop_oneof![1 => Just(0.0f32), 4 => 0.0f32..40.0],
+                        0usize..3,
+                        0usize..6,
+                    ),
                 )
             })
             .prop_map(move |((h, w), mut heat, short, mid, blobs, stride, o)| {

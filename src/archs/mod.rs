@@ -3,10 +3,10 @@
 pub mod alexnet;
 pub mod inception;
 pub mod mobilenet;
-pub mod resnet;
-pub mod squeezenet;
 pub mod movenet;
 pub mod posenet;
+pub mod resnet;
+pub mod squeezenet;
 pub mod ssd;
 pub mod vgg;
 

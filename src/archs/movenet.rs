@@ -34,8 +34,11 @@ pub const FPN_DEPTHS: [usize; 3] = [32, 24, 24];
 /// Channels inside each head, between its separable conv and its last 1×1.
 pub const HEAD_DEPTH: usize = 96;
 
+/// A head's output channels as a function of the keypoint count K.
+pub type HeadChannels = fn(usize) -> usize;
+
 /// The heads in output order: (weight path, channels as a function of the keypoint count K).
-pub const HEADS: [(&str, fn(usize) -> usize); 4] = [
+pub const HEADS: [(&str, HeadChannels); 4] = [
     ("center", |_| 1),
     ("keypoint_heatmap", |k| k),
     ("keypoint_offset", |k| 2 * k),

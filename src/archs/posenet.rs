@@ -35,8 +35,11 @@ pub const BLOCKS: [(usize, usize); 13] = [
     (512, 2), (512, 1),
 ];
 
+/// A head's output channels as a function of the keypoint count K.
+pub type HeadChannels = fn(usize) -> usize;
+
 /// The heads in output order: (weight path, channels as a function of the keypoint count K).
-pub const HEADS: [(&str, fn(usize) -> usize); 4] = [
+pub const HEADS: [(&str, HeadChannels); 4] = [
     ("heatmap", |k| k),
     ("offset", |k| 2 * k),
     ("displacement_fwd", |k| 2 * (k - 1)),

@@ -123,6 +123,13 @@ pub fn load_model(args: &ClassifyArgs) -> anyhow::Result<Model> {
             model.meta.architecture
         );
     }
+    if model.pose_decoder().is_ok() {
+        anyhow::bail!(
+            "{} holds a pose estimator ({}): use `ferrovision pose`",
+            model.path().display(),
+            model.meta.architecture
+        );
+    }
     super::features::attach_head(&mut model, args.head.as_deref())?;
     Ok(model)
 }

@@ -88,10 +88,10 @@ pub fn run(args: &DetectArgs, model: &Model) -> anyhow::Result<usize> {
         args.batch_size,
         ferrovision::preprocess::load_image,
         |chunk, images| {
-            for (path, result) in detect_batch(model, chunk, images, &opts) {
+            for (path, result) in super::run_batch(chunk, images, |ok| model.detect(ok, &opts)) {
                 let result = result.and_then(|(img, d)| {
                     if let Some(dir) = &args.draw {
-                        draw(&dir.join(drawn_name(&path, &mut drawn)), &img, &d)?;
+                        draw(&dir.join(super::drawn_name(&path, &mut drawn)), &img, &d)?;
                     }
                     Ok(d)
                 });
@@ -109,67 +109,6 @@ pub fn run(args: &DetectArgs, model: &Model) -> anyhow::Result<usize> {
         files.len() as f64 / secs.max(1e-9)
     );
     Ok(failures)
-}
-
-type Decoded = ferrovision::Result<image::DynamicImage>;
-
-/// One forward pass over the decodable images of a batch; a failing batch is retried image by
-/// image so that one bad input cannot take the others' results with it. Each decoded image is
-/// handed back with its detections (for `--draw`).
-fn detect_batch(
-    model: &Model,
-    paths: &[PathBuf],
-    images: Vec<Decoded>,
-    opts: &DetectOptions,
-) -> Vec<(PathBuf, anyhow::Result<(image::DynamicImage, Detections)>)> {
-    let (mut ok, mut failed) = (Vec::new(), Vec::new()); // decoded images; per path, its error if any
-    for decoded in images {
-        match decoded {
-            Ok(img) => {
-                ok.push(img);
-                failed.push(None);
-            }
-            Err(e) => failed.push(Some(e)),
-        }
-    }
-    let found = match model.detect(&ok, opts) {
-        Ok(d) => d.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(_) => ok
-            .iter()
-            .map(|img| model.detect(std::slice::from_ref(img), opts).map(|mut d| d.remove(0)))
-            .collect(),
-    };
-    let mut batch = found.into_iter().zip(ok);
-    paths
-        .iter()
-        .zip(failed)
-        .map(|(p, error)| {
-            let r = match error {
-                Some(e) => Err(anyhow::Error::new(e)),
-                None => {
-                    let (d, img) = batch.next().expect("one result per decoded image");
-                    d.map(|d| (img, d)).map_err(anyhow::Error::new)
-                }
-            };
-            (p.clone(), r)
-        })
-        .collect()
-}
-
-/// `<file name>.png` (`cat.jpg` → `cat.jpg.png`), with `-2`, `-3`, … before `.png` for a
-/// name already drawn in this run (the same file name in two folders).
-fn drawn_name(path: &Path, used: &mut std::collections::HashSet<String>) -> String {
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let mut candidate = format!("{name}.png");
-    let mut k = 1;
-    while !used.insert(candidate.clone()) {
-        k += 1;
-        candidate = format!("{name}-{k}.png");
-    }
-    candidate
 }
 
 fn draw(out: &Path, img: &image::DynamicImage, d: &Detections) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod classify;
 pub mod detect;
 pub mod features;
+pub mod pose;
 pub mod serve;
 pub mod study;
 
@@ -43,6 +44,66 @@ pub fn stream_batches<T: Send>(
     })?;
     progress.finish_and_clear();
     Ok(start.elapsed().as_secs_f64())
+}
+
+type Decoded = ferrovision::Result<image::DynamicImage>;
+
+/// One model call (`infer`) over the decodable images of a batch of `paths`; a failing batch is
+/// retried image by image so that one bad input cannot take the others' results with it. Each
+/// decoded image is handed back with its result (for `--draw`), each undecodable one as its error.
+pub fn run_batch<T>(
+    paths: &[std::path::PathBuf],
+    images: Vec<Decoded>,
+    infer: impl Fn(&[image::DynamicImage]) -> ferrovision::Result<Vec<T>>,
+) -> Vec<(std::path::PathBuf, anyhow::Result<(image::DynamicImage, T)>)> {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new()); // decoded images; per path, its error if any
+    for decoded in images {
+        match decoded {
+            Ok(img) => {
+                ok.push(img);
+                failed.push(None);
+            }
+            Err(e) => failed.push(Some(e)),
+        }
+    }
+    let found = match infer(&ok) {
+        Ok(d) => d.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(_) => ok
+            .iter()
+            .map(|img| infer(std::slice::from_ref(img)).map(|mut d| d.remove(0)))
+            .collect(),
+    };
+    let mut batch = found.into_iter().zip(ok);
+    paths
+        .iter()
+        .zip(failed)
+        .map(|(p, error)| {
+            let r = match error {
+                Some(e) => Err(anyhow::Error::new(e)),
+                None => {
+                    let (d, img) = batch.next().expect("one result per decoded image");
+                    d.map(|d| (img, d)).map_err(anyhow::Error::new)
+                }
+            };
+            (p.clone(), r)
+        })
+        .collect()
+}
+
+/// `<file name>.png` (`cat.jpg` → `cat.jpg.png`), with `-2`, `-3`, … before `.png` for a
+/// name already drawn in this run (the same file name in two folders).
+pub fn drawn_name(path: &std::path::Path, used: &mut std::collections::HashSet<String>) -> String {
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let mut candidate = format!("{name}.png");
+    let mut k = 1;
+    while !used.insert(candidate.clone()) {
+        k += 1;
+        candidate = format!("{name}-{k}.png");
+    }
+    candidate
 }
 
 /// `--weights-dtype`: how the weights are stored (the CPU computes in f32 either way; half

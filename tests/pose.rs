@@ -391,3 +391,153 @@ fn movenet_network_matches_the_tflite_runtime() {
         from += k;
     }
 }
+
+fn ferrovision() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+}
+
+/// `pose` over a folder with a broken file: one JSON line per file, the broken one with its
+/// error and the rest estimated (two people on Coral's test image), exit status 1; `--draw`
+/// PNGs that decode, the photo's size, with a keypoint's dot drawn where the JSON puts it and
+/// the photo untouched far from every person.
+#[test]
+fn pose_cli_json_lines_bad_files_and_drawings() {
+    let Some(shared) = common::shared_dir() else { return };
+    let Some(weights) = weights(POSENET_481) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::copy(shared.join("data/pose/test_image.bmp"), photos.join("two.bmp")).unwrap();
+    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let drawn = dir.path().join("drawn");
+    let out = ferrovision()
+        .args(["pose", "--format", "json", "--weights"])
+        .arg(&weights)
+        .arg("--draw")
+        .arg(&drawn)
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("broken.jpg"),
+        "{}",
+        lines[0]
+    );
+    let two = &lines[1];
+    assert_eq!(
+        (two["people"].as_u64(), two["width"].as_u64()),
+        (Some(2), Some(640)),
+        "{two}"
+    );
+    let nose = &two["poses"][0]["keypoints"][0];
+    assert_eq!(nose["part"], "nose");
+    let png = image::open(drawn.join("two.bmp.png")).unwrap().to_rgb8();
+    let original = image::open(shared.join("data/pose/test_image.bmp")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), original.dimensions());
+    let (x, y) = (
+        nose["x"].as_f64().unwrap().round() as u32,
+        nose["y"].as_f64().unwrap().round() as u32,
+    );
+    assert_eq!(
+        *png.get_pixel(x, y),
+        ferrovision::draw::class_colour(0),
+        "the first person's nose dot"
+    );
+    assert_eq!(
+        png.get_pixel(600, 450),
+        original.get_pixel(600, 450),
+        "far from everyone"
+    );
+    assert!(!drawn.join("broken.jpg.png").exists());
+
+    // CSV: a header, then one row per keypoint of each person
+    let out = ferrovision()
+        .args(["pose", "--format", "csv", "--weights"])
+        .arg(&weights)
+        .arg(photos.join("two.bmp"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().next(), Some("path,person,pose_score,part,x,y,score,error"));
+    assert_eq!(csv.lines().count(), 1 + 2 * 17);
+}
+
+/// Each command refuses the other tasks' weights before reading an image, naming the file and
+/// what to run instead (exit 2).
+#[test]
+fn pose_and_classify_refuse_each_others_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let resnet = dir.path().join("resnet18.safetensors");
+    ferrovision::weights::write_synthetic("resnet18", &resnet).unwrap();
+    let out = ferrovision()
+        .args(["pose", "--weights"])
+        .arg(&resnet)
+        .arg("x.jpg")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resnet18.safetensors") && err.contains("not a pose estimator"),
+        "{err}"
+    );
+    let Some(weights) = weights(MOVENET) else { return };
+    let out = ferrovision()
+        .args(["classify", "--weights"])
+        .arg(&weights)
+        .arg("x.jpg")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ferrovision pose"), "{err}");
+}
+
+/// `summary` of both files: every tensor of the file is a parameter of the network, the heads'
+/// output shapes at the files' input sizes (PoseNet 481×641 at output stride 16: 31×41;
+/// MoveNet at stride 4: 48×48); `inspect` captures a head of each.
+#[test]
+fn summary_and_inspect_on_pose_models() {
+    let Some(shared) = common::shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, layer, shape, image) in [
+        (POSENET_481, "heads", [1, 115, 31, 41], "data/pose/test_image.bmp"),
+        (MOVENET, "head", [1, 86, 48, 48], "data/images/squat.bmp"),
+    ] {
+        let Some(weights) = weights(name) else { return };
+        let out = ferrovision()
+            .args(["summary", "--format", "json", "--weights"])
+            .arg(&weights)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let st = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+        let in_file: usize = st.values().map(|t| t.elem_count()).sum();
+        assert_eq!(s["total_params"].as_u64().unwrap() as usize, in_file, "{name}");
+        let layers = s["layers"].as_array().unwrap();
+        let row = layers.iter().find(|l| l["name"] == layer).unwrap();
+        assert_eq!(row["output_shape"], serde_json::json!(shape), "{name}");
+        let out_dir = dir.path().join(name);
+        let out = ferrovision()
+            .args(["inspect", "--layer", layer, "--out"])
+            .arg(&out_dir)
+            .arg("--weights")
+            .arg(&weights)
+            .arg(shared.join(image))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let st = candle_core::safetensors::load(out_dir.join("activations.safetensors"), &Device::Cpu).unwrap();
+        assert_eq!(st[layer].dims(), shape, "{name}");
+        image::open(out_dir.join(format!("{layer}.png"))).unwrap();
+    }
+}

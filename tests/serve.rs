@@ -1163,3 +1163,141 @@ fn photoprism_nsfw_results_equal_classify() {
         "{v}"
     );
 }
+
+/// A pose model beside a classifier: `POST /pose` answers as `ferrovision pose --format json`
+/// does on the same photos (PoseNet: two people on Coral's test image), as raw bytes and as a
+/// multipart upload; the classifier's endpoints refuse it with a 400 that says where to go, v2
+/// metadata lists no outputs for it, and a bad image is a 400 naming it.
+#[test]
+fn a_pose_model_is_served_beside_a_classifier() {
+    let Some(fx) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(posenet) = common::converted_tflite(dir.path(), "posenet_mobilenet_v1_075_481_641_16_quant_decoder", None)
+    else {
+        return;
+    };
+    let shared = common::shared_dir().unwrap();
+    let photos = [
+        shared.join("data/pose/test_image.bmp"),
+        shared.join("data/images/squat.bmp"),
+    ];
+    std::fs::copy(&fx.weights, dir.path().join("m.safetensors")).unwrap();
+    let config = dir.path().join("models.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "models:\n  labels:\n    weights: m.safetensors\n  people:\n    weights: {}\n    task: pose\n",
+            posenet.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovision"))
+        .args(["pose", "--format", "json", "--weights"])
+        .arg(&posenet)
+        .args(&photos)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: HashMap<String, Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (file_name(v["path"].as_str().unwrap()), v)
+        })
+        .collect();
+    assert_eq!(cli["test_image.bmp"]["people"], 2, "{}", cli["test_image.bmp"]);
+    let server = Server::launch(&["--config", config.to_str().unwrap()]);
+    for p in &photos {
+        let name = file_name(p);
+        let res = client()
+            .post(server.url(&format!("/pose?name={name}")))
+            .body(read(p))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let got: Value = res.json().unwrap();
+        let want = &cli[&name];
+        assert_eq!(
+            (&got["people"], &got["width"]),
+            (&want["people"], &want["width"]),
+            "{name}"
+        );
+        for (a, b) in got["poses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(want["poses"].as_array().unwrap())
+        {
+            assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-4);
+            for (ka, kb) in a["keypoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(b["keypoints"].as_array().unwrap())
+            {
+                assert_eq!(ka["part"], kb["part"]);
+                for c in ["x", "y", "score"] {
+                    assert!(
+                        (ka[c].as_f64().unwrap() - kb[c].as_f64().unwrap()).abs() < 1e-3,
+                        "{name} {c}"
+                    );
+                }
+            }
+        }
+    }
+    // multipart, the file's name reported
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "image",
+        reqwest::blocking::multipart::Part::bytes(read(&photos[0])).file_name("two.bmp"),
+    );
+    let got: Value = client()
+        .post(server.url("/pose"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!((got["path"].as_str(), &got["people"]), (Some("two.bmp"), &json!(2)));
+    // each kind of model refuses the other's endpoints, saying where to go
+    let res = client()
+        .post(server.url("/classify?model=people"))
+        .body(read(&photos[0]))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("/pose?model=people"));
+    let res = client()
+        .post(server.url("/pose?model=labels"))
+        .body(read(&photos[0]))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let meta: Value = client()
+        .get(server.url("/v2/models/people"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(meta["outputs"], json!([]));
+    let res = client()
+        .post(server.url("/v2/models/people/infer"))
+        .json(&json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = client()
+        .post(server.url("/pose?name=bad.jpg"))
+        .body(b"not an image".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().unwrap();
+    assert!(v["error"].as_str().unwrap().starts_with("bad.jpg: "), "{v}");
+    let res = client()
+        .post(server.url("/pose?min_score=3"))
+        .body(read(&photos[0]))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}

@@ -17,9 +17,10 @@ pub struct BenchArgs {
     /// Width multiplier α (MobileNets).
     #[arg(long, default_value_t = 1.0)]
     pub width: f64,
-    /// Input height and width [default: 299 for inception_v3, 300 for ssd_mobilenet_v2, else 224].
-    #[arg(long)]
-    pub input: Option<usize>,
+    /// Input size, N or HxW [default: 299 for inception_v3, 300 for ssd_mobilenet_v2, 257 for
+    /// posenet_mobilenet_v1, 192 for movenet, else 224].
+    #[arg(long, value_parser = super::parse_input_size)]
+    pub input: Option<(usize, usize)>,
     /// Images per forward pass; several (`1,32,256`) are measured one after the other on the
     /// same model, one line each.
     #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -65,7 +66,9 @@ fn rss_mb(field: &str) -> Option<f64> {
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
     let arch = ArchName::parse(&args.model)?;
-    let size = args.input.unwrap_or(arch.default_input_size());
+    let (h, w) = args
+        .input
+        .unwrap_or((arch.default_input_size(), arch.default_input_size()));
     let opts = ModelOptions {
         width: args.width,
         ..arch.default_options()
@@ -81,12 +84,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // multiply-adds per image (the same at every batch size), from one traced pass of one
     // image (each layer reports its own)
-    let one = synthetic::input("bench", &[1, 3, size, size], &device)?.to_dtype(compute)?;
+    let one = synthetic::input("bench", &[1, 3, h, w], &device)?.to_dtype(compute)?;
     let (out, events) = ferrovision::trace::trace_timing(|| net.forward(&one));
     out?;
     let gmacs = events.iter().map(|e| e.macs).sum::<u64>() as f64 / 1e9;
     for &batch in &args.batch {
-        let x = synthetic::input("bench", &[batch, 3, size, size], &device)?.to_dtype(compute)?;
+        let x = synthetic::input("bench", &[batch, 3, h, w], &device)?.to_dtype(compute)?;
         // a GPU runs asynchronously: a pass is timed up to the device's synchronisation
         let pass = || -> candle_core::Result<()> {
             net.forward(&x)?;
@@ -116,14 +119,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<bool> {
             writeln!(
                 o,
                 "{}",
-                json!({"model": args.model, "device": args.device.to_string(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": size, "batch": batch, "threads": threads,
+                json!({"model": args.model, "device": args.device.to_string(), "weights_dtype": storage.as_str(), "compute_dtype": compute.as_str(), "width": args.width, "input": if h == w { json!(h) } else { json!([h, w]) }, "batch": batch, "threads": threads,
                        "ms_per_image": ms_per_image, "images_per_s": 1e3 / ms_per_image, "peak_rss_mb": rss, "rss_mb": rss_now, "gmacs_per_image": gmacs, "gflop_per_s": gflops,
                        "runs": times.len(), "profile": profile.as_ref().map(|p| p.json(batch))})
             )?;
         } else {
             writeln!(
                 o,
-                "{} (α {}, {size}×{size}), batch {}, {} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
+                "{} (α {}, {h}×{w}), batch {}, {} {}, {threads} threads: {ms_per_image:.2} ms/image (median of {}), {:.1} images/s, {gflops:.0} GFLOP/s ({gmacs:.2} GMAC/image), peak RSS {:.0} MB (now {:.0} MB)",
                 args.model,
                 args.width,
                 batch,

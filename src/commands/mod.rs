@@ -106,6 +106,21 @@ pub fn drawn_name(path: &std::path::Path, used: &mut std::collections::HashSet<S
     candidate
 }
 
+/// `--input`: `N` (N×N) or `HxW` (`481x641`: PoseNet's inputs are not square).
+pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{s}`: expected N or HxW with whole numbers ≥ 1"))
+    };
+    match s.split_once(['x', '×']) {
+        Some((h, w)) => Ok((num(h)?, num(w)?)),
+        None => num(s).map(|n| (n, n)),
+    }
+}
+
 /// `--weights-dtype`: how the weights are stored (the CPU computes in f32 either way; half
 /// storage halves the model's memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

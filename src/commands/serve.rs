@@ -63,7 +63,7 @@ pub struct ServeArgs {
 /// models:
 ///   mobilenet_v2:
 ///     weights: weights/default.safetensors   # relative to this file
-///     task: classify
+///     task: classify                          # or detect, pose
 ///     rules: default                          # or a rules file
 ///     device: cpu
 ///     dtype: f32
@@ -120,10 +120,10 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
             .to_string();
         let ctx = |what: &str| format!("{}: model `{name}`: {what}", path.display());
         let e: ModelEntry = serde_norway::from_value(entry).with_context(|| ctx("invalid entry"))?;
-        if !matches!(e.task.as_str(), "classify" | "detect") {
+        if !matches!(e.task.as_str(), "classify" | "detect" | "pose") {
             anyhow::bail!(
                 "{}",
-                ctx(&format!("task `{}` is not served yet (classify, detect)", e.task))
+                ctx(&format!("task `{}` is not served (classify, detect, pose)", e.task))
             );
         }
         let device: DeviceArg = e
@@ -140,14 +140,24 @@ fn load_config(path: &Path) -> anyhow::Result<Vec<ServedModel>> {
         let mut model =
             load_model_as(Some(&weights), device.device()?, dtype.dtype()).with_context(|| ctx("loading"))?;
         let detector = model.detector.is_some();
-        if detector != (e.task == "detect") {
-            let is = if detector { "a detector" } else { "a classifier" };
+        let pose = model.pose_decoder().is_ok();
+        let holds = match (detector, pose) {
+            (true, _) => "detect",
+            (_, true) => "pose",
+            _ => "classify",
+        };
+        if holds != e.task {
+            let is = match holds {
+                "detect" => "a detector",
+                "pose" => "a pose estimator",
+                _ => "a classifier",
+            };
             anyhow::bail!(
                 "{}",
                 ctx(&format!("task `{}`, but {} holds {is}", e.task, weights.display()))
             );
         }
-        if detector && (e.head.is_some() || e.rules.is_some() || !matches!(crop, CropsArg::Center)) {
+        if (detector || pose) && (e.head.is_some() || e.rules.is_some() || !matches!(crop, CropsArg::Center)) {
             anyhow::bail!("{}", ctx("head, rules and crops apply to classifiers only"));
         }
         super::features::attach_head(&mut model, e.head.map(|h| dir.join(h)).as_deref())?;

@@ -26,9 +26,10 @@ pub struct SummaryArgs {
     /// Width multiplier α (MobileNets).
     #[arg(long)]
     pub width: Option<f64>,
-    /// Input height and width [default: 299 for inception_v3, 300 for ssd_mobilenet_v2, else 224, or the weights' own].
-    #[arg(long)]
-    pub input: Option<usize>,
+    /// Input size, N or HxW [default: the weights' own, else 299 for inception_v3, 300 for
+    /// ssd_mobilenet_v2, 257 for posenet_mobilenet_v1, 192 for movenet, 224 for the rest].
+    #[arg(long, value_parser = super::parse_input_size)]
+    pub input: Option<(usize, usize)>,
     /// Output classes.
     #[arg(long)]
     pub num_classes: Option<usize>,
@@ -46,12 +47,13 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<bool> {
             (
                 ArchName::parse(&m.meta.architecture)?,
                 m.meta.options.clone(),
-                m.meta.input_size,
+                (m.meta.preprocessing.crop_size[0], m.meta.preprocessing.crop_size[1]),
             )
         }
         None => {
             let arch = ArchName::parse(args.model.as_deref().expect("clap requires --model"))?;
-            (arch, arch.default_options(), arch.default_input_size())
+            let s = arch.default_input_size();
+            (arch, arch.default_options(), (s, s))
         }
     };
     if let Some(w) = args.width {
@@ -63,7 +65,7 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<bool> {
     if let Some(s) = args.input {
         size = s;
     }
-    let s = summarize(arch, &opts, size, size, args.depth)?;
+    let s = summarize(arch, &opts, size.0, size.1, args.depth)?;
     let mut o = std::io::stdout().lock();
     match args.format {
         Format::Table => write!(o, "{}", table(&s))?,

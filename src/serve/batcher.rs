@@ -35,11 +35,14 @@ pub enum Input {
 pub type Outcome = Result<ImageScores, String>;
 
 /// One image's row of the model's output. For a detector, `logits` holds its raw output (one
-/// row of 4 + classes values per anchor, see [`Model::decode_raw`]) and `probs` is empty.
+/// row of 4 + classes values per anchor, see [`Model::decode_raw`]), for a pose estimator its
+/// keypoint maps (C×h×w, `dims`), and `probs` is empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageScores {
     pub probs: Vec<f32>,
     pub logits: Vec<f32>,
+    /// The shape of `logits` for one image where it is not a flat row (a pose network's maps).
+    pub dims: Vec<usize>,
     /// Width and height of the decoded image (EXIF orientation applied); `None` for
     /// preprocessed inputs.
     pub size: Option<(u32, u32)>,
@@ -249,18 +252,25 @@ fn prepare(model: &Model, input: &Input, crops: Crops) -> Result<View, String> {
 /// The rows of a batch's images, in order: one forward pass per view count (encoded images
 /// and preprocessed inputs of a model may differ in it), usually just one.
 fn scores(model: &Model, views: &[Tensor]) -> crate::Result<Vec<ImageScores>> {
-    if model.detector.is_some() {
-        // one view per image: the raw output rows, decoded per request (thresholds, image size)
+    if model.detector.is_some() || model.pose_decoder().is_ok() {
+        // one view per image: the raw outputs (detector: N×A×(4+C); pose: N×C×h×w), decoded
+        // per request (thresholds, image size)
         if views.is_empty() {
             return Ok(Vec::new());
         }
-        let out = model.net.forward(&Tensor::cat(views, 0)?)?; // N×A×(4+C)
+        let out = model.net.forward(&Tensor::cat(views, 0)?)?;
+        let dims = if out.rank() == 4 {
+            out.dims()[1..].to_vec()
+        } else {
+            Vec::new()
+        };
         let rows = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         return Ok(rows
             .chunks_exact(rows.len() / views.len())
             .map(|raw| ImageScores {
                 probs: Vec::new(),
                 logits: raw.to_vec(),
+                dims: dims.clone(),
                 size: None,
             })
             .collect());
@@ -279,6 +289,7 @@ fn scores(model: &Model, views: &[Tensor]) -> crate::Result<Vec<ImageScores>> {
         let s = model.scores(&group)?;
         for ((i, probs), logits) in idx.into_iter().zip(s.probs).zip(s.logits) {
             rows[i] = Some(ImageScores {
+                dims: Vec::new(),
                 probs,
                 logits,
                 size: None,

@@ -85,10 +85,21 @@ pub struct TensorMeta {
     pub shape: Vec<i64>,
 }
 
+/// What a served model answers over v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Classifier,
+    Detector,
+    /// Pose estimators answer at `POST /pose` only: no v2 outputs.
+    Pose,
+}
+
 /// `GET /v2/models/{name}`.
-pub fn model_metadata(name: &str, input_hw: [usize; 2], classes: usize, detector: bool) -> Value {
+pub fn model_metadata(name: &str, input_hw: [usize; 2], classes: usize, kind: ModelKind) -> Value {
     let [h, w] = input_hw.map(|x| x as i64);
-    let outputs: Vec<TensorMeta> = if detector {
+    let outputs: Vec<TensorMeta> = if kind == ModelKind::Pose {
+        Vec::new()
+    } else if kind == ModelKind::Detector {
         let meta = |name, shape| TensorMeta {
             name,
             datatype: "FP32",
@@ -590,6 +601,7 @@ mod tests {
         .unwrap();
         let w = wanted(&req, &OUTPUTS).unwrap();
         let rows = [ImageScores {
+            dims: Vec::new(),
             probs: vec![0.25, 0.75],
             logits: vec![-1.0, 2.0],
             size: None,

@@ -8,6 +8,8 @@
 //! | `POST /v2/models/{name}[/versions/1]/infer` | KServe v2 inference (JSON or binary tensors) |
 //! | `POST /api/v1/vision/labels` | PhotoPrism's Vision API |
 //! | `POST /classify` | image bytes or multipart → `classify --format json`'s object |
+//! | `POST /detect` | image bytes or multipart → `detect --format json`'s object |
+//! | `POST /pose` | image bytes or multipart → `pose --format json`'s object (people, keypoints) |
 //! | `GET /metrics` | Prometheus |
 
 use std::collections::HashMap;
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/vision/nsfw", post(vision_nsfw))
         .route("/classify", post(classify))
         .route("/detect", post(detect))
+        .route("/pose", post(pose))
         .route("/metrics", get(|| async { super::metrics::render() }))
         .fallback(|req: Request| async move {
             ApiError::new(
@@ -241,7 +244,13 @@ async fn model_metadata(
         &entry.served.name,
         model.meta.preprocessing.crop_size,
         model.class_names().len(),
-        model.detector.is_some(),
+        if model.detector.is_some() {
+            kserve::ModelKind::Detector
+        } else if model.pose_decoder().is_ok() {
+            kserve::ModelKind::Pose
+        } else {
+            kserve::ModelKind::Classifier
+        },
     )))
 }
 
@@ -275,6 +284,12 @@ async fn infer(
         None => e,
     };
     let model = &entry.served.model;
+    if model.pose_decoder().is_ok() {
+        return Err(fail(ApiError::bad(format!(
+            "model `{}` estimates poses: POST /pose?model={0}",
+            entry.served.name
+        ))));
+    }
     let outputs: &[&'static str] = if model.detector.is_some() {
         &kserve::DETECTION_OUTPUTS
     } else {
@@ -593,15 +608,22 @@ fn single_answer(mut body: serde_json::Value, ok: bool) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
-/// A 400 for a detector where a classifier's answer is asked for.
+/// A 400 for a detector or pose estimator where a classifier's answer is asked for.
 fn classifier(entry: &Entry) -> Result<(), ApiError> {
-    match entry.served.model.detector {
-        None => Ok(()),
-        Some(_) => Err(ApiError::bad(format!(
+    let m = &entry.served.model;
+    if m.detector.is_some() {
+        return Err(ApiError::bad(format!(
             "model `{}` is a detector: POST /detect?model={0} or /v2/models/{0}/infer",
             entry.served.name
-        ))),
+        )));
     }
+    if m.pose_decoder().is_ok() {
+        return Err(ApiError::bad(format!(
+            "model `{}` estimates poses: POST /pose?model={0}",
+            entry.served.name
+        )));
+    }
+    Ok(())
 }
 
 // ---- POST /detect ----------------------------------------------------------------------------
@@ -636,7 +658,7 @@ async fn detect(
     let m = &entry.served.model;
     if m.detector.is_none() {
         return Err(ApiError::bad(format!(
-            "model `{}` is a classifier: POST /classify?model={0}",
+            "model `{}` is not a detector: POST /classify?model={0} or /pose?model={0}",
             entry.served.name
         )));
     }
@@ -662,6 +684,71 @@ async fn detect(
     });
     Ok(single_answer(
         crate::detect::Detections::to_json(&name, &result),
+        result.is_ok(),
+    ))
+}
+
+// ---- POST /pose ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoseQuery {
+    model: Option<String>,
+    /// At most this many people (PoseNet).
+    max_poses: Option<usize>,
+    /// Report people whose pose score reaches this [default 0.25].
+    min_score: Option<f32>,
+    /// The `path` to report (multipart: the file's name).
+    name: Option<String>,
+}
+
+/// One image (the body, or a multipart form's file) → `pose --format json`'s object: people
+/// and their keypoints in the image's pixels. The first pose model served unless `model=`
+/// names one.
+async fn pose(
+    State(state): State<AppState>,
+    query: Result<Query<PoseQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("query: {}", e.body_text())))?;
+    let entry = match &q.model {
+        Some(name) => model(&state, name)?,
+        None => state
+            .models
+            .iter()
+            .find(|e| e.served.model.pose_decoder().is_ok())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no pose model is served".into()))?,
+    };
+    let m = &entry.served.model;
+    if m.pose_decoder().is_err() {
+        return Err(ApiError::bad(format!(
+            "model `{}` does not estimate poses: POST /classify?model={0} or /detect?model={0}",
+            entry.served.name
+        )));
+    }
+    if q.min_score.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+        return Err(ApiError::bad(format!(
+            "min_score={}: expected a number from 0 to 1",
+            q.min_score.unwrap_or(0.0)
+        )));
+    }
+    let opts = crate::pose_task::PoseOptions {
+        max_poses: Some(q.max_poses.unwrap_or(10).max(1)),
+        min_score: q.min_score.unwrap_or(0.25),
+        ..Default::default()
+    };
+    let (name, outcome) = run_upload(&state, entry, req, q.name).await?;
+    let result = outcome.and_then(|s| {
+        let (w, h) = s.size.expect("an encoded image has its size");
+        let [c, gh, gw] = s.dims[..] else {
+            return Err("the pose network's output is not C×h×w".to_string());
+        };
+        m.decode_poses(&s.logits, c, (gh, gw), &opts)
+            .map(|poses| m.poses_to_pixels(w, h, poses, opts.min_score))
+            .map_err(|e| format!("{}: {e}", if name.is_empty() { "request body" } else { &name }))
+    });
+    Ok(single_answer(
+        crate::pose_task::Poses::to_json(&name, &result),
         result.is_ok(),
     ))
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One line to a working classifier: makes weights/default.safetensors (and the detector,
-# weights/detector.safetensors) if missing, then
+# weights/detector.safetensors, and the pose estimator, weights/pose.safetensors) if missing, then
 # classifies the sample photos of ../shared (or the paths given as arguments).
 #   - online with torch + torchvision installed: torchvision's MobileNet v2 (IMAGENET1K_V2)
 #   - otherwise: the real MobileNet v2 TFLite file of ../shared, dequantised (no download)
@@ -31,6 +31,12 @@ detector="${FERROVISION_DETECTOR:-$root/weights/detector.safetensors}"
 if [ ! -f "$detector" ] && [ -f "$shared/models/tflite/ssd_mobilenet_v2_coco_quant_postprocess.tflite" ]; then
   "$py" "$root/scripts/convert_weights.py" tflite "$shared/models/tflite/ssd_mobilenet_v2_coco_quant_postprocess.tflite" \
     --labels "$shared/data/labels/coco_labels.txt" --out "$detector"
+fi
+# the pose estimator of `ferrovision pose` (PoseNet, several people), from ../shared's TFLite file
+pose="${FERROVISION_POSE:-$root/weights/pose.safetensors}"
+posenet="$shared/models/tflite/posenet_mobilenet_v1_075_481_641_16_quant_decoder.tflite"
+if [ ! -f "$pose" ] && [ -f "$posenet" ]; then
+  "$py" "$root/scripts/convert_weights.py" tflite "$posenet" --out "$pose"
 fi
 cd "$root"
 if [ "$#" -eq 0 ]; then set -- "$shared/data/images"; fi

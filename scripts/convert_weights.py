@@ -810,31 +810,77 @@ TORCHVISION_ARCHS = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", 
                      "squeezenet1_0", "squeezenet1_1", "googlenet", "inception_v3"]
 
 
-def convert_torchvision(name: str, weights: str | None, input_path: Path | None) -> tuple[dict, dict]:
-    import torch
-    import torchvision
+# torchvision's ImageNet eval transform sizes (resize, crop) of each architecture's default weights,
+# for a safetensors state_dict converted where torchvision is not installed.
+TORCHVISION_EVAL_SIZES = {"inception_v3": (342, 299)}  # the rest: (256, 224)
 
+
+def convert_torchvision(name: str, weights: str | None, input_path: Path | None,
+                        transform_input: bool | None = None) -> tuple[dict, dict]:
+    """A torchvision checkpoint: downloaded (`--weights`), or a state_dict file (`--input`): a
+    `.pth` from `torch.save(model.state_dict())`, or a `.safetensors` one
+    (`safetensors.torch.save_file`), which needs neither torch nor torchvision (then the
+    preprocessing is torchvision's default eval transform for the architecture and the labels
+    are class numbers, unless torchvision is installed)."""
     if name not in TORCHVISION_ARCHS:
         raise ConversionError(f"unknown torchvision architecture {name}; known: {', '.join(TORCHVISION_ARCHS)}")
-    enum = torchvision.models.get_model_weights(name)
-    w = enum[weights] if weights else enum.DEFAULT
-    if input_path is not None:
+    if transform_input is not None and name not in ("googlenet", "inception_v3"):
+        raise ConversionError(f"--transform-input applies to googlenet and inception_v3, not {name}")
+    if input_path is not None and not input_path.is_file():
+        raise ConversionError(f"{input_path}: no such file")
+    try:
+        import torchvision
+    except ImportError:
+        if input_path is None or input_path.suffix != ".safetensors":
+            raise ConversionError("torch and torchvision are needed for a download or a .pth state_dict "
+                                  "(pip install torch torchvision); a .safetensors state_dict converts without them")
+        torchvision = None
+    w = None
+    if torchvision is not None:
+        enum = torchvision.models.get_model_weights(name)
+        w = enum[weights] if weights else enum.DEFAULT
+    if input_path is not None and input_path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        try:
+            tensors = {k: v.astype(np.float32) for k, v in load_file(str(input_path)).items()}
+        except Exception as e:  # safetensors raises assorted errors on a broken file
+            raise ConversionError(f"{input_path}: not a readable safetensors state_dict ({e})")
+        source = {"framework": "torchvision", "file": input_path.name, "sha256": sha256(input_path),
+                  "weights": str(w) if weights else None}
+    elif input_path is not None:
+        import torch
         sd = torch.load(input_path, map_location="cpu", weights_only=True)
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
         source = {"framework": "torchvision", "file": input_path.name, "sha256": sha256(input_path),
                   "weights": str(w) if weights else None}
+        tensors = {k: v.detach().float().numpy() for k, v in sd.items()}
     else:
         sd = w.get_state_dict(progress=True)  # downloads on a connected machine
         source = {"framework": "torchvision", "weights": str(w), "url": w.url}
-    tensors = {k: v.detach().float().numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+        tensors = {k: v.detach().float().numpy() for k, v in sd.items()}
+    tensors = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
     # Auxiliary classifiers are training-only; inference never reads them.
     tensors = {k: v for k, v in tensors.items() if not re.match(r"^(AuxLogits|aux1|aux2)\.", k)}
-    num_classes = next(v.shape[0] for k, v in reversed(list(tensors.items())) if k.endswith(".bias"))
-    tf = w.transforms()
-    crop = int(tf.crop_size[0]) if hasattr(tf, "crop_size") else 224
-    resize = int(tf.resize_size[0]) if hasattr(tf, "resize_size") else 256
-    labels = w.meta.get("categories") if num_classes == len(w.meta.get("categories", [])) else [str(i) for i in range(num_classes)]
+    # the classifier's bias: `fc.bias`, or the highest `classifier.{i}.bias` (whatever order the file
+    # keeps: safetensors sorts names)
+    heads = sorted((int(m.group(1) or 0), k) for k in tensors if (m := re.fullmatch(r"(?:fc|classifier(?:\.(\d+))?)\.bias", k)))
+    if not heads:
+        raise ConversionError(f"{input_path or name}: no classifier bias (fc.bias or classifier.N.bias) in the state_dict")
+    num_classes = tensors[heads[-1][1]].shape[0]
+    if w is not None:
+        tf = w.transforms()
+        crop = int(tf.crop_size[0]) if hasattr(tf, "crop_size") else 224
+        resize = int(tf.resize_size[0]) if hasattr(tf, "resize_size") else 256
+        categories = w.meta.get("categories", [])
+    else:
+        resize, crop = TORCHVISION_EVAL_SIZES.get(name, (256, 224))
+        categories = []
+    labels = categories if num_classes == len(categories) else [str(i) for i in range(num_classes)]
+    if transform_input is None:
+        # torchvision's pretrained GoogLeNet / Inception v3 (and models fine-tuned from them)
+        # expect transform_input=True; models trained from scratch usually do not.
+        transform_input = name in ("googlenet", "inception_v3")
     meta = {
         "format": FORMAT,
         "architecture": name,
@@ -845,8 +891,7 @@ def convert_torchvision(name: str, weights: str | None, input_path: Path | None)
         "padding": "torch",
         "bn_folded": "false",
         "bn_eps": "0.001" if name in ("googlenet", "inception_v3") else "1e-05",
-        # torchvision's pretrained GoogLeNet / Inception v3 expect transform_input=True.
-        "transform_input": "true" if name in ("googlenet", "inception_v3") else "false",
+        "transform_input": "true" if transform_input else "false",
         "preprocessing": torchvision_preprocessing(resize, crop),
         "labels": labels,
         "background_class": "none",
@@ -1325,7 +1370,13 @@ def main(argv=None) -> int:
     tv = sub.add_parser("torchvision", help="torchvision checkpoint (downloaded, or --input offline)")
     tv.add_argument("name")
     tv.add_argument("--weights", help="torchvision weight enum member, e.g. IMAGENET1K_V2")
-    tv.add_argument("--input", type=Path, help="a .pth state_dict saved with torch.save")
+    tv.add_argument("--input", type=Path, help="a state_dict file: .pth (torch.save) or .safetensors "
+                    "(safetensors.torch.save_file; converts without torch)")
+    tv.add_argument("--transform-input", choices=["true", "false"],
+                    help="googlenet / inception_v3: whether the model re-normalises its input as torchvision's "
+                         "pretrained checkpoints do (transform_input=True). Default true: right for torchvision's "
+                         "weights and models fine-tuned from them; pass false for a model built with "
+                         "transform_input=False (torchvision's default for weights=None) and trained from scratch")
     for s in (t, k, j, tv):
         s.add_argument("--out", type=Path)
         s.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32")
@@ -1347,7 +1398,8 @@ def main(argv=None) -> int:
             tensors, meta = convert_tfjs(args.file, args.labels)
             default_out = Path("weights") / f"nsfw_{args.file.parent.name}.safetensors"
         else:
-            tensors, meta = convert_torchvision(args.name, args.weights, args.input)
+            ti = None if args.transform_input is None else args.transform_input == "true"
+            tensors, meta = convert_torchvision(args.name, args.weights, args.input, ti)
             default_out = Path("weights") / f"{args.name}.safetensors"
         write(tensors, meta, args.out or default_out, args.dtype)
     except ConversionError as e:

@@ -116,12 +116,6 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-
     fn metrics(&self) -> String {
         client().get(self.url("/metrics")).send().unwrap().text().unwrap()
     }
@@ -697,6 +691,8 @@ fn hostile_requests_get_their_status_and_error() {
     assert_same_classification(&got, &fx.cli["cat.jpg"], "cat.jpg after the hostile requests");
 }
 
+/// SIGTERM while 12 requests are in flight: every one is answered correctly, readiness is
+/// never 200 meanwhile (503, or no new connection), the server exits 0 and stops listening.
 #[test]
 fn sigterm_drains_in_flight_requests() {
     let Some(fx) = fixture() else { return };
@@ -723,7 +719,23 @@ fn sigterm_drains_in_flight_requests() {
         barrier.wait();
         std::thread::sleep(Duration::from_millis(250));
         let signalled = Instant::now();
-        let status = server.terminate();
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+        // while it drains, readiness is never 200: 503, or no new connection at all
+        std::thread::sleep(Duration::from_millis(30));
+        let ready_url = server.url("/v2/health/ready");
+        let probes: Vec<Option<u16>> = (0..5)
+            .map(|_| {
+                let probe = client().get(&ready_url).send().ok().map(|r| r.status().as_u16());
+                std::thread::sleep(Duration::from_millis(20));
+                probe
+            })
+            .collect();
+        println!("readiness probes while draining (None: connection refused): {probes:?}");
+        assert!(
+            probes.iter().all(|p| *p != Some(200)),
+            "ready while draining: {probes:?}"
+        );
+        let status = server.child.wait().unwrap();
         let done: Vec<(Instant, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         (
             done.into_iter().map(|(t, v)| (t > signalled, v)).collect::<Vec<_>>(),

@@ -869,7 +869,11 @@ fn models_yaml_serves_several_models_and_bad_entries_stop_the_start() {
         ),
         (
             "models:\n  x:\n    weights: m.safetensors\n    task: pose\n",
-            "task `pose` is not served yet",
+            "task `pose`, but",
+        ),
+        (
+            "models:\n  x:\n    weights: m.safetensors\n    task: segment\n",
+            "task `segment` is not served (classify, detect, pose)",
         ),
         (
             "models:\n  x:\n    weights: m.safetensors\n    dtype: f8\n",
@@ -1044,7 +1048,7 @@ fn a_detector_is_served_beside_a_classifier() {
         .send()
         .unwrap();
     assert_eq!(res.status(), 400);
-    assert!(res.text().unwrap().contains("is a classifier"));
+    assert!(res.text().unwrap().contains("is not a detector: POST /classify?model=labels"));
     let res = client()
         .post(server.url("/detect?score=2"))
         .body(read(pets))

@@ -161,13 +161,26 @@ impl MoveNet {
         let mut p = self.lateral[0].forward(&taps[0])?; // N×64×H/32×W/32
         for (i, out) in self.output.iter().enumerate() {
             let lateral = self.lateral[i + 1].forward(&taps[i + 1])?;
-            let (h, w) = (lateral.dim(2)?, lateral.dim(3)?);
-            let up = p.upsample_bilinear2d(h, w, false)?;
+            let up = upsample_like(&p, &lateral)?; // N×c×2h×2w
             p = out.forward(&(up + lateral)?)?; // N×FPN_DEPTHS[i]×2h×2w
             crate::trace::record_lazy(|| format!("fpn.output.{i}"), "FpnLevel", &p, 0);
         }
         Ok(p)
     }
+}
+
+/// `x` bilinearly resized (half-pixel centres) to `like`'s height and width: our ×2 kernel
+/// ([`crate::kernels::resize`]) for f32 on the CPU at exactly twice the size, candle's
+/// `upsample_bilinear2d` otherwise (the same sampling).
+fn upsample_like(x: &Tensor, like: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (like.dim(2)?, like.dim(3)?);
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && (oh, ow) == (2 * h, 2 * w) {
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let up = crate::kernels::resize::upsample2x_bilinear(&data, n * c, h, w);
+        return Tensor::from_vec(up, (n, c, oh, ow), x.device());
+    }
+    x.upsample_bilinear2d(oh, ow, false)
 }
 
 impl Network for MoveNet {

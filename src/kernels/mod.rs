@@ -60,6 +60,7 @@ pub mod gpu;
 pub mod linear;
 pub mod nchwc;
 pub mod pool;
+pub mod resize;
 pub mod sgemm;
 pub mod storage;
 pub mod winograd;

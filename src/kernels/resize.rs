@@ -24,7 +24,7 @@ pub fn upsample2x_bilinear(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<
 /// around it blended with its neighbour rows (vertical pass).
 fn plane(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
     let ow = 2 * w;
-    let wide: Vec<f32> = src.chunks_exact(w).flat_map(|row| widen(row)).collect();
+    let wide: Vec<f32> = src.chunks_exact(w).flat_map(widen).collect();
     for i in 0..h {
         let (up, here, down) = (i.saturating_sub(1), i, (i + 1).min(h - 1));
         let (a, b, c) = (

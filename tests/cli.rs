@@ -203,7 +203,8 @@ fn help_lists_every_option() {
         "--batch-size",
         "--threads",
         "--device",
-        "<PATHS>...",
+        "--files-from",
+        "[PATHS]...",
     ] {
         assert!(help.contains(flag), "classify --help lacks {flag}:\n{help}");
     }

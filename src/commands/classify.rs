@@ -52,9 +52,54 @@ pub struct ClassifyArgs {
     /// f32, on a GPU it is done in this dtype.
     #[arg(long, value_enum, default_value_t = super::WeightsDtype::F32)]
     pub weights_dtype: super::WeightsDtype,
+    /// Also classify the files (or directories) listed in LIST, one path per line (`-`: read the
+    /// list from stdin); blank lines are skipped, relative paths are relative to the working directory.
+    #[arg(long, value_name = "LIST", value_parser = read_file_list)]
+    pub files_from: Option<FileList>,
     /// Image files or directories (searched recursively for jpg, png, bmp, gif, webp, tiff).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "files_from")]
     pub paths: Vec<PathBuf>,
+}
+
+/// The paths of a `--files-from` list, read while the arguments are parsed (so that a list that
+/// cannot be read is a usage error: exit status 2).
+#[derive(Clone, Debug, Default)]
+pub struct FileList(pub Vec<PathBuf>);
+
+/// Reads a `--files-from` list: one path per line (`\n` or `\r\n`), blank lines skipped; `-` is stdin.
+fn read_file_list(arg: &str) -> Result<FileList, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if arg == "-" {
+        std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(arg).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    read.map_err(|e| {
+        format!(
+            "cannot read the list {}: {e}",
+            if arg == "-" { "on stdin" } else { arg }
+        )
+    })?;
+    Ok(FileList(
+        bytes
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(path_from_bytes)
+            .collect(),
+    ))
+}
+
+#[cfg(unix)]
+fn path_from_bytes(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(b: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(b).into_owned())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -172,7 +217,8 @@ pub fn load_rules(arg: Option<&str>) -> anyhow::Result<Option<Rules>> {
 
 /// Classifies everything and streams the results; returns the number of failed images.
 pub fn run(args: &ClassifyArgs, model: &Model, rules: Option<&Rules>) -> anyhow::Result<usize> {
-    let files = collect(&args.paths);
+    let listed = args.files_from.iter().flat_map(|l| l.0.iter().cloned());
+    let files = collect(&args.paths.iter().cloned().chain(listed).collect::<Vec<_>>());
     let opts = ClassifyOptions {
         top_k: args.top_k,
         threshold: args.threshold,

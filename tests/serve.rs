@@ -1048,7 +1048,10 @@ fn a_detector_is_served_beside_a_classifier() {
         .send()
         .unwrap();
     assert_eq!(res.status(), 400);
-    assert!(res.text().unwrap().contains("is not a detector: POST /classify?model=labels"));
+    assert!(res
+        .text()
+        .unwrap()
+        .contains("is not a detector: POST /classify?model=labels"));
     let res = client()
         .post(server.url("/detect?score=2"))
         .body(read(pets))

@@ -53,7 +53,16 @@ def main():
     args = ap.parse_args()
 
     ray.init(num_cpus=args.num_cpus)
-    photos = ray.data.read_binary_files(args.photos, include_paths=True)
+    # Reading the files is I/O (the actors decode them): the read tasks reserve no CPU, or with
+    # threads × actors = every CPU they could never be scheduled and the pipeline would stall;
+    # one at a time, since Ray starts a worker process per concurrent zero-CPU task.
+    photos = ray.data.read_binary_files(
+        args.photos,
+        include_paths=True,
+        num_cpus=0,
+        concurrency=1,
+        file_extensions=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
+    )
     labelled = photos.map_batches(
         Labeler,
         fn_constructor_kwargs={

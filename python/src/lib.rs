@@ -125,7 +125,8 @@ enum Owned {
     Pixels(RgbImage),
 }
 
-/// `(H, W)` of an H×W×3 uint8 array, or a ValueError naming `what` and the problem.
+/// Checks that `arr` is a uint8 H×W×3 (`ndim` 3) or N×H×W×3 (`ndim` 4) array; the ValueError names
+/// `what` and the problem.
 fn check_array(arr: &Bound<'_, PyUntypedArray>, what: &str, ndim: usize) -> PyResult<()> {
     let py = arr.py();
     let shape = arr.shape();
